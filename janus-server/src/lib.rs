@@ -1,0 +1,1 @@
+//! Janus server library.
