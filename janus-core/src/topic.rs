@@ -114,6 +114,15 @@ pub struct TopicManager<S> {
     subscriptions: AtomicUsize,
 }
 
+impl<S> std::fmt::Debug for TopicManager<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicManager")
+            .field("topics", &self.topics.load(Ordering::Relaxed))
+            .field("subscriptions", &self.subscriptions.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
 impl<S: Subscriber> Default for TopicManager<S> {
     fn default() -> Self {
         Self::new()

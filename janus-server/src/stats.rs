@@ -1,0 +1,67 @@
+//! Server-wide counters, updated with relaxed atomics on the hot path and
+//! read by snapshots (logs, the admin API, tests) without locking anything.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use janus_core::ErrorCode;
+
+/// Monotonic counters and gauges of one server.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Client connections open now.
+    pub connections: AtomicU64,
+    /// Highest value `connections` has had.
+    pub connections_peak: AtomicU64,
+    /// Client connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// Connections refused because the server was full.
+    pub connections_refused: AtomicU64,
+    /// Publishes accepted.
+    pub messages_published: AtomicU64,
+    /// Deliveries handed to subscriber queues.
+    pub deliveries_enqueued: AtomicU64,
+    /// Deliveries completely written to sockets.
+    pub deliveries_sent: AtomicU64,
+    /// Deliveries dropped by the drop-oldest policy or lost with a cut slow consumer.
+    pub deliveries_dropped: AtomicU64,
+    /// Bytes written to clients.
+    pub bytes_out: AtomicU64,
+    /// Slow consumers disconnected.
+    pub slow_consumers: AtomicU64,
+    /// Error frames sent, by code (indexed like [`ErrorCode::ALL`]).
+    pub errors: [AtomicU64; ErrorCode::ALL.len()],
+}
+
+impl Stats {
+    /// Counts a new connection and updates the peak.
+    pub fn connection_opened(&self) {
+        let now = self.connections.fetch_add(1, Ordering::Relaxed) + 1;
+        self.connections_total.fetch_add(1, Ordering::Relaxed);
+        self.connections_peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Counts a closed connection.
+    pub fn connection_closed(&self) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Counts an error frame sent.
+    pub fn error_sent(&self, code: ErrorCode) {
+        if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
+            self.errors[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Error frames sent with `code` so far.
+    pub fn errors_sent(&self, code: ErrorCode) -> u64 {
+        ErrorCode::ALL
+            .iter()
+            .position(|c| *c == code)
+            .map_or(0, |i| self.errors[i].load(Ordering::Relaxed))
+    }
+
+    /// Reads one counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
