@@ -52,8 +52,16 @@ pub enum HistoError {
     NoInputs,
 
     /// Writing rendered output failed.
-    #[error("writing output")]
+    #[error("cannot write output")]
     Io(#[from] io::Error),
+
+    /// A file could not be read.
+    #[error("cannot read file")]
+    Read(#[source] io::Error),
+
+    /// A file could not be written.
+    #[error("cannot write file")]
+    Write(#[source] io::Error),
 
     /// Reading or writing a named file failed, or its content was bad.
     #[error("{}", path.display())]

@@ -1,1 +1,127 @@
-fn main(){}
+//! The `janus-histo` binary: shows and merges saved latency reports.
+//!
+//! Flags become a [`ShowConfig`] or [`MergeConfig`]; the work is done by
+//! [`janus_histo::command`].
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use janus_histo::command::{self, MergeConfig, ShowConfig};
+
+/// Show and merge Janus latency histograms.
+#[derive(Debug, Parser)]
+#[command(name = "janus-histo", version)]
+struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print percentiles, the bucket table and a bar chart of each saved report.
+    ///
+    /// FILE is a report written by `janus-histo merge -o`, or any JSON object
+    /// with a "histogram" field, such as `janus-bot --json` output.
+    Show {
+        /// Bucket width for the table, e.g. 500ms, 2ms, 250us (default: chosen from the data).
+        #[arg(long, value_name = "DURATION", value_parser = parse_bucket)]
+        bucket: Option<Duration>,
+        /// Also write an SVG plot here (numbered plot-1.svg, plot-2.svg, … for several files).
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
+        /// Saved reports to show.
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Merge the histograms of several saved reports losslessly and show the result.
+    Merge {
+        /// Write the merged report as JSON here.
+        #[arg(short, long, value_name = "OUT.json")]
+        output: Option<PathBuf>,
+        /// Also write an SVG plot of the merged report here.
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
+        /// Bucket width for the table, e.g. 500ms, 2ms, 250us (default: chosen from the data).
+        #[arg(long, value_name = "DURATION", value_parser = parse_bucket)]
+        bucket: Option<Duration>,
+        /// Title of the merged report (default: "merged N reports").
+        #[arg(long)]
+        title: Option<String>,
+        /// Saved reports to merge.
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// Parses `--bucket` for clap.
+fn parse_bucket(s: &str) -> Result<Duration, janus_histo::HistoError> {
+    janus_histo::parse_duration(s)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("janus-histo: error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let written = match cli.command {
+        Command::Show {
+            bucket,
+            plot,
+            files,
+        } => {
+            let config = ShowConfig {
+                files,
+                bucket,
+                plot,
+            };
+            command::show(&config, &mut out).context("show")?
+        }
+        Command::Merge {
+            output,
+            plot,
+            bucket,
+            title,
+            files,
+        } => {
+            let config = MergeConfig {
+                files,
+                output,
+                plot,
+                bucket,
+                title,
+            };
+            command::merge(&config, &mut out).context("merge")?.1
+        }
+    };
+    out.flush().context("writing to stdout")?;
+    for path in written {
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// True when the error comes from writing to a closed pipe (`| head`), which
+/// is not a failure.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
