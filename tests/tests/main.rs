@@ -1,4 +1,6 @@
 //! End-to-end tests, one binary with a module per area (STYLE §7).
 
+mod admin;
+mod binary;
 mod protocol;
 mod server;
