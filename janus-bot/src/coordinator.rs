@@ -1,0 +1,585 @@
+//! The coordinator of a run: plans the swarm, drives the workers through
+//! setup, barrier, publishing and collection, and builds the report.
+//!
+//! ```text
+//! plan ─▶ start workers / connect agents ─▶ clock offsets (agents)
+//!      ─▶ setup ─▶ barrier: every client subscribed or failed
+//!      ─▶ publish M messages at rate R to every target, telling every worker
+//!         each send instant (converted to its clock)
+//!      ─▶ wait until no live client lacks a sent message, or the timeout
+//!      ─▶ finish: collect histograms and counters ─▶ report
+//! ```
+//!
+//! Every wait has a deadline. A worker that exits, an agent that drops its
+//! connection, or either going silent ends the run with an error naming it;
+//! the caller maps that to exit status 2. Workers are killed when the
+//! coordinator drops them, and an agent's worker exits when its connection
+//! closes.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+use janus_core::Publish;
+use tokio::sync::mpsc;
+
+use crate::clock::{ClockOffset, Probe};
+use crate::control::{Command, ErrorCount, Event, Progress, Results, Setup};
+use crate::link::{Inbox, Link, LinkEvent};
+use crate::plan::{self, Place, PER_WORKER};
+use crate::progress::{Display, ProgressMode};
+use crate::publisher::{self, Outcome, Persistent, PublishMode};
+use crate::report::{self, RunReport};
+use crate::sys;
+use crate::worker::RESERVED_FDS;
+
+/// Ping-pong exchanges per agent link to measure its clock offset.
+pub const CLOCK_PROBES: usize = 20;
+
+/// Publishing to a target stops after this many failures in a row.
+const GIVE_UP_AFTER: u32 = 3;
+
+/// Everything a run needs, validated.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Servers; clients are spread over them.
+    pub targets: Vec<SocketAddr>,
+    /// Agent addresses; empty for local worker processes.
+    pub agents: Vec<String>,
+    /// Number of subscribing clients.
+    pub clients: u64,
+    /// Topic every client subscribes to.
+    pub topic: String,
+    /// Messages to publish.
+    pub messages: u32,
+    /// Messages per second.
+    pub rate: f64,
+    /// Size of each message's `data` string, bytes.
+    pub payload: usize,
+    /// Local worker processes (`None`: as many as needed).
+    pub workers: Option<u32>,
+    /// Source addresses to bind clients to (`None`: automatic).
+    pub source_ips: Option<Vec<IpAddr>>,
+    /// Limit for every wait.
+    pub timeout: Duration,
+    /// Clients connecting at once, over all workers.
+    pub connect_concurrency: u32,
+    /// One-shot or persistent publishing.
+    pub publish_mode: PublishMode,
+    /// The targets form one cluster: publish each message once, to the first.
+    pub clustered: bool,
+    /// Publish key (PROTOCOL X4), if the servers require one.
+    pub publish_key: Option<String>,
+    /// How progress is shown.
+    pub progress: ProgressMode,
+}
+
+/// What the coordinator knows about one link as the run goes.
+#[derive(Debug, Default)]
+struct LinkState {
+    progress: Progress,
+    ready: bool,
+    ready_cpu_ns: u64,
+    subscribed_per_target: Vec<u32>,
+    setup_errors: Vec<ErrorCount>,
+    last_seen: Option<Instant>,
+    results: Option<Box<Results>>,
+}
+
+/// The shared queue of link events, plus events set aside while waiting for
+/// one link in particular.
+struct Mailbox {
+    inbox: Inbox,
+    backlog: VecDeque<(usize, LinkEvent)>,
+}
+
+impl Mailbox {
+    async fn recv(&mut self) -> Option<(usize, LinkEvent)> {
+        if let Some(e) = self.backlog.pop_front() {
+            return Some(e);
+        }
+        self.inbox.recv().await
+    }
+}
+
+/// Runs a measurement.
+///
+/// # Errors
+/// When the run could not be carried out: a worker or agent failed, every
+/// client of a target failed to subscribe, a wait timed out. A run that
+/// completes with missing deliveries is not an error; see
+/// [`RunReport::success`].
+pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
+    let started = Instant::now();
+    let cpu_start = sys::cpu_time();
+    let limit = sys::raise_open_file_limit().unwrap_or(1024);
+    let per_worker = if cfg.agents.is_empty() {
+        PER_WORKER.min(limit.saturating_sub(RESERVED_FDS)).max(1)
+    } else {
+        PER_WORKER
+    };
+    let plans = plan::plan(
+        cfg.clients,
+        &cfg.targets,
+        cfg.source_ips.as_deref(),
+        cfg.workers,
+        &cfg.agents,
+        per_worker,
+    )?;
+
+    let (outbox, inbox) = mpsc::unbounded_channel();
+    let mut mail = Mailbox {
+        inbox,
+        backlog: VecDeque::new(),
+    };
+    let mut links = Vec::with_capacity(plans.len());
+    let mut per_agent: HashMap<&str, usize> = HashMap::new();
+    for (i, p) in plans.iter().enumerate() {
+        let link = match &p.place {
+            Place::Local => Link::spawn_local(i, outbox.clone())?,
+            Place::Agent(addr) => {
+                let n = per_agent.entry(addr.as_str()).or_insert(0);
+                *n += 1;
+                Link::connect_agent(i, addr, *n, cfg.timeout, outbox.clone()).await?
+            }
+        };
+        links.push(link);
+    }
+    drop(outbox);
+    for (i, link) in links.iter_mut().enumerate() {
+        if link.agent.is_some() {
+            link.offset = measure_offset(link, i, &mut mail, cfg.timeout).await?;
+        }
+    }
+
+    // Setup, up to the barrier.
+    let mut display = Display::new(cfg.progress, cfg.clients);
+    let concurrency = (cfg.connect_concurrency / links.len() as u32).max(1);
+    let max_frame = (cfg.payload * 2 + 4096).max(janus_core::DEFAULT_MAX_FRAME);
+    let setup_started = Instant::now();
+    let mut states: Vec<LinkState> = (0..links.len()).map(|_| LinkState::default()).collect();
+    for (i, link) in links.iter_mut().enumerate() {
+        let setup = Setup {
+            name: link.name.clone(),
+            topic: cfg.topic.clone(),
+            messages: cfg.messages,
+            targets: cfg.targets.clone(),
+            groups: plans[i].groups.clone(),
+            connect_concurrency: concurrency,
+            timeout_ms: cfg.timeout.as_millis() as u64,
+            max_frame,
+        };
+        link.send(&Command::Setup(setup)).await?;
+        states[i].last_seen = Some(Instant::now());
+    }
+    let silence = cfg.timeout.max(Duration::from_secs(5)) + Duration::from_secs(2);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    while !states.iter().all(|s| s.ready) {
+        tokio::select! {
+            ev = mail.recv() => {
+                let (i, ev) = ev.ok_or_else(|| anyhow!("every worker is gone"))?;
+                on_event(&links, &mut states, i, ev, "during setup")?;
+            }
+            _ = tick.tick() => check_silence(&links, &states, silence)?,
+        }
+        display.setup(&total(&states), cfg.clients);
+    }
+    let setup_s = setup_started.elapsed().as_secs_f64();
+    display.setup(&total(&states), cfg.clients);
+    let setup_errors = merge_errors(states.iter().flat_map(|s| s.setup_errors.iter()));
+    check_barrier(cfg, &states, &setup_errors)?;
+    let subscribed = u64::from(total(&states).subscribed);
+    display.note(&format!(
+        "barrier: {subscribed} of {} clients subscribed in {setup_s:.2} s; publishing",
+        cfg.clients
+    ));
+
+    // Publishing and delivery.
+    let cpu_barrier = sys::cpu_time();
+    let expected = cfg.clients * u64::from(cfg.messages);
+    display.start_deliveries(expected);
+    let publish_targets: Vec<SocketAddr> = if cfg.clustered {
+        cfg.targets[..1].to_vec()
+    } else {
+        cfg.targets.clone()
+    };
+    let (pub_tx, mut pub_rx) = mpsc::unbounded_channel();
+    let start = tokio::time::Instant::now() + Duration::from_millis(20);
+    for (slot, target) in publish_targets.iter().enumerate() {
+        tokio::spawn(publish_loop(PublishJob {
+            slot,
+            target: *target,
+            cfg: cfg.clone(),
+            start,
+            tx: pub_tx.clone(),
+        }));
+    }
+    drop(pub_tx);
+    let mut collecting: HashMap<u32, (Vec<Option<u64>>, usize)> = HashMap::new();
+    let mut send_times: Vec<Option<u64>> = vec![None; cfg.messages as usize];
+    let mut publish_errors: Vec<(String, u32)> = Vec::new();
+    let mut published_ok = 0u32;
+    let mut sent = 0u32;
+    let mut publish_done: Option<Instant> = (cfg.messages == 0).then(Instant::now);
+    let mut timed_out = false;
+    loop {
+        if let Some(done) = publish_done {
+            let all_in = states
+                .iter()
+                .all(|s| s.progress.sent_seen >= cfg.messages && s.progress.pending == 0);
+            if all_in {
+                break;
+            }
+            if done.elapsed() >= cfg.timeout {
+                timed_out = true;
+                break;
+            }
+        }
+        tokio::select! {
+            Some((slot, seq, outcome)) = pub_rx.recv() => {
+                let outcome: Outcome = outcome;
+                let (times, done) = collecting
+                    .entry(seq)
+                    .or_insert_with(|| (vec![None; publish_targets.len()], 0));
+                times[slot] = outcome.sent_ns;
+                *done += 1;
+                if let Some(e) = outcome.error {
+                    note_error(&mut publish_errors, format!("message {seq}: {e}"));
+                }
+                if *done < publish_targets.len() {
+                    continue;
+                }
+                let Some((times, _)) = collecting.remove(&seq) else { continue };
+                if times.iter().all(Option::is_some) {
+                    published_ok += 1;
+                }
+                send_times[seq as usize] = times.iter().flatten().min().copied();
+                let per_target: Vec<Option<u64>> = if cfg.clustered {
+                    vec![times[0]; cfg.targets.len()]
+                } else {
+                    times
+                };
+                for link in &mut links {
+                    let converted = per_target.iter().map(|t| t.map(|t| link.offset.to_remote(t))).collect();
+                    link.send(&Command::Sent { seq, times: converted }).await?;
+                }
+                sent += 1;
+                if sent == cfg.messages {
+                    publish_done = Some(Instant::now());
+                }
+            }
+            ev = mail.recv() => {
+                let (i, ev) = ev.ok_or_else(|| anyhow!("every worker is gone"))?;
+                on_event(&links, &mut states, i, ev, "while publishing")?;
+            }
+            _ = tick.tick() => check_silence(&links, &states, silence)?,
+        }
+        let t = total(&states);
+        display.deliveries(sent, cfg.messages, t.received, expected, t.disconnected);
+    }
+    display.finish();
+
+    // Collection.
+    for link in &mut links {
+        link.send(&Command::Finish).await?;
+    }
+    let deadline = tokio::time::Instant::now() + cfg.timeout.max(Duration::from_secs(10));
+    while states.iter().any(|s| s.results.is_none()) {
+        let ev = tokio::time::timeout_at(deadline, mail.recv()).await;
+        let Ok(ev) = ev else {
+            let late: Vec<&str> = links
+                .iter()
+                .zip(&states)
+                .filter(|(_, s)| s.results.is_none())
+                .map(|(l, _)| l.name.as_str())
+                .collect();
+            bail!("no results from {} in time", late.join(", "));
+        };
+        let (i, ev) = ev.ok_or_else(|| anyhow!("every worker is gone"))?;
+        on_event(&links, &mut states, i, ev, "before sending its results")?;
+    }
+    let cpu_end = sys::cpu_time();
+
+    let results: Vec<Results> = states
+        .iter_mut()
+        .filter_map(|s| s.results.take().map(|r| *r))
+        .collect();
+    let workers_cpu: u64 = results.iter().map(|r| r.cpu_ns).sum();
+    let workers_cpu_at_barrier: u64 = states.iter().map(|s| s.ready_cpu_ns).sum();
+    let input = report::Input {
+        cfg,
+        links: &links,
+        results: &results,
+        setup_s,
+        subscribed,
+        send_times: &send_times,
+        published_ok,
+        publish_errors,
+        timed_out,
+        coordinator_cpu: cpu_end.saturating_sub(cpu_start),
+        coordinator_cpu_measure: cpu_end.saturating_sub(cpu_barrier),
+        workers_cpu: Duration::from_nanos(workers_cpu),
+        workers_cpu_measure: Duration::from_nanos(
+            workers_cpu.saturating_sub(workers_cpu_at_barrier),
+        ),
+        duration: started.elapsed(),
+    };
+    Ok(report::build(input))
+}
+
+/// Measures a link's clock offset with [`CLOCK_PROBES`] ping-pongs.
+async fn measure_offset(
+    link: &mut Link,
+    index: usize,
+    mail: &mut Mailbox,
+    limit: Duration,
+) -> anyhow::Result<ClockOffset> {
+    let mut probes = Vec::with_capacity(CLOCK_PROBES);
+    for _ in 0..CLOCK_PROBES {
+        let t0 = sys::monotonic_ns();
+        link.send(&Command::Ping { t0 }).await?;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let ev = tokio::time::timeout_at(deadline, mail.inbox.recv())
+                .await
+                .map_err(|_| {
+                    anyhow!(
+                        "{} did not answer a clock ping within {}",
+                        link.name,
+                        humantime::format_duration(limit)
+                    )
+                })?
+                .ok_or_else(|| anyhow!("every worker is gone"))?;
+            match ev {
+                (i, LinkEvent::Event(Event::Pong { t0: echo, t })) if i == index && echo == t0 => {
+                    probes.push(Probe {
+                        t0,
+                        remote: t,
+                        t1: sys::monotonic_ns(),
+                    });
+                    break;
+                }
+                (i, LinkEvent::Closed(why)) if i == index => {
+                    bail!("{} {why} while measuring its clock offset", link.name)
+                }
+                (i, LinkEvent::Event(Event::Fatal { error })) if i == index => {
+                    bail!("{}: {error}", link.name)
+                }
+                other => mail.backlog.push_back(other),
+            }
+        }
+    }
+    ClockOffset::best_of(&probes).ok_or_else(|| anyhow!("no clock probe for {}", link.name))
+}
+
+/// Applies one link event to the run's state; errors end the run.
+fn on_event(
+    links: &[Link],
+    states: &mut [LinkState],
+    i: usize,
+    ev: LinkEvent,
+    when: &str,
+) -> anyhow::Result<()> {
+    let name = &links[i].name;
+    let state = &mut states[i];
+    state.last_seen = Some(Instant::now());
+    match ev {
+        LinkEvent::Event(Event::Progress(p)) => state.progress = p,
+        LinkEvent::Event(Event::Ready {
+            progress,
+            subscribed_per_target,
+            errors,
+            cpu_ns,
+        }) => {
+            state.progress = progress;
+            state.ready = true;
+            state.ready_cpu_ns = cpu_ns;
+            state.subscribed_per_target = subscribed_per_target;
+            state.setup_errors = errors;
+        }
+        LinkEvent::Event(Event::Results(r)) => {
+            state.progress.received = r.received;
+            state.results = Some(r);
+        }
+        LinkEvent::Event(Event::Pong { .. }) => {}
+        LinkEvent::Event(Event::Fatal { error }) => bail!("{name} failed {when}: {error}"),
+        // A worker exits once it has sent its results.
+        LinkEvent::Closed(_) if state.results.is_some() => {}
+        LinkEvent::Closed(why) => bail!("{name} {why} {when}"),
+    }
+    Ok(())
+}
+
+fn check_silence(links: &[Link], states: &[LinkState], silence: Duration) -> anyhow::Result<()> {
+    for (link, state) in links.iter().zip(states) {
+        if state.results.is_none() && state.last_seen.is_some_and(|t| t.elapsed() > silence) {
+            bail!(
+                "{} stopped answering (nothing for {})",
+                link.name,
+                humantime::format_duration(silence)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn total(states: &[LinkState]) -> Progress {
+    let mut t = Progress::default();
+    for s in states {
+        let p = &s.progress;
+        t.connected += p.connected;
+        t.subscribed += p.subscribed;
+        t.failed += p.failed;
+        t.disconnected += p.disconnected;
+        t.received += p.received;
+        t.pending += p.pending;
+        t.sent_seen = t.sent_seen.max(p.sent_seen);
+    }
+    t
+}
+
+/// Sums error counts from several workers.
+pub(crate) fn merge_errors<'a>(errors: impl Iterator<Item = &'a ErrorCount>) -> Vec<ErrorCount> {
+    let mut merged: HashMap<(&str, u16, &str), u32> = HashMap::new();
+    for e in errors {
+        *merged.entry((&e.phase, e.target, &e.error)).or_insert(0) += e.count;
+    }
+    let mut v: Vec<ErrorCount> = merged
+        .into_iter()
+        .map(|((phase, target, error), count)| ErrorCount {
+            phase: phase.to_owned(),
+            target,
+            error: error.to_owned(),
+            count,
+        })
+        .collect();
+    v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.error.cmp(&b.error)));
+    v
+}
+
+/// Refuses to publish when some target has no subscribed client at all:
+/// that is a run that could not be made, not a measurement.
+fn check_barrier(
+    cfg: &RunConfig,
+    states: &[LinkState],
+    errors: &[ErrorCount],
+) -> anyhow::Result<()> {
+    let targets = cfg.targets.len();
+    let mut per_target = vec![0u64; targets];
+    for s in states {
+        for (t, n) in s.subscribed_per_target.iter().enumerate().take(targets) {
+            per_target[t] += u64::from(*n);
+        }
+    }
+    let assigned = |t: usize| {
+        cfg.clients / targets as u64 + u64::from((t as u64) < cfg.clients % targets as u64)
+    };
+    let dead: Vec<usize> = (0..targets)
+        .filter(|&t| per_target[t] == 0 && assigned(t) > 0)
+        .collect();
+    if dead.is_empty() {
+        return Ok(());
+    }
+    let mut msg = String::new();
+    for t in dead {
+        let target = cfg.targets[t];
+        let why: Vec<String> = errors
+            .iter()
+            .filter(|e| usize::from(e.target) == t)
+            .take(3)
+            .map(|e| format!("{} clients: {} ({})", e.count, e.error, e.phase))
+            .collect();
+        let why = if why.is_empty() {
+            "no reason recorded".to_owned()
+        } else {
+            why.join("; ")
+        };
+        if !msg.is_empty() {
+            msg.push_str("; ");
+        }
+        msg.push_str(&format!("no client could subscribe to {target}: {why}"));
+    }
+    Err(anyhow!(msg)).context("setup failed")
+}
+
+fn note_error(errors: &mut Vec<(String, u32)>, e: String) {
+    // Group by the error text without the message number.
+    let key = e
+        .split_once(": ")
+        .map_or(e.as_str(), |(_, rest)| rest)
+        .to_owned();
+    match errors
+        .iter_mut()
+        .find(|(k, _)| k.split_once(": ").map(|(_, r)| r) == Some(key.as_str()))
+    {
+        Some((_, n)) => *n += 1,
+        None => errors.push((e, 1)),
+    }
+}
+
+struct PublishJob {
+    slot: usize,
+    target: SocketAddr,
+    cfg: RunConfig,
+    start: tokio::time::Instant,
+    tx: mpsc::UnboundedSender<(usize, u32, Outcome)>,
+}
+
+/// Publishes every message to one target, on schedule, one after the other.
+async fn publish_loop(job: PublishJob) {
+    let PublishJob {
+        slot,
+        target,
+        cfg,
+        start,
+        tx,
+    } = job;
+    let data = publisher::payload(cfg.payload);
+    let mut persistent = Persistent::new(target, cfg.timeout);
+    let mut failures = 0u32;
+    for seq in 0..cfg.messages {
+        // A target given up on is reported at once, not on schedule.
+        if failures < GIVE_UP_AFTER {
+            let at = start + Duration::from_secs_f64(f64::from(seq) / cfg.rate);
+            tokio::time::sleep_until(at).await;
+        }
+        let outcome = if failures >= GIVE_UP_AFTER {
+            Outcome {
+                sent_ns: None,
+                error: Some(publisher::PublishError::Broken {
+                    target,
+                    what: format!("not published after {GIVE_UP_AFTER} failures in a row"),
+                }),
+            }
+        } else {
+            match Publish::new(cfg.topic.as_str(), "janus-bot", seq.to_string(), &data) {
+                Ok(mut p) => {
+                    p.key.clone_from(&cfg.publish_key);
+                    let frame = publisher::encode(p, cfg.publish_mode);
+                    match cfg.publish_mode {
+                        PublishMode::Oneshot => {
+                            publisher::publish_oneshot(target, &frame, cfg.timeout).await
+                        }
+                        PublishMode::Persistent => persistent.publish(&frame).await,
+                    }
+                }
+                Err(e) => Outcome {
+                    sent_ns: None,
+                    error: Some(publisher::PublishError::Broken {
+                        target,
+                        what: format!("cannot build the publish: {e}"),
+                    }),
+                },
+            }
+        };
+        if outcome.error.is_some() {
+            failures += 1;
+        } else {
+            failures = 0;
+        }
+        if tx.send((slot, seq, outcome)).is_err() {
+            return;
+        }
+    }
+}

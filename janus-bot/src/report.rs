@@ -1,0 +1,552 @@
+//! The report of a run: merged figures, the text printed at the end, the
+//! `--json` document and the `--plot` SVG.
+//!
+//! The JSON is a superset of a `janus-histo` report (it has `title`,
+//! `histogram` and `spans`), so `janus-histo show run.json` and
+//! `janus-histo merge` read it as they are.
+
+use std::io::{self, Write};
+use std::time::Duration;
+
+use janus_histo::{format_millis, Recorder, Report, SpanPoint, SpanSeries, Summary, TextOptions};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::clock::ClockOffset;
+use crate::control::{ErrorCount, Results};
+use crate::coordinator::{merge_errors, RunConfig};
+use crate::link::Link;
+use crate::publisher::PublishMode;
+use crate::tally::MessageStat;
+
+/// What the coordinator hands over to build a report.
+#[derive(Debug)]
+pub struct Input<'a> {
+    /// The run's configuration.
+    pub cfg: &'a RunConfig,
+    /// The workers.
+    pub links: &'a [Link],
+    /// Their results, in link order.
+    pub results: &'a [Results],
+    /// Seconds from the first setup command to the barrier.
+    pub setup_s: f64,
+    /// Clients subscribed at the barrier.
+    pub subscribed: u64,
+    /// Earliest send instant of each message (coordinator clock).
+    pub send_times: &'a [Option<u64>],
+    /// Messages published to every target without error.
+    pub published_ok: u32,
+    /// Publish errors, grouped, with counts.
+    pub publish_errors: Vec<(String, u32)>,
+    /// The wait for deliveries ended by the timeout.
+    pub timed_out: bool,
+    /// Coordinator CPU, whole run.
+    pub coordinator_cpu: Duration,
+    /// Coordinator CPU from the barrier on.
+    pub coordinator_cpu_measure: Duration,
+    /// Worker CPU, whole run.
+    pub workers_cpu: Duration,
+    /// Worker CPU from their barrier on.
+    pub workers_cpu_measure: Duration,
+    /// Wall time of the run.
+    pub duration: Duration,
+}
+
+/// Clients that did not get every message once, in order, by why.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct BadClients {
+    /// Never subscribed (refused, reset, timed out, server error).
+    pub setup: u64,
+    /// Lost their connection after subscribing.
+    pub disconnected: u64,
+    /// Stayed connected but missed messages.
+    pub missing: u64,
+    /// Got a message twice.
+    pub duplicated: u64,
+    /// Got messages out of order.
+    pub reordered: u64,
+}
+
+/// One agent's clock, as measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentClock {
+    /// The worker link ("agent A (worker 1)").
+    pub name: String,
+    /// Agent clock minus coordinator clock, ms.
+    pub offset_ms: f64,
+    /// Half the best round trip, ms.
+    pub uncertainty_ms: f64,
+    /// Probes taken.
+    pub probes: u32,
+}
+
+/// Bot CPU time.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Cpu {
+    /// Coordinator process, whole run, s.
+    pub coordinator_s: f64,
+    /// All worker processes, whole run, s.
+    pub workers_s: f64,
+    /// Both, s.
+    pub total_s: f64,
+    /// Coordinator and workers from the barrier to the end (publishing and
+    /// deliveries), s.
+    pub measure_s: f64,
+    /// `measure_s` per million deliveries received.
+    pub per_million_deliveries_s: Option<f64>,
+    /// Socket reads that returned data, all workers, whole run.
+    pub reads: u64,
+    /// Event loop wake-ups with socket events, all workers, whole run.
+    pub wakeups: u64,
+}
+
+/// A client error, with the target by address.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientError {
+    /// `connect`, `handshake` or `run`.
+    pub phase: String,
+    /// The server.
+    pub target: String,
+    /// What happened.
+    pub error: String,
+    /// To how many clients.
+    pub count: u32,
+}
+
+/// Smallest and largest difference between the bot's wall clock at receive
+/// and the server's timestamp, ms.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Skew {
+    /// Smallest, ms.
+    pub min: f64,
+    /// Largest, ms.
+    pub max: f64,
+}
+
+/// Everything a run found.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// One-line description.
+    pub title: String,
+    /// Every expected delivery arrived and every client was good.
+    pub success: bool,
+    /// The servers.
+    pub targets: Vec<String>,
+    /// Agents and their clocks (empty for local runs).
+    pub agents: Vec<AgentClock>,
+    /// Worker processes.
+    pub workers: usize,
+    /// Topic.
+    pub topic: String,
+    /// Messages published (per target).
+    pub messages: u32,
+    /// Publish rate, messages/s.
+    pub rate: f64,
+    /// Payload size, bytes.
+    pub payload: usize,
+    /// One-shot or persistent publishing.
+    pub publish_mode: PublishMode,
+    /// Messages published to every target without error.
+    pub published: u32,
+    /// Clients asked for.
+    pub clients: u64,
+    /// Clients subscribed at the barrier.
+    pub subscribed: u64,
+    /// Setup time up to the barrier, s.
+    pub setup_s: f64,
+    /// Clients that got every message once and in order, and stayed connected.
+    pub clients_good: u64,
+    /// The others.
+    pub clients_bad: u64,
+    /// Why they are bad.
+    pub bad: BadClients,
+    /// `clients × messages`.
+    pub deliveries_expected: u64,
+    /// Distinct deliveries received.
+    pub deliveries_received: u64,
+    /// Repeated deliveries.
+    pub duplicates: u64,
+    /// Deliveries that came after a later message.
+    pub reordered: u64,
+    /// Deliveries with a `message_id` this run did not publish.
+    pub unexpected: u64,
+    /// Deliveries that seemed to arrive before their publish (clock offset
+    /// error; recorded as 0).
+    pub negative_latencies: u64,
+    /// The wait for deliveries ended by the timeout.
+    pub timed_out: bool,
+    /// How latency was measured.
+    pub latency_method: String,
+    /// Latency of every distinct delivery.
+    pub latency_ms: Summary,
+    /// Per message, publish → last subscriber.
+    pub span_ms: Summary,
+    /// Latency histogram (janus-histo serialized form, µs).
+    pub histogram: Recorder,
+    /// Per message: first → last delivery (`span_ms`) and publish → last
+    /// subscriber (`max_ms`).
+    pub spans: SpanSeries,
+    /// Publish failures, grouped.
+    pub publish_errors: Vec<String>,
+    /// Client failures, grouped.
+    pub errors: Vec<ClientError>,
+    /// Sanity check of the servers' timestamps against the bot's wall clock.
+    pub server_timestamp_skew_ms: Option<Skew>,
+    /// Bot CPU time.
+    pub cpu: Cpu,
+    /// Wall time of the whole run, s.
+    pub duration_s: f64,
+}
+
+fn ms(ns: i64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// Merges the workers' results.
+pub fn build(input: Input<'_>) -> RunReport {
+    let cfg = input.cfg;
+    let m = cfg.messages as usize;
+    let mut histogram = Recorder::new();
+    let mut per_message = vec![MessageStat::default(); m];
+    let mut bad = BadClients::default();
+    let (mut good, mut received, mut duplicates, mut reordered, mut unexpected, mut negative) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut skew: Option<(i64, i64)> = None;
+    for r in input.results {
+        histogram.merge(&r.histogram);
+        for (i, stat) in r.messages.iter().enumerate() {
+            if m > 0 {
+                per_message[i % m].merge(stat);
+            }
+        }
+        good += u64::from(r.good);
+        bad.setup += u64::from(r.bad_setup);
+        bad.disconnected += u64::from(r.bad_disconnected);
+        bad.missing += u64::from(r.bad_missing);
+        bad.duplicated += u64::from(r.bad_duplicated);
+        bad.reordered += u64::from(r.bad_reordered);
+        received += r.received;
+        duplicates += r.duplicates;
+        reordered += r.reordered;
+        unexpected += r.unexpected;
+        negative += r.negative;
+        if let Some((lo, hi)) = r.server_skew_us {
+            skew = Some(skew.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+        }
+    }
+    // Clients a worker never got to run (it failed) count as setup failures.
+    let accounted: u64 = input.results.iter().map(|r| u64::from(r.clients)).sum();
+    bad.setup += cfg.clients.saturating_sub(accounted);
+    let clients_bad = bad.setup + bad.disconnected + bad.missing + bad.duplicated + bad.reordered;
+
+    let first_send = input.send_times.iter().flatten().min().copied();
+    let mut spans = SpanSeries::new();
+    let mut span_hist = Recorder::new();
+    for (seq, stat) in per_message.iter().enumerate() {
+        if stat.count == 0 {
+            continue;
+        }
+        span_hist.record_micros(u64::try_from(stat.last_ns / 1000).unwrap_or(0));
+        let at_s = match (input.send_times.get(seq).copied().flatten(), first_send) {
+            (Some(t), Some(t0)) => Some((t - t0) as f64 / 1e9),
+            _ => None,
+        };
+        spans.push(SpanPoint {
+            message: seq as u64,
+            at_s,
+            span_ms: ms(stat.last_ns - stat.first_ns),
+            p50_ms: None,
+            max_ms: Some(ms(stat.last_ns)),
+        });
+    }
+
+    let mut agents = Vec::new();
+    for link in input.links {
+        if link.agent.is_some() {
+            agents.push(agent_clock(&link.name, &link.offset));
+        }
+    }
+    let latency_method = if agents.is_empty() {
+        "receive instant minus publish send instant, both read on CLOCK_MONOTONIC of this machine (one clock); the server's timestamp is only sanity-checked".to_owned()
+    } else {
+        "receive instant on the agent's CLOCK_MONOTONIC minus the coordinator's publish send instant converted to the agent's clock with the measured offset (best of ping-pong probes); each latency is uncertain by that agent's ± uncertainty_ms; the server's timestamp is only sanity-checked".to_owned()
+    };
+
+    let errors = merge_errors(input.results.iter().flat_map(|r| r.errors.iter()))
+        .into_iter()
+        .map(|e: ErrorCount| ClientError {
+            target: cfg
+                .targets
+                .get(usize::from(e.target))
+                .map_or_else(|| format!("target {}", e.target), ToString::to_string),
+            phase: e.phase,
+            error: e.error,
+            count: e.count,
+        })
+        .collect();
+
+    let measure = input.coordinator_cpu_measure + input.workers_cpu_measure;
+    let total = input.coordinator_cpu + input.workers_cpu;
+    let expected = cfg.clients * u64::from(cfg.messages);
+    let targets: Vec<String> = cfg.targets.iter().map(ToString::to_string).collect();
+    let title = format!(
+        "janus-bot: {} clients on {}, {} message{}",
+        cfg.clients,
+        targets.join(", "),
+        cfg.messages,
+        if cfg.messages == 1 { "" } else { "s" }
+    );
+    RunReport {
+        title,
+        success: received == expected && clients_bad == 0,
+        targets,
+        agents,
+        workers: input.links.len(),
+        topic: cfg.topic.clone(),
+        messages: cfg.messages,
+        rate: cfg.rate,
+        payload: cfg.payload,
+        publish_mode: cfg.publish_mode,
+        published: input.published_ok,
+        clients: cfg.clients,
+        subscribed: input.subscribed,
+        setup_s: input.setup_s,
+        clients_good: good,
+        clients_bad,
+        bad,
+        deliveries_expected: expected,
+        deliveries_received: received,
+        duplicates,
+        reordered,
+        unexpected,
+        negative_latencies: negative,
+        timed_out: input.timed_out,
+        latency_method,
+        latency_ms: histogram.summary(),
+        span_ms: span_hist.summary(),
+        histogram,
+        spans,
+        publish_errors: input
+            .publish_errors
+            .into_iter()
+            .map(|(e, n)| {
+                if n > 1 {
+                    format!("{e} (and {} more like it)", n - 1)
+                } else {
+                    e
+                }
+            })
+            .collect(),
+        errors,
+        server_timestamp_skew_ms: skew.map(|(lo, hi)| Skew {
+            min: lo as f64 / 1e3,
+            max: hi as f64 / 1e3,
+        }),
+        cpu: Cpu {
+            coordinator_s: input.coordinator_cpu.as_secs_f64(),
+            workers_s: input.workers_cpu.as_secs_f64(),
+            total_s: total.as_secs_f64(),
+            measure_s: measure.as_secs_f64(),
+            per_million_deliveries_s: (received > 0)
+                .then(|| measure.as_secs_f64() * 1e6 / received as f64),
+            reads: input.results.iter().map(|r| r.reads).sum(),
+            wakeups: input.results.iter().map(|r| r.wakeups).sum(),
+        },
+        duration_s: input.duration.as_secs_f64(),
+    }
+}
+
+fn agent_clock(name: &str, offset: &ClockOffset) -> AgentClock {
+    AgentClock {
+        name: name.to_owned(),
+        offset_ms: offset.offset_ns as f64 / 1e6,
+        uncertainty_ms: offset.uncertainty_ns as f64 / 1e6,
+        probes: offset.probes,
+    }
+}
+
+impl RunReport {
+    /// The janus-histo report of the latencies (for text and SVG rendering).
+    pub fn histo_report(&self) -> Report {
+        let mut report = Report::new(
+            "latency: publish send → subscriber receive".to_owned(),
+            self.histogram.clone(),
+        );
+        report
+            .metadata
+            .insert("clients".into(), json!(self.clients));
+        report
+            .metadata
+            .insert("messages".into(), json!(self.messages));
+        report
+            .metadata
+            .insert("targets".into(), json!(self.targets.join(" ")));
+        if self.spans.len() > 1 {
+            report.spans = Some(self.spans.clone());
+        }
+        report
+    }
+
+    /// The `--json` document.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// The `--plot` SVG.
+    pub fn to_svg(&self) -> String {
+        let mut report = self.histo_report();
+        report.title = self.title.clone();
+        janus_histo::svg_string(&report)
+    }
+
+    /// Writes the human-readable report.
+    ///
+    /// # Errors
+    /// When writing fails.
+    pub fn render(&self, out: &mut impl Write) -> io::Result<()> {
+        writeln!(out, "{}", self.title)?;
+        writeln!(
+            out,
+            "  topic {:?}, {} B payload, {} publish at {}/s, {} worker process{}",
+            self.topic,
+            self.payload,
+            match self.publish_mode {
+                PublishMode::Oneshot => "one-shot",
+                PublishMode::Persistent => "persistent",
+            },
+            self.rate,
+            self.workers,
+            if self.workers == 1 { "" } else { "es" }
+        )?;
+        for a in &self.agents {
+            writeln!(
+                out,
+                "  {}: clock offset {:+.3} ms ± {:.3} ms (best of {} probes)",
+                a.name, a.offset_ms, a.uncertainty_ms, a.probes
+            )?;
+        }
+        writeln!(
+            out,
+            "setup: {} of {} clients subscribed in {:.2} s",
+            self.subscribed, self.clients, self.setup_s
+        )?;
+        let b = &self.bad;
+        writeln!(
+            out,
+            "clients: {} good, {} bad (setup failed {}, disconnected {}, missing messages {}, duplicated {}, reordered {})",
+            self.clients_good, self.clients_bad, b.setup, b.disconnected, b.missing, b.duplicated, b.reordered
+        )?;
+        let pct = if self.deliveries_expected > 0 {
+            100.0 * self.deliveries_received as f64 / self.deliveries_expected as f64
+        } else {
+            100.0
+        };
+        writeln!(
+            out,
+            "deliveries: {} expected, {} received ({pct:.3} %), {} duplicated, {} reordered, {} unexpected{}",
+            self.deliveries_expected,
+            self.deliveries_received,
+            self.duplicates,
+            self.reordered,
+            self.unexpected,
+            if self.timed_out { "; stopped waiting at the timeout" } else { "" }
+        )?;
+        writeln!(
+            out,
+            "published: {} of {} messages to every target",
+            self.published, self.messages
+        )?;
+        for e in self.publish_errors.iter().take(10) {
+            writeln!(out, "  publish error: {e}")?;
+        }
+        for e in self.errors.iter().take(10) {
+            writeln!(
+                out,
+                "  {} clients of {} failed ({}): {}",
+                e.count, e.target, e.phase, e.error
+            )?;
+        }
+        if self.errors.len() > 10 {
+            writeln!(
+                out,
+                "  … {} more kinds of client error in the JSON report",
+                self.errors.len() - 10
+            )?;
+        }
+        writeln!(out, "latency method: {}", self.latency_method)?;
+        if self.negative_latencies > 0 {
+            writeln!(
+                out,
+                "  {} deliveries seemed to precede their publish (clock offset error) and count as 0",
+                self.negative_latencies
+            )?;
+        }
+        writeln!(out)?;
+        janus_histo::render_text(&self.histo_report(), &TextOptions::default(), out)
+            .map_err(io::Error::other)?;
+        writeln!(out)?;
+        let s = &self.span_ms;
+        if s.count > 0 {
+            writeln!(
+                out,
+                "fan-out span (publish → last subscriber) over {} message{}: min {}, p50 {}, p99 {}, max {}",
+                s.count,
+                if s.count == 1 { "" } else { "s" },
+                format_millis(s.min),
+                format_millis(s.p50),
+                format_millis(s.p99),
+                format_millis(s.max)
+            )?;
+        }
+        if let Some(k) = &self.server_timestamp_skew_ms {
+            let note = if k.min < -1000.0 || k.max > 60_000.0 {
+                "  ← server clock disagrees with this machine's"
+            } else {
+                ""
+            };
+            writeln!(
+                out,
+                "server timestamps (sanity check only): bot wall clock − server timestamp from {:+.1} ms to {:+.1} ms{note}",
+                k.min, k.max
+            )?;
+        }
+        let c = &self.cpu;
+        let per_million = c.per_million_deliveries_s.map_or_else(String::new, |p| {
+            format!(" = {p:.2} CPU-s per million deliveries")
+        });
+        writeln!(
+            out,
+            "bot CPU: {:.2} s in all (coordinator {:.2} s, workers {:.2} s); {:.2} s from the barrier on{per_million}",
+            c.total_s, c.coordinator_s, c.workers_s, c.measure_s
+        )?;
+        if c.reads > 0 && c.wakeups > 0 {
+            // Setup reads (hello, ACK) are included; they matter only for
+            // runs with few messages.
+            writeln!(
+                out,
+                "bot I/O: {} socket reads in {} wake-ups ({:.2} reads per wake-up, {:.2} deliveries per read)",
+                c.reads,
+                c.wakeups,
+                c.reads as f64 / c.wakeups as f64,
+                self.deliveries_received as f64 / c.reads as f64
+            )?;
+        }
+        if self.success {
+            writeln!(
+                out,
+                "result: OK, every expected delivery arrived ({:.1} s)",
+                self.duration_s
+            )?;
+        } else {
+            writeln!(
+                out,
+                "result: FAILED, {} of {} deliveries missing, {} bad clients",
+                self.deliveries_expected
+                    .saturating_sub(self.deliveries_received),
+                self.deliveries_expected,
+                self.clients_bad
+            )?;
+        }
+        Ok(())
+    }
+}

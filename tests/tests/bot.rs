@@ -1,0 +1,516 @@
+//! `janus-bot` end to end: real runs against in-process servers, with local
+//! worker processes and with agent processes, and every way a run can fail
+//! (refused connections, malformed frames, a server or an agent that dies,
+//! an agent that never answers).
+//!
+//! Sizes are small (tens to a few hundred clients) so each test takes
+//! seconds; every wait has a deadline.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+
+use janus_core::ServerMessage;
+use janus_tests::{cargo_bin, wait_until, Client, TestServer, TIMEOUT};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+/// What a finished bot process left behind.
+struct Finished {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Debug for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+fn bot() -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(cargo_bin("janus-bot"));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Runs `janus-bot ARGS` to completion.
+async fn run_bot(args: &[&str]) -> Finished {
+    let out = tokio::time::timeout(2 * TIMEOUT, bot().args(args).output())
+        .await
+        .expect("janus-bot finished in time")
+        .expect("janus-bot started");
+    Finished {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A bot run in progress whose stderr is read line by line.
+struct Running {
+    child: tokio::process::Child,
+    stderr: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    seen: String,
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Running {
+        let mut child = bot().args(args).spawn().expect("janus-bot started");
+        let stderr = child.stderr.take().expect("stderr");
+        Running {
+            child,
+            stderr: tokio::io::BufReader::new(stderr).lines(),
+            seen: String::new(),
+        }
+    }
+
+    /// Reads stderr until a line contains `needle`.
+    async fn wait_for(&mut self, needle: &str) {
+        let found = tokio::time::timeout(TIMEOUT, async {
+            while let Ok(Some(line)) = self.stderr.next_line().await {
+                self.seen.push_str(&line);
+                self.seen.push('\n');
+                if line.contains(needle) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(found, Ok(true), "no {needle:?} in stderr:\n{}", self.seen);
+    }
+
+    async fn finish(mut self) -> Finished {
+        let rest = tokio::time::timeout(TIMEOUT, async {
+            while let Ok(Some(line)) = self.stderr.next_line().await {
+                self.seen.push_str(&line);
+                self.seen.push('\n');
+            }
+            self.child.wait_with_output().await
+        })
+        .await
+        .expect("janus-bot finished in time")
+        .expect("janus-bot output");
+        Finished {
+            code: rest.status.code(),
+            stdout: String::from_utf8_lossy(&rest.stdout).into_owned(),
+            stderr: self.seen,
+        }
+    }
+}
+
+/// An agent process, killed when dropped.
+struct Agent {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Agent {
+    /// Starts `janus-bot agent --listen 127.0.0.1:0` and reads its address.
+    fn start() -> Agent {
+        let mut child = Command::new(cargo_bin("janus-bot"))
+            .args(["agent", "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("agent started");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(TIMEOUT).expect("agent printed its address");
+        let addr = line
+            .trim()
+            .parse()
+            .expect("first line is the bound address");
+        Agent { child, addr }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A fresh path in the temp directory.
+fn temp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("janus-bot-e2e-{}-{name}", std::process::id()))
+}
+
+fn read_json(path: &PathBuf) -> Value {
+    let text = std::fs::read_to_string(path).expect("JSON report written");
+    let _ = std::fs::remove_file(path);
+    serde_json::from_str(&text).expect("JSON report parses")
+}
+
+/// A port on which nothing listens (bound, then released).
+fn dead_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_reports_every_delivery() {
+    let server = TestServer::start().await;
+    let addr = server.addr().to_string();
+    let json = temp("run.json");
+    let svg = temp("run.svg");
+    let done = run_bot(&[
+        "run",
+        "--target",
+        &addr,
+        "--clients",
+        "120",
+        "--messages",
+        "3",
+        "--rate",
+        "50",
+        "--json",
+        json.to_str().unwrap(),
+        "--plot",
+        svg.to_str().unwrap(),
+        "--progress",
+        "none",
+    ])
+    .await;
+    assert_eq!(done.code, Some(0), "{done:?}");
+    for needle in [
+        "p99.9",
+        "every expected delivery arrived",
+        "CPU-s per million",
+    ] {
+        assert!(done.stdout.contains(needle), "{needle:?} missing: {done:?}");
+    }
+    let v = read_json(&json);
+    assert_eq!(v["clients"], 120);
+    assert_eq!(v["subscribed"], 120);
+    assert_eq!(v["clients_good"], 120);
+    assert_eq!(v["deliveries_expected"], 360);
+    assert_eq!(v["deliveries_received"], 360);
+    assert_eq!(v["success"], true);
+    assert!(v["setup_s"].as_f64().unwrap() > 0.0);
+    let lat = &v["latency_ms"];
+    let keys = ["min", "p50", "p90", "p99", "p999", "max"];
+    let values: Vec<f64> = keys.iter().map(|k| lat[k].as_f64().unwrap()).collect();
+    assert!(values.windows(2).all(|w| w[0] <= w[1]), "{lat}");
+    assert_eq!(lat["count"], 360);
+    assert_eq!(v["span_ms"]["count"], 3);
+    assert!(v["span_ms"]["max"].as_f64().unwrap() <= values[5] + 0.01);
+    assert!(v["histogram"].as_str().unwrap().starts_with("HISTF"));
+    assert_eq!(v["spans"].as_array().unwrap().len(), 3);
+    // The server agrees: three publishes, 360 deliveries written.
+    let stats = &server.shared().stats;
+    wait_until("server counted every delivery", || {
+        stats.deliveries_sent.load(Ordering::Relaxed) == 360
+    })
+    .await;
+    assert_eq!(stats.messages_published.load(Ordering::Relaxed), 3);
+    let plot = std::fs::read_to_string(&svg).expect("SVG written");
+    let _ = std::fs::remove_file(&svg);
+    assert!(plot.starts_with("<svg"), "{}", &plot[..plot.len().min(80)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_spread_over_targets_and_workers() {
+    let a = TestServer::start().await;
+    let b = TestServer::start().await;
+    let targets = format!("{},{}", a.addr(), b.addr());
+    let json = temp("spread.json");
+    let done = run_bot(&[
+        "run",
+        "--target",
+        &targets,
+        "--clients",
+        "150",
+        "--messages",
+        "2",
+        "--rate",
+        "100",
+        "--workers",
+        "2",
+        "--publish-mode",
+        "persistent",
+        "--json",
+        json.to_str().unwrap(),
+        "--progress",
+        "none",
+    ])
+    .await;
+    assert_eq!(done.code, Some(0), "{done:?}");
+    let v = read_json(&json);
+    assert_eq!(v["workers"], 2);
+    assert_eq!(v["targets"].as_array().unwrap().len(), 2);
+    assert_eq!(v["deliveries_received"], 300);
+    assert_eq!(v["publish_mode"], "persistent");
+    // Each server had half the clients, and each message was published to both.
+    for (server, clients) in [(&a, 75), (&b, 75)] {
+        let stats = &server.shared().stats;
+        wait_until("server counted its deliveries", || {
+            stats.deliveries_sent.load(Ordering::Relaxed) == 2 * clients
+        })
+        .await;
+        assert_eq!(stats.messages_published.load(Ordering::Relaxed), 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_measure_and_report_clock_offsets() {
+    let server = TestServer::start().await;
+    let (a1, a2) = (Agent::start(), Agent::start());
+    let agents = format!("{},{}", a1.addr, a2.addr);
+    let json = temp("agents.json");
+    let done = run_bot(&[
+        "run",
+        "--target",
+        &server.addr().to_string(),
+        "--agents",
+        &agents,
+        "--clients",
+        "101",
+        "--messages",
+        "2",
+        "--rate",
+        "100",
+        "--json",
+        json.to_str().unwrap(),
+        "--progress",
+        "none",
+    ])
+    .await;
+    assert_eq!(done.code, Some(0), "{done:?}");
+    assert!(done.stdout.contains("clock offset"), "{done:?}");
+    let v = read_json(&json);
+    assert_eq!(v["deliveries_received"], 202);
+    let clocks = v["agents"].as_array().unwrap();
+    assert_eq!(clocks.len(), 2);
+    for c in clocks {
+        // Same machine: the measured offset is within its own uncertainty
+        // (plus a little slack for scheduling).
+        let offset = c["offset_ms"].as_f64().unwrap();
+        let uncertainty = c["uncertainty_ms"].as_f64().unwrap();
+        assert!(offset.abs() <= uncertainty + 1.0, "{c}");
+        assert_eq!(c["probes"], 20);
+    }
+    assert!(v["latency_method"].as_str().unwrap().contains("offset"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_dies_fails_the_run() {
+    let server = TestServer::start().await;
+    let mut agent = Agent::start();
+    let mut run = Running::start(&[
+        "run",
+        "--target",
+        &server.addr().to_string(),
+        "--agents",
+        &agent.addr.to_string(),
+        "--clients",
+        "50",
+        "--messages",
+        "1000",
+        "--rate",
+        "20",
+        "--timeout",
+        "5s",
+        "--progress",
+        "plain",
+    ]);
+    run.wait_for("barrier:").await;
+    agent.kill();
+    let done = run.finish().await;
+    assert_eq!(done.code, Some(2), "{done:?}");
+    assert!(
+        done.stderr.contains(&format!("agent {}", agent.addr)),
+        "{done:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_that_never_answers_fails_the_run() {
+    // Accepts connections and never says anything.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let done = run_bot(&[
+        "run",
+        "--target",
+        "127.0.0.1:9",
+        "--agents",
+        &addr.to_string(),
+        "--clients",
+        "10",
+        "--timeout",
+        "1s",
+        "--progress",
+        "none",
+    ])
+    .await;
+    holder.abort();
+    assert_eq!(done.code, Some(2), "{done:?}");
+    assert!(
+        done.stderr.contains("did not answer a clock ping"),
+        "{done:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_refusing_target_exits_2_and_says_why() {
+    let addr = dead_port().to_string();
+    let done = run_bot(&[
+        "run",
+        "--target",
+        &addr,
+        "--clients",
+        "20",
+        "--progress",
+        "none",
+    ])
+    .await;
+    assert_eq!(done.code, Some(2), "{done:?}");
+    assert!(done.stderr.contains(&addr), "{done:?}");
+    assert!(done.stderr.contains("Connection refused"), "{done:?}");
+    assert!(done.stderr.contains("20 clients"), "{done:?}");
+}
+
+#[tokio::test]
+async fn a_malformed_server_frame_is_reported() {
+    let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = fake.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut s, _)) = fake.accept().await {
+            let _ = s.write_all(b"this is not a hello\x01").await;
+            held.push(s);
+        }
+    });
+    let done = run_bot(&[
+        "run",
+        "--target",
+        &addr.to_string(),
+        "--clients",
+        "5",
+        "--timeout",
+        "2s",
+        "--progress",
+        "none",
+    ])
+    .await;
+    server.abort();
+    assert_eq!(done.code, Some(2), "{done:?}");
+    assert!(done.stderr.contains("malformed server frame"), "{done:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_dies_mid_run_fails_the_run() {
+    let server = TestServer::start().await;
+    let addr = server.addr().to_string();
+    let mut run = Running::start(&[
+        "run",
+        "--target",
+        &addr,
+        "--clients",
+        "40",
+        "--messages",
+        "1000",
+        "--rate",
+        "20",
+        "--timeout",
+        "2s",
+        "--progress",
+        "plain",
+    ]);
+    run.wait_for("barrier:").await;
+    server.stop().await;
+    let done = run.finish().await;
+    assert_eq!(done.code, Some(1), "{done:?}");
+    assert!(done.stdout.contains("disconnected 40"), "{done:?}");
+    assert!(done.stdout.contains("result: FAILED"), "{done:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_reaches_a_subscriber() {
+    let server = TestServer::start().await;
+    let mut sub = Client::connect(server.addr()).await;
+    sub.subscribe("news").await;
+    let done = run_bot(&[
+        "publish",
+        "--target",
+        &server.addr().to_string(),
+        "--topic",
+        "news",
+        "--data",
+        "{\"k\":[1,2]}",
+        "--event",
+        "e",
+        "--message-id",
+        "7",
+    ])
+    .await;
+    assert_eq!(done.code, Some(0), "{done:?}");
+    match sub.recv().await {
+        ServerMessage::Delivery(d) => {
+            assert_eq!(d.topic, "news");
+            assert_eq!(d.event, "e");
+            assert_eq!(d.message_id, "7");
+            assert_eq!(d.data, "{\"k\":[1,2]}");
+        }
+        other => panic!("expected a delivery, got {other:?}"),
+    }
+    // Bad JSON never reaches the server.
+    let bad = run_bot(&[
+        "publish",
+        "--target",
+        &server.addr().to_string(),
+        "--topic",
+        "news",
+        "--data",
+        "{nope",
+    ])
+    .await;
+    assert_eq!(bad.code, Some(2), "{bad:?}");
+    assert!(bad.stderr.contains("bad message"), "{bad:?}");
+}
+
+#[tokio::test]
+async fn publish_to_nothing_fails_plainly() {
+    let addr = dead_port().to_string();
+    let done = run_bot(&[
+        "publish",
+        "--target",
+        &addr,
+        "--topic",
+        "t",
+        "--data",
+        "1",
+        "--timeout",
+        "2s",
+    ])
+    .await;
+    assert_eq!(done.code, Some(2), "{done:?}");
+    assert!(done.stderr.contains("Connection refused"), "{done:?}");
+}
