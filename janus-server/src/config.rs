@@ -55,8 +55,15 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     /// Bearer token the admin API requires; without one it serves loopback only.
     pub admin_token: Option<String>,
+    /// Threads that write deliveries to sockets.
+    pub writer_threads: usize,
     /// Test-only: busy-wait this long per delivery, to prove load gates catch a slow fan-out.
     pub test_fanout_delay: Option<Duration>,
+}
+
+/// One writer thread per core.
+fn default_writer_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
 }
 
 impl Default for Config {
@@ -75,6 +82,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8082))),
             admin_token: None,
+            writer_threads: default_writer_threads(),
             test_fanout_delay: None,
         }
     }
@@ -212,6 +220,10 @@ pub struct Settings {
     #[arg(long, env = "JANUS_ADMIN_TOKEN_FILE", value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
 
+    /// Threads that write deliveries to client sockets [default: one per core].
+    #[arg(long, env = "JANUS_WRITER_THREADS", value_name = "N")]
+    pub writer_threads: Option<usize>,
+
     /// Test only: busy-wait this long per delivery to simulate a slow fan-out.
     #[arg(long, hide = true, value_parser = parse_duration)]
     #[serde(skip)]
@@ -303,6 +315,7 @@ impl Settings {
             admin_listen: self.admin_listen.or(lower.admin_listen),
             admin_token: self.admin_token.or(lower.admin_token),
             admin_token_file: self.admin_token_file.or(lower.admin_token_file),
+            writer_threads: self.writer_threads.or(lower.writer_threads),
             test_fanout_delay: self.test_fanout_delay.or(lower.test_fanout_delay),
         }
     }
@@ -380,6 +393,7 @@ impl Settings {
             shutdown_timeout: self.shutdown_timeout.unwrap_or(d.shutdown_timeout),
             admin_listen: self.admin_listen.map_or(d.admin_listen, |a| a.0),
             admin_token: admin_token.filter(|t| !t.is_empty()),
+            writer_threads: positive("writer-threads", self.writer_threads, d.writer_threads)?,
             test_fanout_delay: self.test_fanout_delay.filter(|d| !d.is_zero()),
         })
     }
@@ -442,6 +456,7 @@ impl Config {
         } else {
             "# admin-token = \"...\"\n"
         };
+        out += &format!("writer-threads = {}\n", self.writer_threads);
         out
     }
 

@@ -7,10 +7,13 @@
 //! cancelled `select!` branch (the read buffer, partially written frames,
 //! the codec state) lives in [`Connection`], never in locals.
 //!
-//! Writing: everything queued is taken at once and written with one
-//! `writev` of up to [`MAX_IOVECS`] frames; a partial write keeps its
-//! position by advancing the front `Bytes`. Control frames (hello, `ACK`,
-//! errors, `PING`) are written alone (PROTOCOL P9).
+//! Writing is normally done by the writer threads ([`crate::writer`]); the
+//! task writes only when the socket was full (it waits for writability,
+//! writes the backlog and hands the socket back) or when the connection is
+//! closing. Either way everything queued goes out in `writev`s of up to
+//! [`crate::session::MAX_IOVECS`] frames, a partial write keeps its position
+//! by advancing the front `Bytes`, and control frames (hello, `ACK`, errors,
+//! `PING`) are written alone (PROTOCOL P9).
 //!
 //! Closing: after an error that closes (P7), a one-shot `PUBLISH`, a slow
 //! consumer, a kick or shutdown, the connection first unsubscribes (so no new
@@ -19,27 +22,21 @@
 //! destroyed by a TCP reset.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
+use std::io;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use janus_core::{
     ClientMessage, ErrorCode, ProtocolError, Publish, ServerCodec, ServerMessage, Timestamp,
 };
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{sleep_until, Instant, Sleep};
 use tokio_util::codec::Decoder;
 
-use crate::session::{CloseReason, Outgoing, Session, SessionHandle};
+use crate::session::{write_run, CloseReason, Outgoing, Session, SessionHandle};
 use crate::Shared;
-
-/// Most frames gathered into one vectored write.
-pub const MAX_IOVECS: usize = 64;
 
 /// Most reads handled per wakeup before giving other tasks a turn.
 const READS_PER_WAKEUP: usize = 16;
@@ -58,7 +55,6 @@ enum Phase {
 
 /// The state of one client connection.
 pub(crate) struct Connection {
-    stream: TcpStream,
     session: Arc<Session>,
     shared: Arc<Shared>,
     codec: ServerCodec,
@@ -67,7 +63,8 @@ pub(crate) struct Connection {
     /// Frames taken from the session queue and not yet completely written.
     pending: VecDeque<Outgoing>,
     phase: Phase,
-    last_write: Instant,
+    /// When the heartbeat was last checked or a `PING` queued.
+    heartbeat_checked: Instant,
     last_read: Instant,
     /// When a finishing connection gives up on a peer that does not read.
     finish_deadline: Option<Instant>,
@@ -79,7 +76,6 @@ pub(crate) struct Connection {
 impl Connection {
     /// A connection around an accepted socket whose session is registered.
     pub(crate) fn new(
-        stream: TcpStream,
         session: Arc<Session>,
         shared: Arc<Shared>,
         permit: Option<OwnedSemaphorePermit>,
@@ -87,14 +83,13 @@ impl Connection {
         let now = Instant::now();
         let codec = ServerCodec::new(shared.config.max_frame);
         Self {
-            stream,
             session,
             shared,
             codec,
             read_buf: BytesMut::new(),
             pending: VecDeque::new(),
             phase: Phase::Open,
-            last_write: now,
+            heartbeat_checked: now,
             last_read: now,
             finish_deadline: None,
             shutdown_sent: false,
@@ -121,30 +116,29 @@ impl Connection {
 
     async fn serve(&mut self) -> io::Result<()> {
         let mut timer: Pin<Box<Sleep>> = Box::pin(sleep_until(self.next_deadline()));
-        let shutdown = self.shared.shutdown.clone();
+        // Created once: a fresh `cancelled()` per loop turn would register and
+        // deregister with the token's waiter list, a lock shared by every
+        // connection, on every wakeup.
+        let cancelled = self.shared.shutdown.clone().cancelled_owned();
+        tokio::pin!(cancelled);
         loop {
             self.flush()?;
             if self.phase == Phase::Finishing
                 && self.pending.is_empty()
-                && self.session.queue_depth() == 0
+                && self.session.drained_by_task()
             {
-                // Everything is written; check the queue once more for control frames.
-                let (_, _) = self.session.take_queued(&mut self.pending);
-                if self.pending.is_empty() {
-                    return Ok(());
-                }
-                continue;
+                return Ok(());
             }
             let want_write = !self.pending.is_empty();
             let reading = self.phase == Phase::Open;
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled(), if !self.shutdown_sent => {
+                () = &mut cancelled, if !self.shutdown_sent => {
                     self.begin_shutdown();
                 }
-                r = self.stream.writable(), if want_write => r?,
+                r = self.session.stream.writable(), if want_write => r?,
                 _ = self.session.woken(), if !want_write => {}
-                r = self.stream.readable(), if reading => {
+                r = self.session.stream.readable(), if reading => {
                     r?;
                     self.read_ready()?;
                 }
@@ -163,7 +157,7 @@ impl Connection {
 
     /// The next time the timer must look at this connection.
     fn next_deadline(&self) -> Instant {
-        let mut next = self.last_write + self.shared.config.heartbeat;
+        let mut next = self.last_activity() + self.shared.config.heartbeat;
         if let Some(idle) = self.shared.config.idle_timeout {
             next = next.min(self.last_read + idle);
         }
@@ -189,12 +183,20 @@ impl Connection {
                 }
             }
         }
-        if now >= self.last_write + self.shared.config.heartbeat && self.pending.is_empty() {
+        if now >= self.last_activity() + self.shared.config.heartbeat && self.pending.is_empty() {
             self.session.push_control(ServerMessage::Ping.to_bytes());
             // Counts as sending something; the write itself updates it again.
-            self.last_write = now;
+            self.heartbeat_checked = now;
         }
         false
+    }
+
+    /// The later of the last write (by anyone) and the last `PING` queued.
+    fn last_activity(&self) -> Instant {
+        let wrote = Instant::now()
+            .checked_sub(self.session.since_last_write())
+            .unwrap_or(self.heartbeat_checked);
+        wrote.max(self.heartbeat_checked)
     }
 
     /// Stops reading and taking deliveries; what is queued still goes out.
@@ -204,6 +206,7 @@ impl Connection {
         }
         self.phase = Phase::Finishing;
         self.unsubscribe_all();
+        self.session.request_handover();
         self.read_buf = BytesMut::new();
         let limit = if self.shared.shutdown.is_cancelled() {
             self.shared.config.shutdown_timeout
@@ -240,7 +243,7 @@ impl Connection {
             if self.phase != Phase::Open {
                 return Ok(());
             }
-            match self.stream.try_read(&mut chunk) {
+            match self.session.stream.try_read(&mut chunk) {
                 Ok(0) => {
                     self.decode_frames(true);
                     self.finish();
@@ -352,11 +355,15 @@ impl Connection {
         }
     }
 
-    /// Writes as much as the socket takes without blocking.
+    /// When the task owns the socket, writes as much as it takes without
+    /// blocking (otherwise the writer threads are on it).
     fn flush(&mut self) -> io::Result<()> {
         loop {
             if self.pending.is_empty() {
-                let (_, close) = self.session.take_queued(&mut self.pending);
+                let (owned, close) = self.session.take_for_task(&mut self.pending);
+                if !owned {
+                    return Ok(());
+                }
                 if let Some(reason) = close {
                     self.close_for(&reason);
                 }
@@ -364,8 +371,8 @@ impl Connection {
                     return Ok(());
                 }
             }
-            match self.write_some() {
-                Ok(()) => self.last_write = Instant::now(),
+            match write_run(&self.session.stream, &self.pending) {
+                Ok(n) => self.session.consume_written(&mut self.pending, n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -388,60 +395,8 @@ impl Connection {
         self.pending.push_back(Outgoing {
             frame: ServerMessage::error(&err).to_bytes(),
             alone: true,
+            enqueued: 0,
         });
-    }
-
-    /// One write: a control frame alone, or a run of deliveries gathered.
-    fn write_some(&mut self) -> io::Result<()> {
-        let Some(front) = self.pending.front() else {
-            return Ok(());
-        };
-        let written = if front.alone {
-            self.stream.try_write(&front.frame)?
-        } else {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut n = 0;
-            for out in self.pending.iter().take(MAX_IOVECS) {
-                if out.alone {
-                    break;
-                }
-                slices[n] = IoSlice::new(&out.frame);
-                n += 1;
-            }
-            self.stream.try_write_vectored(&slices[..n])?
-        };
-        self.consume(written);
-        Ok(())
-    }
-
-    /// Drops `n` written bytes from the front of `pending`, counting deliveries.
-    fn consume(&mut self, mut n: usize) {
-        let stats = &self.shared.stats;
-        stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-        let mut delivered = 0u64;
-        while n > 0 {
-            let Some(front) = self.pending.front_mut() else {
-                break;
-            };
-            if n >= front.frame.len() {
-                n -= front.frame.len();
-                if !front.alone {
-                    delivered += 1;
-                }
-                self.pending.pop_front();
-            } else {
-                front.frame.advance(n);
-                n = 0;
-            }
-        }
-        if delivered > 0 {
-            stats
-                .deliveries_sent
-                .fetch_add(delivered, Ordering::Relaxed);
-            self.session
-                .delivered
-                .fetch_add(delivered, Ordering::Relaxed);
-        }
     }
 
     /// Removes the session from everything shared.
@@ -449,7 +404,7 @@ impl Connection {
         self.unsubscribe_all();
         self.shared.sessions.remove(&self.session.token);
         self.shared.stats.connection_closed();
-        let left = self.pending.len() + self.session.take_queued(&mut VecDeque::new()).0;
+        let left = self.pending.len() + self.session.discard_queued();
         if left > 0 {
             tracing::debug!(peer = %self.session.peer, frames = left, "closed with frames unwritten");
         }
@@ -459,14 +414,16 @@ impl Connection {
     /// Half-closes and drains the peer for a moment so the last frames are not
     /// destroyed by a reset (closing with unread input sends RST).
     async fn linger(&mut self) {
-        let _ = self.stream.shutdown().await;
-        let mut sink = [0u8; 4096];
+        let _ = socket2::SockRef::from(&self.session.stream).shutdown(std::net::Shutdown::Write);
+        // On the heap, and only while lingering: an array here would sit in
+        // every connection's future for its whole life.
+        let mut sink = vec![0u8; 4096];
         let drain = async {
             loop {
-                if self.stream.readable().await.is_err() {
+                if self.session.stream.readable().await.is_err() {
                     return;
                 }
-                match self.stream.try_read(&mut sink) {
+                match self.session.stream.try_read(&mut sink) {
                     Ok(0) => return,
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

@@ -10,6 +10,9 @@
 //!   the token registry.
 //! - [`stats`]: counters for logs and the admin API.
 //! - [`limits`]: the open-file limit and the connection capacity it allows.
+//! - [`admin`]: the admin HTTP API (status, topics, sessions, publish, kick,
+//!   drain) on its own port, and [`metrics`]: the delivery-latency histogram
+//!   and the Prometheus exposition it serves.
 //!
 //! A publish (from a `PUBLISH` connection or the admin API) goes to
 //! [`Shared::publish`], which stamps it once, encodes the delivery once, and
@@ -17,16 +20,19 @@
 //! subscriber's queue; each subscriber's connection task then writes its
 //! queue with one vectored write.
 
+pub mod admin;
 pub mod config;
 mod connection;
 pub mod limits;
+pub mod metrics;
 pub mod session;
 pub mod stats;
+pub mod writer;
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -62,7 +68,13 @@ pub struct Shared {
     pub capacity: usize,
     /// The client listener's address.
     pub local_addr: SocketAddr,
+    /// The admin API's bound address, if it is enabled.
+    admin_addr: Option<SocketAddr>,
+    /// Set once the accept loop runs; `/ready` reports it (with draining).
+    accepting: AtomicBool,
     limits: Arc<SessionLimits>,
+    /// The writer threads; stopped when the server has shut down.
+    writers: std::sync::Mutex<writer::Writers>,
     next_id: AtomicU64,
 }
 
@@ -70,9 +82,12 @@ impl Shared {
     /// Publishes exactly like a client `PUBLISH`: one timestamp, one encoding,
     /// every local subscriber. Returns how many subscribers it reached.
     pub fn publish(&self, publish: &Publish) -> usize {
-        let reached = self
-            .topics
-            .publish(&publish.topic, connection::publish_frame(publish));
+        let reached = session::batched_fanout(&self.limits.writers, || {
+            metrics::during_fanout(|| {
+                self.topics
+                    .publish(&publish.topic, connection::publish_frame(publish))
+            })
+        });
         self.stats
             .messages_published
             .fetch_add(1, Ordering::Relaxed);
@@ -88,11 +103,24 @@ impl Shared {
     pub fn drain(&self) {
         self.shutdown.cancel();
     }
+
+    /// The address the admin API is bound to (`None` when it is off).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Whether the server accepts clients: started and not draining.
+    pub fn is_ready(&self) -> bool {
+        self.accepting.load(Ordering::Relaxed) && !self.draining()
+    }
 }
 
 /// A bound server, ready to run.
 pub struct Server {
     listener: TcpListener,
+    /// The admin API listener, bound with the client one so that a busy
+    /// port is a start-up error and tests can read the address at once.
+    admin: Option<TcpListener>,
     shared: Arc<Shared>,
 }
 
@@ -102,29 +130,43 @@ impl Server {
     /// # Errors
     /// The bind error (address in use, permission denied).
     pub async fn bind(config: Config, capacity: usize) -> io::Result<Server> {
-        let listener = bind_listener(config.listen)?;
+        let listener = bind_listener(config.listen)
+            .map_err(|e| annotate(e, &format!("client listener {}", config.listen)))?;
         Self::with_listener(listener, config, capacity)
     }
 
-    /// Wraps an already bound listener (tests bind `127.0.0.1:0`).
+    /// Wraps an already bound listener (tests bind `127.0.0.1:0`), and binds
+    /// the admin API's listener when `config.admin_listen` is set (tests use
+    /// `127.0.0.1:0`; [`Shared::admin_addr`] tells the port).
     ///
     /// # Errors
-    /// When the listener's address cannot be read.
+    /// When the listener's address cannot be read, or the admin address
+    /// cannot be bound.
     pub fn with_listener(
         listener: TcpListener,
         config: Config,
         capacity: usize,
     ) -> io::Result<Server> {
         let stats = Arc::new(Stats::default());
+        let writers = writer::Writers::start(config.writer_threads)?;
         let limits = Arc::new(SessionLimits {
             queue_limit: config.queue_limit,
             policy: config.slow_consumer,
             fanout_delay: config.test_fanout_delay,
             stats: stats.clone(),
+            writers: writers.queue(),
         });
         let capacity = config.max_connections.unwrap_or(capacity).min(capacity);
+        let admin = match config.admin_listen {
+            Some(addr) => {
+                Some(bind_listener(addr).map_err(|e| annotate(e, &format!("admin API {addr}")))?)
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared {
             local_addr: listener.local_addr()?,
+            admin_addr: admin.as_ref().map(TcpListener::local_addr).transpose()?,
+            accepting: AtomicBool::new(false),
             config,
             topics: TopicManager::new(),
             sessions: Registry::default(),
@@ -134,9 +176,14 @@ impl Server {
             started: Instant::now(),
             capacity,
             limits,
+            writers: std::sync::Mutex::new(writers),
             next_id: AtomicU64::new(1),
         });
-        Ok(Server { listener, shared })
+        Ok(Server {
+            listener,
+            admin,
+            shared,
+        })
     }
 
     /// The client listener's address.
@@ -157,9 +204,19 @@ impl Server {
     /// # Errors
     /// None today; reserved for listener failures that cannot be retried.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        let Server { listener, shared } = self;
+        let Server {
+            listener,
+            admin,
+            shared,
+        } = self;
         let tracker = TaskTracker::new();
         let token = shared.shutdown.clone();
+        // The admin API outlives the drain (so `/ready` can say 503 and
+        // `/status` can be watched) and stops when this function returns.
+        let admin_stop = CancellationToken::new();
+        let admin_task =
+            admin.map(|l| tokio::spawn(admin::serve(l, shared.clone(), admin_stop.clone())));
+        shared.accepting.store(true, Ordering::Relaxed);
         tokio::select! {
             () = accept_loop(&listener, &shared, &tracker) => {}
             () = shutdown => token.cancel(),
@@ -181,8 +238,23 @@ impl Server {
             delivered = Stats::get(&shared.stats.deliveries_sent),
             "stopped"
         );
+        shared
+            .writers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .stop();
+        admin_stop.cancel();
+        if let Some(task) = admin_task {
+            // Lets in-flight admin responses (the drain request's own) finish.
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
         Ok(())
     }
+}
+
+/// Prefixes an I/O error with what was being done, keeping its kind.
+fn annotate(e: io::Error, what: &str) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
 /// Binds with a deep accept backlog: a swarm connects thousands at once.
@@ -254,20 +326,21 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, tracker: &Tas
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let session = loop {
-            let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-            let session = Arc::new(Session::new(
-                id,
-                Token::random(),
-                peer,
-                shared.limits.clone(),
-            ));
-            if shared.sessions.insert(session.clone()) {
-                break session;
+        // 128 random bits do not collide in practice; the registry checks anyway.
+        let token = loop {
+            let token = Token::random();
+            if shared.sessions.get(&token).is_none() {
+                break token;
             }
         };
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let session = Arc::new(Session::new(id, token, peer, stream, shared.limits.clone()));
+        if !shared.sessions.insert(session.clone()) {
+            tracing::warn!("session token collision; dropping the connection");
+            continue;
+        }
         shared.stats.connection_opened();
-        let conn = Connection::new(stream, session, shared.clone(), Some(permit));
+        let conn = Connection::new(session, shared.clone(), Some(permit));
         tracker.spawn(conn.run());
     }
 }

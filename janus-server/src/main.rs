@@ -53,7 +53,7 @@ fn run(settings: Settings) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let server = Server::bind(config.clone(), capacity)
             .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
+            .context("cannot listen")?;
         let shared = server.shared();
         tracing::info!(
             "janus-server {} listening on {}, capacity {} connections (open-file limit {}), config: {}",
@@ -63,6 +63,23 @@ fn run(settings: Settings) -> anyhow::Result<()> {
             limit.soft,
             config.to_toml().lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join(", ")
         );
+        match (shared.admin_addr(), config.admin_token.is_some()) {
+            (None, _) => tracing::info!("admin API off"),
+            (Some(addr), true) => {
+                tracing::info!("admin API on http://{addr}, token-protected (Authorization: Bearer)")
+            }
+            (Some(addr), false) => {
+                tracing::info!(
+                    "admin API on http://{addr}, no admin token set: loopback clients only"
+                );
+                if !addr.ip().is_loopback() {
+                    tracing::warn!(
+                        "admin API listens on {addr} without a token: remote clients are refused; \
+                         set --admin-token to allow them"
+                    );
+                }
+            }
+        }
         server.run(shutdown_signal()).await.context("server failed")
     })
 }

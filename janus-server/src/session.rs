@@ -3,9 +3,12 @@
 //!
 //! A session's outbound queue is the only thing the fan-out path touches: a
 //! publish pushes one shared `Bytes` handle under the session's own short
-//! lock and wakes the connection task if the queue was empty. The connection
-//! task takes everything queued at once and writes it with one vectored
-//! write, so a burst costs one wakeup and one syscall, not one per message.
+//! lock and, if nobody is writing the session yet, hands it to the writer
+//! threads ([`crate::writer`]). A writer takes everything queued at once and
+//! writes it with one vectored write, so a burst costs one syscall, not one
+//! per message. [`Owner`] says who may write the socket: nobody, a writer
+//! thread, or (when the socket is full or the session is closing) the
+//! connection task.
 //!
 //! Slow consumers: the queue holds at most `queue_limit` deliveries. When a
 //! delivery finds it full, the policy decides: `disconnect` marks the session
@@ -13,19 +16,64 @@
 //! frees the queue at once; `drop-oldest` discards the oldest queued delivery.
 //! Either way the publisher and every other subscriber carry on unaffected.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use janus_core::topic::SubscriberId;
 use janus_core::{ErrorCode, Subscriber, Token};
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::config::SlowConsumerPolicy;
 use crate::stats::Stats;
+use crate::writer::WriterQueue;
+
+/// Most frames gathered into one vectored write.
+pub const MAX_IOVECS: usize = 64;
+
+/// Ready sessions collected during one fan-out before they are handed to
+/// the writers, so writing starts while a large fan-out is still queuing.
+const SCHEDULE_CHUNK: usize = 256;
+
+thread_local! {
+    /// Sessions made ready by the fan-out running on this thread, handed to
+    /// the writers in chunks rather than one lock and wakeup each.
+    static DEFERRED: RefCell<Option<Vec<Arc<Session>>>> = const { RefCell::new(None) };
+}
+
+/// Runs `fanout` with scheduling of ready sessions batched, and hands what
+/// is left to `writers` at the end (also if `fanout` unwinds).
+pub fn batched_fanout<R>(writers: &WriterQueue, fanout: impl FnOnce() -> R) -> R {
+    struct Flush<'a>(&'a WriterQueue);
+    impl Drop for Flush<'_> {
+        fn drop(&mut self) {
+            if let Some(mut batch) = DEFERRED.with(|d| d.borrow_mut().take()) {
+                self.0.schedule_all(&mut batch);
+            }
+        }
+    }
+    DEFERRED.with(|d| *d.borrow_mut() = Some(Vec::with_capacity(SCHEDULE_CHUNK)));
+    let _flush = Flush(writers);
+    fanout()
+}
+
+/// Who may write a session's socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Owner {
+    /// Nothing is queued and nobody writes.
+    #[default]
+    Idle,
+    /// A writer thread has the session scheduled or is writing it.
+    Writer,
+    /// The connection task writes: the socket was full, or it is closing.
+    Task,
+}
 
 /// One frame waiting to be written.
 #[derive(Debug, Clone)]
@@ -35,6 +83,9 @@ pub struct Outgoing {
     /// Control frames (`ACK`, errors) are written in a write of their own:
     /// 2009 clients match a whole read against `ACK` (PROTOCOL P9).
     pub alone: bool,
+    /// A delivery's latency stamp ([`crate::metrics::enqueue_stamp`]);
+    /// 0 for control frames, which are not timed.
+    pub enqueued: u32,
 }
 
 /// Why a session must close, set by someone other than its connection task.
@@ -55,6 +106,10 @@ struct Outbox {
     close: Option<CloseReason>,
     /// Set with the first close request: no more deliveries are queued.
     closed: bool,
+    /// Who writes the socket.
+    owner: Owner,
+    /// The connection task asked to take over writing (it is closing).
+    handover: bool,
 }
 
 /// Settings every session shares; one allocation for all of them.
@@ -68,6 +123,8 @@ pub struct SessionLimits {
     pub fanout_delay: Option<Duration>,
     /// Counters to update.
     pub stats: Arc<Stats>,
+    /// Where ready sessions go to be written.
+    pub writers: Arc<WriterQueue>,
 }
 
 /// The shared half of a session: what the fan-out path, the registry and the
@@ -84,6 +141,11 @@ pub struct Session {
     pub connected_at: SystemTime,
     /// Deliveries written to this session's socket.
     pub delivered: AtomicU64,
+    /// The client's socket: written by writer threads or the connection
+    /// task (never both, see [`Owner`]), read only by the connection task.
+    pub(crate) stream: TcpStream,
+    /// Latency stamp ([`crate::metrics::stamp_now`]) of the last write, for heartbeats.
+    last_write: AtomicU32,
     outbox: Mutex<Outbox>,
     subscriptions: Mutex<HashSet<Box<str>>>,
     wake: Notify,
@@ -96,6 +158,7 @@ impl Session {
         id: SubscriberId,
         token: Token,
         peer: SocketAddr,
+        stream: TcpStream,
         limits: Arc<SessionLimits>,
     ) -> Self {
         Self {
@@ -104,6 +167,8 @@ impl Session {
             peer,
             connected_at: SystemTime::now(),
             delivered: AtomicU64::new(0),
+            stream,
+            last_write: AtomicU32::new(crate::metrics::stamp_now()),
             outbox: Mutex::new(Outbox::default()),
             subscriptions: Mutex::new(HashSet::new()),
             wake: Notify::new(),
@@ -123,18 +188,59 @@ impl Session {
     }
 
     /// Queues a control frame to be written on its own.
-    pub fn push_control(&self, frame: Bytes) {
+    ///
+    /// When nothing else is queued, the connection task writes it itself on
+    /// its next turn (it is the one answering this client): an `ACK` to a
+    /// publisher must not wait behind a write round over every subscriber.
+    pub fn push_control(self: &Arc<Self>, frame: Bytes) {
         let mut outbox = self.outbox();
-        let was_empty = outbox.queue.is_empty();
-        outbox.queue.push_back(Outgoing { frame, alone: true });
+        outbox.queue.push_back(Outgoing {
+            frame,
+            alone: true,
+            enqueued: 0,
+        });
+        if outbox.owner == Owner::Idle {
+            outbox.owner = Owner::Task;
+        }
         drop(outbox);
-        if was_empty {
-            self.wake.notify_one();
+        self.wake.notify_one();
+    }
+
+    /// After a push: whether the session must now be handed to the writers.
+    fn claim_for_writer(&self, outbox: &mut Outbox) -> bool {
+        match outbox.owner {
+            Owner::Idle => {
+                outbox.owner = Owner::Writer;
+                true
+            }
+            Owner::Writer => false,
+            Owner::Task => {
+                // The task writes (socket full or closing); make sure it looks.
+                self.wake.notify_one();
+                false
+            }
+        }
+    }
+
+    /// Hands a session that became ready to the writers, batched during a fan-out.
+    fn schedule(self: &Arc<Self>) {
+        let full = DEFERRED.with(|d| match d.borrow_mut().as_mut() {
+            Some(batch) => {
+                batch.push(self.clone());
+                (batch.len() >= SCHEDULE_CHUNK).then(|| std::mem::take(batch))
+            }
+            None => {
+                self.limits.writers.schedule(self.clone());
+                None
+            }
+        });
+        if let Some(mut batch) = full {
+            self.limits.writers.schedule_all(&mut batch);
         }
     }
 
     /// Queues a delivery, applying the slow-consumer policy when full.
-    pub fn push_delivery(&self, frame: &Bytes) {
+    pub fn push_delivery(self: &Arc<Self>, frame: &Bytes) {
         let limits = &*self.limits;
         if let Some(delay) = limits.fanout_delay {
             let until = Instant::now() + delay;
@@ -142,6 +248,7 @@ impl Session {
                 std::hint::spin_loop();
             }
         }
+        let enqueued = crate::metrics::enqueue_stamp();
         let mut outbox = self.outbox();
         if outbox.closed {
             return;
@@ -154,12 +261,15 @@ impl Session {
                     outbox.deliveries = 0;
                     outbox.close = Some(CloseReason::SlowConsumer);
                     outbox.closed = true;
-                    drop(outbox);
                     limits
                         .stats
                         .deliveries_dropped
                         .fetch_add(lost, Ordering::Relaxed);
                     limits.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                    if outbox.owner == Owner::Idle {
+                        outbox.owner = Owner::Task;
+                    }
+                    drop(outbox);
                     self.wake.notify_one();
                     return;
                 }
@@ -175,19 +285,20 @@ impl Session {
                 }
             }
         }
-        let was_empty = outbox.queue.is_empty();
         outbox.queue.push_back(Outgoing {
             frame: frame.clone(),
             alone: false,
+            enqueued,
         });
         outbox.deliveries += 1;
+        let schedule = self.claim_for_writer(&mut outbox);
         drop(outbox);
         limits
             .stats
             .deliveries_enqueued
             .fetch_add(1, Ordering::Relaxed);
-        if was_empty {
-            self.wake.notify_one();
+        if schedule {
+            self.schedule();
         }
     }
 
@@ -198,22 +309,144 @@ impl Session {
             outbox.close = Some(reason);
             outbox.closed = true;
         }
+        if outbox.owner == Owner::Idle {
+            outbox.owner = Owner::Task;
+        }
         drop(outbox);
         self.wake.notify_one();
     }
 
-    /// Moves everything queued into `into` (keeping order). Returns how many
-    /// deliveries moved and the close request, which is handed out once.
-    pub fn take_queued(&self, into: &mut VecDeque<Outgoing>) -> (usize, Option<CloseReason>) {
+    /// The connection task takes over writing for good (it is closing): at
+    /// once if nobody writes, else when the writer finishes its current write.
+    pub(crate) fn request_handover(&self) {
         let mut outbox = self.outbox();
-        let moved = outbox.deliveries;
-        if into.is_empty() {
-            std::mem::swap(into, &mut outbox.queue);
-        } else {
-            into.extend(outbox.queue.drain(..));
+        outbox.handover = true;
+        if outbox.owner == Owner::Idle {
+            outbox.owner = Owner::Task;
         }
+    }
+
+    /// For the connection task: moves what is queued into `into` if the task
+    /// owns the socket. When nothing is queued, an open (not handed-over)
+    /// session goes back to `Idle`. Returns whether the task owns the
+    /// socket, and the close request, which is handed out once.
+    pub(crate) fn take_for_task(
+        &self,
+        into: &mut VecDeque<Outgoing>,
+    ) -> (bool, Option<CloseReason>) {
+        let mut outbox = self.outbox();
+        if outbox.owner != Owner::Task {
+            return (false, None);
+        }
+        into.extend(outbox.queue.drain(..));
         outbox.deliveries = 0;
-        (moved, outbox.close.take())
+        let close = outbox.close.take();
+        if into.is_empty() && close.is_none() && !outbox.handover && !outbox.closed {
+            outbox.owner = Owner::Idle;
+        }
+        (true, close)
+    }
+
+    /// Whether the connection task owns the socket and nothing is queued.
+    pub(crate) fn drained_by_task(&self) -> bool {
+        let outbox = self.outbox();
+        outbox.owner == Owner::Task && outbox.queue.is_empty() && outbox.close.is_none()
+    }
+
+    /// For a writer thread: writes what is queued until the queue is empty,
+    /// the socket is full, or the connection task must take over.
+    pub(crate) fn write_from_writer(&self, in_flight: &mut VecDeque<Outgoing>) {
+        loop {
+            {
+                let mut outbox = self.outbox();
+                if outbox.owner != Owner::Writer {
+                    return;
+                }
+                if outbox.handover || outbox.close.is_some() {
+                    outbox.owner = Owner::Task;
+                    drop(outbox);
+                    self.wake.notify_one();
+                    return;
+                }
+                take_run(&mut outbox, in_flight);
+                if in_flight.is_empty() {
+                    outbox.owner = Owner::Idle;
+                    return;
+                }
+            }
+            let written = write_run(&self.stream, in_flight);
+            if let Ok(n) = written {
+                self.consume_written(in_flight, n);
+                if in_flight.is_empty() {
+                    continue;
+                }
+            }
+            // Full socket (or an error the task will meet again and close on):
+            // put the rest back in front, in order, and let the task wait.
+            let mut outbox = self.outbox();
+            for out in in_flight.drain(..).rev() {
+                if !out.alone {
+                    outbox.deliveries += 1;
+                }
+                outbox.queue.push_front(out);
+            }
+            outbox.owner = Owner::Task;
+            drop(outbox);
+            self.wake.notify_one();
+            return;
+        }
+    }
+
+    /// Drops `n` written bytes from the front of `pending`, counting
+    /// deliveries, bytes and latency.
+    pub(crate) fn consume_written(&self, pending: &mut VecDeque<Outgoing>, mut n: usize) {
+        let stats = &self.limits.stats;
+        stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+        let now = crate::metrics::stamp_now();
+        self.last_write.store(now, Ordering::Relaxed);
+        let mut delivered = 0u64;
+        // One histogram update per run of deliveries in the same bucket.
+        let mut latency = stats.delivery_latency.batch();
+        while n > 0 {
+            let Some(front) = pending.front_mut() else {
+                break;
+            };
+            if n >= front.frame.len() {
+                n -= front.frame.len();
+                if !front.alone {
+                    delivered += 1;
+                    latency.record(crate::metrics::stamp_elapsed(front.enqueued, now));
+                }
+                pending.pop_front();
+            } else {
+                front.frame.advance(n);
+                n = 0;
+            }
+        }
+        if delivered > 0 {
+            stats
+                .deliveries_sent
+                .fetch_add(delivered, Ordering::Relaxed);
+            self.delivered.fetch_add(delivered, Ordering::Relaxed);
+        }
+    }
+
+    /// Time since the last write to the socket.
+    pub(crate) fn since_last_write(&self) -> Duration {
+        crate::metrics::stamp_elapsed(
+            self.last_write.load(Ordering::Relaxed),
+            crate::metrics::stamp_now(),
+        )
+    }
+
+    /// Discards what is queued (the connection is gone); returns how many frames.
+    pub(crate) fn discard_queued(&self) -> usize {
+        let mut outbox = self.outbox();
+        outbox.closed = true;
+        outbox.deliveries = 0;
+        let n = outbox.queue.len();
+        outbox.queue.clear();
+        n
     }
 
     /// Deliveries queued and not yet taken by the writer.
@@ -314,4 +547,50 @@ impl CloseReason {
             CloseReason::Kicked(why) => why.clone(),
         }
     }
+}
+
+/// Moves the next write's worth from the queue: one control frame alone, or
+/// a run of up to [`MAX_IOVECS`] deliveries.
+fn take_run(outbox: &mut Outbox, into: &mut VecDeque<Outgoing>) {
+    while into.len() < MAX_IOVECS {
+        let Some(front) = outbox.queue.front() else {
+            break;
+        };
+        if front.alone {
+            if into.is_empty() {
+                if let Some(out) = outbox.queue.pop_front() {
+                    into.push_back(out);
+                }
+            }
+            break;
+        }
+        if let Some(out) = outbox.queue.pop_front() {
+            outbox.deliveries -= 1;
+            into.push_back(out);
+        }
+    }
+}
+
+/// One write from the front of `pending`: a control frame alone, or a run
+/// of deliveries gathered into one `writev`. Returns the bytes written.
+///
+/// # Errors
+/// `WouldBlock` when the socket is full, or the socket's error.
+pub(crate) fn write_run(stream: &TcpStream, pending: &VecDeque<Outgoing>) -> io::Result<usize> {
+    let Some(front) = pending.front() else {
+        return Ok(0);
+    };
+    if front.alone {
+        return stream.try_write(&front.frame);
+    }
+    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+    let mut n = 0;
+    for out in pending.iter().take(MAX_IOVECS) {
+        if out.alone {
+            break;
+        }
+        slices[n] = IoSlice::new(&out.frame);
+        n += 1;
+    }
+    stream.try_write_vectored(&slices[..n])
 }

@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use janus_core::ErrorCode;
 
+use crate::metrics::LatencyHistogram;
+
 /// Monotonic counters and gauges of one server.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -30,6 +32,8 @@ pub struct Stats {
     pub slow_consumers: AtomicU64,
     /// Error frames sent, by code (indexed like [`ErrorCode::ALL`]).
     pub errors: [AtomicU64; ErrorCode::ALL.len()],
+    /// Queue-to-socket latency of written deliveries.
+    pub delivery_latency: LatencyHistogram,
 }
 
 impl Stats {

@@ -39,7 +39,9 @@ impl TestServer {
     /// Starts a server with `config` (its `listen` is replaced by `127.0.0.1:0`).
     pub async fn start_with(mut config: Config) -> TestServer {
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        let listener = tokio::net::TcpListener::bind(config.listen).await.expect("bind loopback");
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .expect("bind loopback");
         let server = Server::with_listener(listener, config, 19_000).expect("server");
         let addr = server.local_addr();
         let shared = server.shared();
@@ -47,7 +49,12 @@ impl TestServer {
         let task = tokio::spawn(server.run(async move {
             let _ = stopped.await;
         }));
-        TestServer { addr, shared, stop: Some(stop), task: Some(task) }
+        TestServer {
+            addr,
+            shared,
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     /// The client listener's address.
@@ -86,14 +93,20 @@ impl Drop for TestServer {
 
 /// The default configuration for tests: admin API off, everything else default.
 pub fn test_config() -> Config {
-    Config { admin_listen: None, ..Config::default() }
+    Config {
+        admin_listen: None,
+        ..Config::default()
+    }
 }
 
 /// Polls `cond` until it holds, failing the test after [`TIMEOUT`].
 pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -123,7 +136,12 @@ impl Client {
     pub async fn connect_raw(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).await.expect("connect");
         stream.set_nodelay(true).expect("nodelay");
-        Client { stream, buf: BytesMut::new(), codec: ClientCodec::default(), token: String::new() }
+        Client {
+            stream,
+            buf: BytesMut::new(),
+            codec: ClientCodec::default(),
+            token: String::new(),
+        }
     }
 
     /// Sends raw bytes.
@@ -159,12 +177,16 @@ impl Client {
                 }
             }
         };
-        tokio::time::timeout(TIMEOUT, fut).await.expect("server frame in time")
+        tokio::time::timeout(TIMEOUT, fut)
+            .await
+            .expect("server frame in time")
     }
 
     /// The next server frame's raw payload.
     pub async fn recv_raw(&mut self) -> Vec<u8> {
-        self.recv_raw_or_eof().await.expect("a frame, not end of stream")
+        self.recv_raw_or_eof()
+            .await
+            .expect("a frame, not end of stream")
     }
 
     /// The next server message, or `None` at end of stream.
@@ -172,18 +194,27 @@ impl Client {
         let raw = self.recv_raw_or_eof().await?;
         let mut framed = BytesMut::from(&raw[..]);
         framed.extend_from_slice(&[0x01]);
-        Some(self.codec.decode(&mut framed).expect("well-formed server frame").expect("one frame"))
+        Some(
+            self.codec
+                .decode(&mut framed)
+                .expect("well-formed server frame")
+                .expect("one frame"),
+        )
     }
 
     /// The next server message.
     pub async fn recv(&mut self) -> ServerMessage {
-        self.recv_or_eof().await.expect("a message, not end of stream")
+        self.recv_or_eof()
+            .await
+            .expect("a message, not end of stream")
     }
 
     /// Expects an error frame with `code`, returns its reason.
     pub async fn expect_error(&mut self, code: &str) -> String {
         match self.recv().await {
-            ServerMessage::Error { code: got, reason, .. } => {
+            ServerMessage::Error {
+                code: got, reason, ..
+            } => {
                 assert_eq!(got, code, "error code (reason: {reason})");
                 reason
             }
@@ -201,7 +232,8 @@ impl Client {
     /// Proves the connection is still open: a subscribe to a fresh topic is acknowledged.
     pub async fn expect_open(&mut self) {
         self.subscribe("__still_open__").await;
-        self.send(ClientMessage::Unsubscribe("__still_open__".into())).await;
+        self.send(ClientMessage::Unsubscribe("__still_open__".into()))
+            .await;
     }
 }
 
@@ -218,13 +250,21 @@ pub async fn publish_legacy(addr: SocketAddr, json: &str) {
 pub async fn publish(addr: SocketAddr, topic: &str, message_id: &str, data: &str) {
     let publish = Publish::new(topic, "test", message_id, data).expect("valid publish");
     let mut c = Client::connect(addr).await;
-    c.send(ClientMessage::Publish { publish, one_shot: true }).await;
+    c.send(ClientMessage::Publish {
+        publish,
+        one_shot: true,
+    })
+    .await;
     c.expect_closed().await;
 }
 
 /// Runs `f` with a fresh multi-thread runtime (for tests that need real parallelism).
 pub fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime").block_on(f)
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
 }
 
 /// Path of a workspace binary, built (debug profile) on first use.
@@ -235,14 +275,30 @@ pub fn cargo_bin(name: &str) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = std::process::Command::new(cargo)
             .current_dir(&root)
-            .args(["build", "-p", "janus-server", "-p", "janus-bot", "-p", "janus-admin", "-p", "janus-histo"])
+            .args([
+                "build",
+                "-p",
+                "janus-server",
+                "-p",
+                "janus-bot",
+                "-p",
+                "janus-admin",
+                "-p",
+                "janus-histo",
+            ])
             .status()
             .map_err(|e| e.to_string())?;
-        if status.success() { Ok(()) } else { Err(format!("cargo build failed: {status}")) }
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("cargo build failed: {status}"))
+        }
     });
     if let Err(e) = built {
         panic!("cannot build the workspace binaries: {e}");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
     target.join("debug").join(name)
 }

@@ -20,7 +20,10 @@ impl Drop for Proc {
 
 /// Starts the server binary (optionally under `prlimit`), returning it, the
 /// address from its start-up line, and the rest of its stderr as a channel.
-fn spawn_server(nofile: Option<u32>, args: &[&str]) -> (Proc, SocketAddr, String, mpsc::Receiver<String>) {
+fn spawn_server(
+    nofile: Option<u32>,
+    args: &[&str],
+) -> (Proc, SocketAddr, String, mpsc::Receiver<String>) {
     let bin = cargo_bin("janus-server");
     let mut cmd = match nofile {
         Some(n) => {
@@ -30,10 +33,14 @@ fn spawn_server(nofile: Option<u32>, args: &[&str]) -> (Proc, SocketAddr, String
         }
         None => Command::new(&bin),
     };
-    cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "off"]).args(args);
-    cmd.env("RUST_LOG", "info").env("NO_COLOR", "1").stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn janus-server");
-    let stderr = child.stderr.take().expect("stderr");
+    cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "off"])
+        .args(args);
+    cmd.env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = Proc(cmd.spawn().expect("spawn janus-server"));
+    let stderr = child.0.stderr.take().expect("stderr");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -48,21 +55,40 @@ fn spawn_server(nofile: Option<u32>, args: &[&str]) -> (Proc, SocketAddr, String
         seen.push_str(&line);
         seen.push('\n');
         if let Some(rest) = line.split("listening on ").nth(1) {
-            let addr = rest.split([',', ' ']).next().expect("address").parse().expect("socket address");
-            return (Proc(child), addr, seen, rx);
+            let addr = rest
+                .split([',', ' '])
+                .next()
+                .expect("address")
+                .parse()
+                .expect("socket address");
+            return (child, addr, seen, rx);
         }
     }
 }
 
 #[test]
 fn help_explains_every_setting() {
-    let out = Command::new(cargo_bin("janus-server")).arg("--help").output().unwrap();
+    let out = Command::new(cargo_bin("janus-server"))
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
     for flag in [
-        "--listen", "--heartbeat", "--max-frame", "--max-connections", "--queue-limit", "--slow-consumer",
-        "--allow-publish-from", "--publish-key", "--idle-timeout", "--config", "--admin-listen", "--admin-token",
-        "JANUS_QUEUE_LIMIT", "0.0.0.0:8081",
+        "--listen",
+        "--heartbeat",
+        "--max-frame",
+        "--max-connections",
+        "--queue-limit",
+        "--slow-consumer",
+        "--allow-publish-from",
+        "--publish-key",
+        "--idle-timeout",
+        "--config",
+        "--admin-listen",
+        "--admin-token",
+        "JANUS_QUEUE_LIMIT",
+        "0.0.0.0:8081",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
@@ -72,22 +98,38 @@ fn help_explains_every_setting() {
 fn bad_settings_fail_with_a_clear_message() {
     let dir = std::env::temp_dir().join(format!("janus-bin-{}.toml", std::process::id()));
     std::fs::write(&dir, "queue-limit = \"lots\"\n").unwrap();
-    let out = Command::new(cargo_bin("janus-server")).arg("--config").arg(&dir).output().unwrap();
+    let out = Command::new(cargo_bin("janus-server"))
+        .arg("--config")
+        .arg(&dir)
+        .output()
+        .unwrap();
     std::fs::remove_file(&dir).unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("queue-limit") && err.contains("janus-bin-"), "{err}");
-    let out = Command::new(cargo_bin("janus-server")).args(["--slow-consumer", "sometimes"]).output().unwrap();
+    assert!(
+        err.contains("queue-limit") && err.contains("janus-bin-"),
+        "{err}"
+    );
+    let out = Command::new(cargo_bin("janus-server"))
+        .args(["--slow-consumer", "sometimes"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("disconnect"));
 }
 
 #[test]
 fn print_config_round_trips() {
-    let out = Command::new(cargo_bin("janus-server")).args(["--print-config", "--queue-limit", "77"]).output().unwrap();
+    let out = Command::new(cargo_bin("janus-server"))
+        .args(["--print-config", "--queue-limit", "77"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("queue-limit = 77") && text.contains("listen = \"0.0.0.0:8081\""), "{text}");
+    assert!(
+        text.contains("queue-limit = 77") && text.contains("listen = \"0.0.0.0:8081\""),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -95,7 +137,10 @@ async fn capacity_follows_the_open_file_limit_and_full_means_polite_refusal() {
     // 64 descriptors are reserved, so a hard limit of 80 leaves room for 16 clients.
     let (_server, addr, startup, _rx) = spawn_server(Some(80), &["--max-connections", "1000"]);
     assert!(startup.contains("capacity 16 connections"), "{startup}");
-    assert!(startup.contains("max-connections 1000 exceeds"), "{startup}");
+    assert!(
+        startup.contains("max-connections 1000 exceeds"),
+        "{startup}"
+    );
     let mut clients = Vec::new();
     for _ in 0..16 {
         clients.push(Client::connect(addr).await);
@@ -114,7 +159,11 @@ async fn sigterm_drains_and_exits_zero() {
     let mut c = Client::connect(addr).await;
     c.subscribe("t").await;
     let pid = server.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     c.expect_error("server_shutdown").await;
     c.expect_closed().await;
     let mut status = None;
@@ -123,5 +172,8 @@ async fn sigterm_drains_and_exits_zero() {
         status.is_some()
     })
     .await;
-    assert!(status.is_some_and(|s| s.success()), "exit status {status:?}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit status {status:?}"
+    );
 }

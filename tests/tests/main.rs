@@ -2,5 +2,6 @@
 
 mod admin;
 mod binary;
+mod bot;
 mod protocol;
 mod server;

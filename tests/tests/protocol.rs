@@ -18,10 +18,20 @@ async fn hello_has_timestamp_then_token() {
     assert_eq!(keys, ["timestamp", "token"]);
     let token = v["token"].as_str().unwrap();
     assert_eq!(token.len(), 32);
-    assert!(token.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
-    let ts: Vec<u64> = v["timestamp"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+    assert!(token
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    let ts: Vec<u64> = v["timestamp"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
     let unix = ts[0] * 1_000_000 + ts[1];
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     assert!(now.abs_diff(unix) < 5 && ts[2] < 1_000_000, "{ts:?}");
     // Tokens are unique per connection.
     let other = Client::connect(server.addr()).await;
@@ -33,7 +43,8 @@ async fn subscribe_ack_then_legacy_publish_is_delivered_with_exact_key_order() {
     let server = TestServer::start().await;
     let mut sub = Client::connect(server.addr()).await;
     sub.send_raw(b"<regular-socket/>\0").await;
-    sub.send_raw(b"{\"action\":\"subscribe\",\"data\":\"news\"}\0").await;
+    sub.send_raw(b"{\"action\":\"subscribe\",\"data\":\"news\"}\0")
+        .await;
     assert_eq!(sub.recv_raw().await, b"ACK");
     // The 2009 publisher: keys in its order, no trailing NUL, then close.
     publish_legacy(
@@ -44,7 +55,10 @@ async fn subscribe_ack_then_legacy_publish_is_delivered_with_exact_key_order() {
     let raw = String::from_utf8(sub.recv_raw().await).unwrap();
     let (prefix, rest) = raw.split_at(raw.find(']').unwrap() + 1);
     assert!(prefix.starts_with("{\"timestamp\":["), "{raw}");
-    assert_eq!(rest, r#","topic":"news","event":"breaking","message_id":"42","data":{"headline":"hi","n":[1,2]}}"#);
+    assert_eq!(
+        rest,
+        r#","topic":"news","event":"breaking","message_id":"42","data":{"headline":"hi","n":[1,2]}}"#
+    );
 }
 
 #[tokio::test]
@@ -53,11 +67,22 @@ async fn publish_accepts_nul_termination_and_any_key_order() {
     let mut sub = Client::connect(server.addr()).await;
     sub.subscribe("t").await;
     let mut p = Client::connect(server.addr()).await;
-    p.send_raw(b"PUBLISH\0{\"data\":\"x\",\"message_id\":\"m1\",\"topic\":\"t\"}\0").await;
+    p.send_raw(b"PUBLISH\0{\"data\":\"x\",\"message_id\":\"m1\",\"topic\":\"t\"}\0")
+        .await;
     // The server closes a one-shot publisher after handling it.
     p.expect_closed().await;
-    let ServerMessage::Delivery(d) = sub.recv().await else { panic!("expected delivery") };
-    assert_eq!((d.topic.as_str(), d.event.as_str(), d.message_id.as_str(), d.data.as_str()), ("t", "", "m1", "\"x\""));
+    let ServerMessage::Delivery(d) = sub.recv().await else {
+        panic!("expected delivery")
+    };
+    assert_eq!(
+        (
+            d.topic.as_str(),
+            d.event.as_str(),
+            d.message_id.as_str(),
+            d.data.as_str()
+        ),
+        ("t", "", "m1", "\"x\"")
+    );
 }
 
 #[tokio::test]
@@ -109,15 +134,21 @@ async fn unsubscribe_stops_delivery_and_double_subscribe_delivers_once() {
         .collect();
     assert_eq!(ids, ["a1", "b1"], "one copy of a1, despite two subscribes");
     c.send(ClientMessage::Unsubscribe("a".into())).await;
-    c.send(ClientMessage::Unsubscribe("never-subscribed".into())).await;
+    c.send(ClientMessage::Unsubscribe("never-subscribed".into()))
+        .await;
     // Unsubscribe has no reply; the ACK of a later subscribe proves it was handled.
     c.subscribe("c").await;
     publish(server.addr(), "a", "a2", "1").await;
     publish(server.addr(), "b", "b2", "1").await;
     // a2 was published first; receiving b2 next proves a2 never came.
-    let ServerMessage::Delivery(d) = c.recv().await else { panic!() };
+    let ServerMessage::Delivery(d) = c.recv().await else {
+        panic!()
+    };
     assert_eq!(d.message_id, "b2");
-    assert!(server.shared().topics.topic("a").is_none(), "topic a was forgotten");
+    assert!(
+        server.shared().topics.topic("a").is_none(),
+        "topic a was forgotten"
+    );
 }
 
 #[tokio::test]
@@ -129,9 +160,16 @@ async fn topics_are_isolated() {
     y.subscribe("y").await;
     publish(server.addr(), "x", "x1", "1").await;
     publish(server.addr(), "y", "y1", "1").await;
-    let ServerMessage::Delivery(dx) = x.recv().await else { panic!() };
-    let ServerMessage::Delivery(dy) = y.recv().await else { panic!() };
-    assert_eq!((dx.message_id.as_str(), dy.message_id.as_str()), ("x1", "y1"));
+    let ServerMessage::Delivery(dx) = x.recv().await else {
+        panic!()
+    };
+    let ServerMessage::Delivery(dy) = y.recv().await else {
+        panic!()
+    };
+    assert_eq!(
+        (dx.message_id.as_str(), dy.message_id.as_str()),
+        ("x1", "y1")
+    );
     // And nothing else is pending for either: a subscribe's ACK comes next.
     x.expect_open().await;
     y.expect_open().await;
@@ -153,9 +191,13 @@ async fn split_and_coalesced_frames() {
     for b in b"PUBLISH\0{\"topic\":\"three\",\"data\":3}" {
         p.send_raw(&[*b]).await;
     }
-    tokio::io::AsyncWriteExt::shutdown(&mut p.stream).await.unwrap();
+    tokio::io::AsyncWriteExt::shutdown(&mut p.stream)
+        .await
+        .unwrap();
     p.expect_closed().await;
-    let ServerMessage::Delivery(d) = c.recv().await else { panic!() };
+    let ServerMessage::Delivery(d) = c.recv().await else {
+        panic!()
+    };
     assert_eq!((d.topic.as_str(), d.data.as_str()), ("three", "3"));
 }
 
@@ -163,13 +205,21 @@ async fn split_and_coalesced_frames() {
 async fn ack_is_written_alone() {
     let server = TestServer::start().await;
     let mut c = Client::connect(server.addr()).await;
-    c.send_raw(b"{\"action\":\"subscribe\",\"data\":\"t\"}\0").await;
+    c.send_raw(b"{\"action\":\"subscribe\",\"data\":\"t\"}\0")
+        .await;
     let mut buf = [0u8; 64];
-    let n = tokio::time::timeout(janus_tests::TIMEOUT, tokio::io::AsyncReadExt::read(&mut c.stream, &mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&buf[..n], b"ACK\x01", "the ACK arrives as a read of its own");
+    let n = tokio::time::timeout(
+        janus_tests::TIMEOUT,
+        tokio::io::AsyncReadExt::read(&mut c.stream, &mut buf),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        &buf[..n],
+        b"ACK\x01",
+        "the ACK arrives as a read of its own"
+    );
 }
 
 #[tokio::test]
@@ -188,11 +238,17 @@ async fn persistent_publish_is_acked_and_keeps_the_connection() {
     let mut p = Client::connect(server.addr()).await;
     for i in 0..3 {
         let publish = Publish::new("p", "e", i.to_string(), "null").unwrap();
-        p.send(ClientMessage::Publish { publish, one_shot: false }).await;
+        p.send(ClientMessage::Publish {
+            publish,
+            one_shot: false,
+        })
+        .await;
         assert_eq!(p.recv().await, ServerMessage::Ack);
     }
     for i in 0..3 {
-        let ServerMessage::Delivery(d) = sub.recv().await else { panic!() };
+        let ServerMessage::Delivery(d) = sub.recv().await else {
+            panic!()
+        };
         assert_eq!(d.message_id, i.to_string());
     }
 }
@@ -208,15 +264,27 @@ async fn errors_that_keep_the_connection_open() {
         (b"{\"action\":\"subscribe\"\0", "bad_json"),
         (b"{\"action\":\"dance\",\"data\":\"x\"}\0", "unknown_action"),
         (b"{\"action\":\"subscribe\",\"data\":\"\"}\0", "bad_topic"),
-        (b"{\"action\":\"subscribe\",\"data\":\"a\\u0001b\"}\0", "bad_topic"),
-        (b"{\"action\":\"resume\",\"data\":\"00000000000000000000000000000000\"}\0", "unknown_session"),
+        (
+            b"{\"action\":\"subscribe\",\"data\":\"a\\u0001b\"}\0",
+            "bad_topic",
+        ),
+        (
+            b"{\"action\":\"resume\",\"data\":\"00000000000000000000000000000000\"}\0",
+            "unknown_session",
+        ),
     ] {
         c.send_raw(frame).await;
         let reason = c.expect_error(code).await;
         assert!(!reason.is_empty());
         c.expect_open().await;
     }
-    assert_eq!(server.shared().stats.errors_sent(janus_core::ErrorCode::BadJson), 2);
+    assert_eq!(
+        server
+            .shared()
+            .stats
+            .errors_sent(janus_core::ErrorCode::BadJson),
+        2
+    );
 }
 
 #[tokio::test]
@@ -232,7 +300,10 @@ async fn bad_frame_closes() {
 
 #[tokio::test]
 async fn frame_too_large_closes() {
-    let config = Config { max_frame: 1024, ..test_config() };
+    let config = Config {
+        max_frame: 1024,
+        ..test_config()
+    };
     let server = TestServer::start_with(config).await;
     let mut c = Client::connect(server.addr()).await;
     let mut bystander = Client::connect(server.addr()).await;
@@ -246,7 +317,10 @@ async fn frame_too_large_closes() {
 #[tokio::test]
 async fn not_allowed_publish_closes() {
     // Only 10.0.0.0/8 may publish: loopback may not.
-    let config = Config { allow_publish_from: vec!["10.0.0.0/8".parse().unwrap()], ..test_config() };
+    let config = Config {
+        allow_publish_from: vec!["10.0.0.0/8".parse().unwrap()],
+        ..test_config()
+    };
     let server = TestServer::start_with(config).await;
     let mut sub = Client::connect(server.addr()).await;
     sub.subscribe("t").await;
@@ -256,10 +330,14 @@ async fn not_allowed_publish_closes() {
     p.expect_closed().await;
     // The persistent form is refused the same way.
     let mut p = Client::connect(server.addr()).await;
-    p.send_raw(b"{\"action\":\"publish\",\"data\":{\"topic\":\"t\"}}\0").await;
+    p.send_raw(b"{\"action\":\"publish\",\"data\":{\"topic\":\"t\"}}\0")
+        .await;
     p.expect_error("not_allowed").await;
     p.expect_closed().await;
-    assert_eq!(janus_server::stats::Stats::get(&server.shared().stats.messages_published), 0);
+    assert_eq!(
+        janus_server::stats::Stats::get(&server.shared().stats.messages_published),
+        0
+    );
     sub.expect_open().await;
 }
 
@@ -274,16 +352,27 @@ async fn publish_key_lets_a_publish_through() {
     let mut sub = Client::connect(server.addr()).await;
     sub.subscribe("t").await;
     let mut p = Client::connect(server.addr()).await;
-    p.send_raw(b"PUBLISH\0{\"topic\":\"t\",\"data\":1,\"key\":\"wrong\"}\0").await;
+    p.send_raw(b"PUBLISH\0{\"topic\":\"t\",\"data\":1,\"key\":\"wrong\"}\0")
+        .await;
     p.expect_error("not_allowed").await;
-    publish_legacy(server.addr(), r#"{"topic":"t","message_id":"k","data":1,"key":"s3cret"}"#).await;
+    publish_legacy(
+        server.addr(),
+        r#"{"topic":"t","message_id":"k","data":1,"key":"s3cret"}"#,
+    )
+    .await;
     let raw = String::from_utf8(sub.recv_raw().await).unwrap();
-    assert!(raw.contains("\"message_id\":\"k\"") && !raw.contains("s3cret"), "{raw}");
+    assert!(
+        raw.contains("\"message_id\":\"k\"") && !raw.contains("s3cret"),
+        "{raw}"
+    );
 }
 
 #[tokio::test]
 async fn too_many_subscriptions_closes() {
-    let config = Config { max_subscriptions: 2, ..test_config() };
+    let config = Config {
+        max_subscriptions: 2,
+        ..test_config()
+    };
     let server = TestServer::start_with(config).await;
     let mut c = Client::connect(server.addr()).await;
     c.subscribe("a").await;
@@ -292,12 +381,18 @@ async fn too_many_subscriptions_closes() {
     c.send(ClientMessage::Subscribe("c".into())).await;
     c.expect_error("too_many_subscriptions").await;
     c.expect_closed().await;
-    wait_until("subscriptions released", || server.shared().topics.subscription_count() == 0).await;
+    wait_until("subscriptions released", || {
+        server.shared().topics.subscription_count() == 0
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn slow_consumer_is_cut_and_others_are_not() {
-    let config = Config { queue_limit: 8, ..test_config() };
+    let config = Config {
+        queue_limit: 8,
+        ..test_config()
+    };
     let server = TestServer::start_with(config).await;
     let mut slow = Client::connect(server.addr()).await;
     slow.subscribe("t").await;
@@ -306,10 +401,18 @@ async fn slow_consumer_is_cut_and_others_are_not() {
     // Large messages fill the slow client's socket buffers, then its queue.
     let data = format!("\"{}\"", "x".repeat(60_000));
     let mut i = 0;
-    while server.shared().stats.slow_consumers.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+    while server
+        .shared()
+        .stats
+        .slow_consumers
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
         assert!(i < 2000, "the slow consumer was never cut");
         publish(server.addr(), "t", &i.to_string(), &data).await;
-        let ServerMessage::Delivery(d) = fast.recv().await else { panic!() };
+        let ServerMessage::Delivery(d) = fast.recv().await else {
+            panic!()
+        };
         assert_eq!(d.message_id, i.to_string());
         i += 1;
     }
@@ -333,11 +436,20 @@ async fn kicked_closes() {
     let server = TestServer::start().await;
     let mut c = Client::connect(server.addr()).await;
     let token = c.token.parse().unwrap();
-    let session = server.shared().sessions.get(&token).expect("registered session");
-    session.close(janus_server::session::CloseReason::Kicked("operator said so".into()));
+    let session = server
+        .shared()
+        .sessions
+        .get(&token)
+        .expect("registered session");
+    session.close(janus_server::session::CloseReason::Kicked(
+        "operator said so".into(),
+    ));
     assert_eq!(c.expect_error("kicked").await, "operator said so");
     c.expect_closed().await;
-    wait_until("session gone", || server.shared().sessions.get(&token).is_none()).await;
+    wait_until("session gone", || {
+        server.shared().sessions.get(&token).is_none()
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -348,5 +460,8 @@ async fn server_shutdown_is_announced_and_closes() {
     server.stop().await;
     c.expect_error("server_shutdown").await;
     c.expect_closed().await;
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
 }

@@ -21,7 +21,9 @@ async fn a_reader_is_not_stalled_by_a_subscriber_that_never_reads() {
     let count = 2000;
     let receiving = tokio::spawn(async move {
         for i in 0..count {
-            let ServerMessage::Delivery(d) = reader.recv().await else { panic!("not a delivery") };
+            let ServerMessage::Delivery(d) = reader.recv().await else {
+                panic!("not a delivery")
+            };
             assert_eq!(d.message_id, i.to_string());
         }
     });
@@ -29,7 +31,11 @@ async fn a_reader_is_not_stalled_by_a_subscriber_that_never_reads() {
     let mut p = Client::connect(server.addr()).await;
     for i in 0..count {
         let publish = Publish::new("big", "e", i.to_string(), &data).unwrap();
-        p.send(ClientMessage::Publish { publish, one_shot: false }).await;
+        p.send(ClientMessage::Publish {
+            publish,
+            one_shot: false,
+        })
+        .await;
         assert_eq!(p.recv().await, ServerMessage::Ack);
     }
     receiving.await.unwrap();
@@ -57,7 +63,10 @@ async fn one_publish_reaches_500_subscribers() {
         }
     }
     let shared = server.shared().clone();
-    wait_until("500 deliveries counted", || Stats::get(&shared.stats.deliveries_sent) == 500).await;
+    wait_until("500 deliveries counted", || {
+        Stats::get(&shared.stats.deliveries_sent) == 500
+    })
+    .await;
     assert_eq!(Stats::get(&shared.stats.messages_published), 1);
 }
 
@@ -72,10 +81,15 @@ async fn connect_subscribe_disconnect_cycles_leave_nothing_behind() {
     }
     let shared = server.shared().clone();
     wait_until("sessions and topics released", || {
-        shared.sessions.is_empty() && shared.topics.topic_count() == 0 && shared.topics.subscription_count() == 0
+        shared.sessions.is_empty()
+            && shared.topics.topic_count() == 0
+            && shared.topics.subscription_count() == 0
     })
     .await;
-    wait_until("connections closed", || shared.stats.connections.load(Ordering::Relaxed) == 0).await;
+    wait_until("connections closed", || {
+        shared.stats.connections.load(Ordering::Relaxed) == 0
+    })
+    .await;
     assert_eq!(Stats::get(&shared.stats.connections_total), 200);
 }
 
@@ -92,7 +106,9 @@ async fn graceful_shutdown_delivers_what_was_queued() {
     }
     let stop = tokio::spawn(server.stop());
     for i in 0..n {
-        let ServerMessage::Delivery(d) = sub.recv().await else { panic!("delivery {i} lost") };
+        let ServerMessage::Delivery(d) = sub.recv().await else {
+            panic!("delivery {i} lost")
+        };
         assert_eq!(d.message_id, i.to_string());
     }
     sub.expect_error("server_shutdown").await;
@@ -102,7 +118,10 @@ async fn graceful_shutdown_delivers_what_was_queued() {
 
 #[tokio::test]
 async fn heartbeat_pings_a_quiet_client() {
-    let config = Config { heartbeat: Duration::from_millis(200), ..test_config() };
+    let config = Config {
+        heartbeat: Duration::from_millis(200),
+        ..test_config()
+    };
     let server = TestServer::start_with(config).await;
     let mut c = Client::connect(server.addr()).await;
     assert_eq!(c.recv().await, ServerMessage::Ping);
@@ -112,7 +131,10 @@ async fn heartbeat_pings_a_quiet_client() {
 
 #[tokio::test]
 async fn no_ping_while_traffic_flows_within_the_interval() {
-    let config = Config { heartbeat: Duration::from_secs(30), ..test_config() };
+    let config = Config {
+        heartbeat: Duration::from_secs(30),
+        ..test_config()
+    };
     let server = TestServer::start_with(config).await;
     let mut c = Client::connect(server.addr()).await;
     c.subscribe("t").await;
@@ -122,7 +144,10 @@ async fn no_ping_while_traffic_flows_within_the_interval() {
 
 #[tokio::test]
 async fn idle_timeout_closes_silent_clients_only_when_configured() {
-    let config = Config { idle_timeout: Some(Duration::from_millis(300)), ..test_config() };
+    let config = Config {
+        idle_timeout: Some(Duration::from_millis(300)),
+        ..test_config()
+    };
     let server = TestServer::start_with(config).await;
     let mut c = Client::connect(server.addr()).await;
     c.expect_closed().await;
@@ -131,7 +156,10 @@ async fn idle_timeout_closes_silent_clients_only_when_configured() {
 
 #[tokio::test]
 async fn connection_limit_refuses_politely_and_keeps_serving() {
-    let config = Config { max_connections: Some(2), ..test_config() };
+    let config = Config {
+        max_connections: Some(2),
+        ..test_config()
+    };
     let server = TestServer::start_with(config).await;
     let mut a = Client::connect(server.addr()).await;
     let mut b = Client::connect(server.addr()).await;
@@ -145,7 +173,10 @@ async fn connection_limit_refuses_politely_and_keeps_serving() {
     // A freed slot is usable again.
     drop(b);
     let shared = server.shared().clone();
-    wait_until("a slot free", || shared.stats.connections.load(Ordering::Relaxed) == 1).await;
+    wait_until("a slot free", || {
+        shared.stats.connections.load(Ordering::Relaxed) == 1
+    })
+    .await;
     let mut c = Client::connect(server.addr()).await;
     c.expect_open().await;
     assert_eq!(Stats::get(&shared.stats.connections_refused), 1);

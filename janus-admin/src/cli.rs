@@ -1,0 +1,181 @@
+//! Command-line flags and commands.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Inspect and steer a running Janus server through its admin HTTP API.
+///
+/// Exit codes: 0 done, 1 the server refused the request (unknown session,
+/// wrong token, bad input), 2 the server could not be reached, 64 bad usage.
+#[derive(Debug, Parser)]
+#[command(name = "janus-admin", version, about, long_about)]
+pub struct Cli {
+    /// Admin API base URL.
+    #[arg(
+        long,
+        global = true,
+        env = "JANUS_ADMIN_URL",
+        default_value = "http://127.0.0.1:8082",
+        value_name = "URL"
+    )]
+    pub server: String,
+
+    /// Admin token, sent as `Authorization: Bearer TOKEN`.
+    #[arg(
+        long,
+        global = true,
+        env = "JANUS_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+
+    /// Print the server's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Give up on a request after this many seconds.
+    #[arg(long, global = true, default_value_t = 10.0, value_name = "SECONDS")]
+    pub timeout: f64,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// The request timeout, sanitized.
+    pub fn timeout(&self) -> Duration {
+        Duration::try_from_secs_f64(self.timeout.max(0.1)).unwrap_or(Duration::from_secs(10))
+    }
+}
+
+/// Topic listing order.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TopicSort {
+    /// By name.
+    Name,
+    /// Most messages published first.
+    Published,
+    /// Most subscribers first.
+    Subscribers,
+}
+
+impl TopicSort {
+    /// The API's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TopicSort::Name => "name",
+            TopicSort::Published => "published",
+            TopicSort::Subscribers => "subscribers",
+        }
+    }
+}
+
+/// How to read a DATA argument.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Data {
+    /// The message data: used as JSON if it parses as JSON (`42`, `{"a":1}`,
+    /// `"text"`), otherwise sent as a JSON string.
+    pub data: String,
+    /// Always send DATA as a JSON string, even if it parses as JSON.
+    #[arg(long)]
+    pub string: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Server summary: uptime, connections, counters, rates over the last 10 s.
+    Status,
+    /// List topics with their subscriber and message counts.
+    Topics {
+        /// Only topics starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Most topics listed.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Order of the listing.
+        #[arg(long, value_enum, default_value_t = TopicSort::Name)]
+        sort: TopicSort,
+    },
+    /// One topic and its subscribers.
+    Topic {
+        /// The topic name.
+        name: String,
+        /// Most subscribers listed.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// List sessions (paginated by token).
+    Sessions {
+        /// Page size.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Start after this token (the "next" of a previous page).
+        #[arg(long, value_name = "TOKEN")]
+        after: Option<String>,
+        /// Follow every page to the end.
+        #[arg(long, conflicts_with = "after")]
+        all: bool,
+    },
+    /// One session: address, age, subscriptions, queue depth, deliveries.
+    Session {
+        /// The session token (32 hex digits, from the client's hello).
+        // Not named `token`: that id belongs to the global `--token` flag,
+        // and clap would fill one from the other.
+        #[arg(value_name = "TOKEN")]
+        session: String,
+    },
+    /// Publish a message to a topic, exactly like a client PUBLISH.
+    Publish {
+        /// The topic.
+        topic: String,
+        /// The data.
+        #[command(flatten)]
+        data: Data,
+        /// Event name.
+        #[arg(long, default_value = "")]
+        event: String,
+        /// Message id.
+        #[arg(long, default_value = "")]
+        message_id: String,
+    },
+    /// Send one message to one session only.
+    Send {
+        /// The session token.
+        #[arg(value_name = "TOKEN")]
+        session: String,
+        /// The data.
+        #[command(flatten)]
+        data: Data,
+        /// Topic written in the delivery (the session need not subscribe to it).
+        #[arg(long, default_value = "")]
+        topic: String,
+        /// Event name.
+        #[arg(long, default_value = "")]
+        event: String,
+        /// Message id.
+        #[arg(long, default_value = "")]
+        message_id: String,
+    },
+    /// Disconnect a session (it receives a `kicked` error first).
+    Kick {
+        /// The session token.
+        #[arg(value_name = "TOKEN")]
+        session: String,
+        /// Reason sent to the client.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Stop accepting, tell clients `server_shutdown`, write what is queued, exit.
+    Drain,
+    /// Live view of rates, connections and the busiest topics; `q` quits.
+    Top {
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
+        interval: f64,
+    },
+}

@@ -1,0 +1,237 @@
+//! The HTTP side: one blocking request at a time, with the bearer token,
+//! and every failure sorted into "the server said no" (exit 1) or "cannot
+//! reach the server" (exit 2).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+/// Why a request failed, as scripts see it.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The server answered with an error status.
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The reason the server gave, or the status text.
+        reason: String,
+    },
+    /// No answer: connection refused, DNS, timeout, bad URL, garbled reply.
+    Unreachable {
+        /// The base URL tried.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl ClientError {
+    /// The process exit code for this failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::Refused { .. } => 1,
+            ClientError::Unreachable { .. } => 2,
+        }
+    }
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Refused { status, reason } => {
+                write!(f, "the server said no ({status}): {reason}")
+            }
+            ClientError::Unreachable { url, reason } => {
+                write!(f, "cannot reach the admin API at {url}: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// The API's error body.
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
+    reason: String,
+}
+
+/// A client for one server.
+pub struct Client {
+    agent: ureq::Agent,
+    base: String,
+    token: Option<String>,
+}
+
+/// Largest response read (a 10,000-session page is a few MB).
+const MAX_BODY: u64 = 64 * 1024 * 1024;
+
+impl Client {
+    /// A client for the API at `server` (`http://host:port`; a bare
+    /// `host:port` gets `http://`).
+    pub fn new(server: &str, token: Option<String>, timeout: Duration) -> Self {
+        let mut base = server.trim().trim_end_matches('/').to_owned();
+        if !base.contains("://") {
+            base = format!("http://{base}");
+        }
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .build()
+            .into();
+        Self {
+            agent,
+            base,
+            token: token.filter(|t| !t.is_empty()),
+        }
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn unreachable(&self, reason: impl fmt::Display) -> ClientError {
+        ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Sends one request and returns the body of a 2xx answer.
+    ///
+    /// # Errors
+    /// [`ClientError::Refused`] for any other status, [`ClientError::Unreachable`]
+    /// when there is no usable answer.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<String, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let result = match method {
+            "GET" | "DELETE" => {
+                let mut req = if method == "GET" {
+                    self.agent.get(&url)
+                } else {
+                    self.agent.delete(&url)
+                };
+                if let Some(auth) = &auth {
+                    req = req.header("Authorization", auth);
+                }
+                req.call()
+            }
+            _ => {
+                let mut req = self.agent.post(&url);
+                if let Some(auth) = &auth {
+                    req = req.header("Authorization", auth);
+                }
+                match body {
+                    // Compact, not `send_json`: that pretty-prints, and the
+                    // server forwards `data` to clients exactly as written.
+                    Some(json) => req
+                        .header("Content-Type", "application/json")
+                        .send(json.to_string()),
+                    None => req.send_empty(),
+                }
+            }
+        };
+        let mut response = result.map_err(|e| self.unreachable(describe(&e)))?;
+        let status = response.status();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_string()
+            .map_err(|e| self.unreachable(format!("reading the answer: {}", describe(&e))))?;
+        if status.is_success() {
+            return Ok(text);
+        }
+        let reason = match (status.as_u16(), serde_json::from_str::<ErrorBody>(&text)) {
+            (401, _) => "wrong or missing admin token (--token or JANUS_ADMIN_TOKEN)".to_owned(),
+            (_, Ok(body)) => format!("{}: {}", body.error, body.reason),
+            _ => {
+                let first = text.lines().next().unwrap_or("").trim();
+                let label = status.canonical_reason().unwrap_or("error");
+                if first.is_empty() {
+                    label.to_owned()
+                } else {
+                    format!("{label}: {first}")
+                }
+            }
+        };
+        Err(ClientError::Refused {
+            status: status.as_u16(),
+            reason,
+        })
+    }
+
+    /// Sends a request and decodes a 2xx JSON answer.
+    ///
+    /// # Errors
+    /// As [`Client::request`]; a body that is not the expected JSON counts
+    /// as unreachable (something else answers on that port).
+    pub fn json<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(T, String), ClientError> {
+        let text = self.request(method, path, body)?;
+        let value = serde_json::from_str(&text)
+            .map_err(|e| self.unreachable(format!("unexpected answer to {path}: {e}")))?;
+        Ok((value, text))
+    }
+}
+
+/// A short description of a transport error.
+fn describe(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::Io(io) => io.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Percent-encodes one path segment or query value (everything but the
+/// unreserved characters of RFC 3986).
+pub fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_encoding() {
+        assert_eq!(encode("news/a b"), "news%2Fa%20b");
+        assert_eq!(encode("é"), "%C3%A9");
+        assert_eq!(encode("A-z_0.9~"), "A-z_0.9~");
+    }
+
+    #[test]
+    fn exit_codes() {
+        let refused = ClientError::Refused {
+            status: 404,
+            reason: "x".into(),
+        };
+        let unreachable = ClientError::Unreachable {
+            url: "u".into(),
+            reason: "r".into(),
+        };
+        assert_eq!((refused.exit_code(), unreachable.exit_code()), (1, 2));
+    }
+}

@@ -1,0 +1,66 @@
+//! `POST /publish` and `POST /drain`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use janus_core::Publish;
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::server::AdminState;
+
+/// The answer to `POST /publish`.
+#[derive(Debug, Serialize)]
+pub struct Published {
+    /// The topic published to.
+    pub topic: String,
+    /// Local subscribers the message was queued for.
+    pub reached: usize,
+}
+
+/// `POST /publish` with `{"topic","event","message_id","data"}`: publishes
+/// exactly like a client `PUBLISH` (PROTOCOL P5).
+pub async fn publish(
+    State(state): State<Arc<AdminState>>,
+    body: Bytes,
+) -> Result<Json<Published>, ApiError> {
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("bad_json", "the body is not UTF-8"))?;
+    let mut publish = Publish::from_json(text)?;
+    // The admin API is already authorized; a publish key has no meaning here.
+    publish.key = None;
+    let reached = state.shared.publish(&publish);
+    Ok(Json(Published {
+        topic: publish.topic,
+        reached,
+    }))
+}
+
+/// The answer to `POST /drain`.
+#[derive(Debug, Serialize)]
+pub struct Draining {
+    /// Always `true`.
+    pub draining: bool,
+    /// Client connections still open when the drain began.
+    pub connections: u64,
+}
+
+/// `POST /drain`: stop accepting, send `server_shutdown`, flush queued
+/// deliveries, exit. Answers at once (`202`); the server then finishes.
+pub async fn drain(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<Draining>) {
+    let shared = &state.shared;
+    if !shared.draining() {
+        tracing::info!("drain requested through the admin API");
+    }
+    shared.drain();
+    (
+        StatusCode::ACCEPTED,
+        Json(Draining {
+            draining: true,
+            connections: crate::stats::Stats::get(&shared.stats.connections),
+        }),
+    )
+}

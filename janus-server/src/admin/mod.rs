@@ -1,0 +1,28 @@
+//! The admin HTTP API: a small JSON API on its own port (default
+//! `127.0.0.1:8082`) that lets operators and `janus-admin` see and steer a
+//! running server. `docs/admin-api.md` documents every endpoint.
+//!
+//! Layout:
+//! - [`server`]: binds the routes together and serves them until told to stop.
+//! - [`auth`]: the bearer token, or loopback-only access without one.
+//! - [`rates`]: a once-a-second sampler giving rates over the last 10 s.
+//! - [`status`], [`topics`], [`sessions`], [`control`]: the handlers.
+//! - [`error`]: the JSON error every handler answers with.
+//! - [`datetime`]: RFC 3339 timestamps for JSON.
+//!
+//! The API reads atomics and short snapshots: it never holds a topic shard
+//! or the session registry for longer than one listing takes, and it never
+//! touches a connection's socket (a kick or a unicast goes through the
+//! session's queue like any delivery).
+
+pub mod auth;
+pub mod control;
+pub mod datetime;
+pub mod error;
+pub mod rates;
+pub mod server;
+pub mod sessions;
+pub mod status;
+pub mod topics;
+
+pub use server::{router, serve, AdminState};
