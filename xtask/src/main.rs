@@ -1,2 +1,104 @@
-//! Placeholder.
-fn main() {}
+//! `cargo xtask`: the project's automation, written in Rust so it runs
+//! wherever cargo does.
+//!
+//! - `cargo xtask ci` is what CI runs: format check, clippy with warnings
+//!   denied, the whole test suite (including the tidy tests of [`tidy`]) and
+//!   the quick load test.
+//! - `cargo xtask loadtest` builds the release binaries, starts `janus-server`
+//!   on loopback once per scenario, drives it with `janus-bot` or with the
+//!   small clients in [`driver`], checks every figure against the budgets in
+//!   `xtask/loadtest.toml` and writes `target/loadtest/report.{json,html}`.
+//!
+//! Layout: [`config`] reads the scenario file, [`figures`] names the numbers
+//! a run produces, [`process`] owns every child process (and kills them on
+//! Ctrl-C), [`server`] starts the server and reads its admin API, [`bot`]
+//! runs `janus-bot`, [`driver`] and [`scenarios`] run the scenarios the bot
+//! cannot, [`report`], [`html`] and [`baseline`] turn results into files and
+//! verdicts, and [`loadtest`] ties them together.
+
+mod baseline;
+mod bot;
+mod ci;
+mod config;
+mod driver;
+mod figures;
+mod html;
+mod loadtest;
+mod process;
+mod report;
+mod scenarios;
+mod server;
+mod svg;
+#[cfg(test)]
+mod tidy;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Project automation for Janus.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The tasks.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Everything CI checks: fmt, clippy, tests (with tidy) and `loadtest --quick`.
+    Ci(ci::CiArgs),
+    /// Release build, server on loopback, load scenarios, budgets and reports.
+    Loadtest(loadtest::LoadtestArgs),
+    /// Render the HTML page of a saved load test report (a report.json or a baseline).
+    Report {
+        /// The saved report.json.
+        json: PathBuf,
+        /// Where to write the page [default: the JSON's path with .html].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Ci(args) => ci::run(&args),
+        Command::Loadtest(args) => loadtest::run(&args),
+        Command::Report { json, out } => render_report(&json, out),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\nxtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes the HTML page of a saved report.
+fn render_report(json: &std::path::Path, out: Option<PathBuf>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let report = baseline::load(json)?;
+    let out = out.unwrap_or_else(|| json.with_extension("html"));
+    std::fs::write(&out, html::render(&report))
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    println!("{}", out.display());
+    Ok(())
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+fn project_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest.clone())
+}
+
+/// The cargo that runs us (`$CARGO`), or `cargo` from `PATH`.
+fn cargo() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}

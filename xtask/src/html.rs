@@ -1,0 +1,396 @@
+//! `target/loadtest/report.html`: one self-contained page (inline CSS and
+//! SVG, no scripts, nothing fetched) that someone can open and understand
+//! without reading code: the verdict first, then one section per scenario
+//! saying what it does, what was measured against which budget, and the
+//! latency plot with the budget drawn on it.
+
+use std::fmt::Write as _;
+
+use janus_histo::Report as HistoReport;
+
+use crate::figures::{self, format_number, format_value};
+use crate::report::{Report, ScenarioReport, Status};
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const CSS: &str = "
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,Arial,sans-serif;margin:2em auto;max-width:1060px;color:#222;line-height:1.45;padding:0 1em}
+h1{margin-bottom:.2em}h2{margin-top:2.2em;border-bottom:2px solid #ddd;padding-bottom:.2em}
+table{border-collapse:collapse;margin:.6em 0 1.2em}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}
+th{background:#f5f5f5}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.pass{color:#fff;background:#2a9d3a;padding:.05em .5em;border-radius:3px;font-weight:bold}
+.fail{color:#fff;background:#d62728;padding:.05em .5em;border-radius:3px;font-weight:bold}
+.skip{color:#222;background:#f2c94c;padding:.05em .5em;border-radius:3px;font-weight:bold}
+code{background:#f5f5f5;padding:.1em .3em;border-radius:3px;font-size:90%;word-break:break-all}
+.box{background:#fafafa;border:1px solid #e5e5e5;padding:.6em 1em;border-radius:4px}
+.failures{background:#fdecea;border:1px solid #d62728;padding:.6em 1em;border-radius:4px}
+.plot svg{max-width:100%;height:auto;border:1px solid #eee}
+.muted{color:#666}
+";
+
+fn badge(pass: bool) -> &'static str {
+    if pass {
+        "<span class=\"pass\">PASS</span>"
+    } else {
+        "<span class=\"fail\">FAIL</span>"
+    }
+}
+
+/// The whole page.
+pub fn render(report: &Report) -> String {
+    let mut h = String::new();
+    let mode = if report.quick {
+        "quick (CI sizes)"
+    } else {
+        "full sizes"
+    };
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>Janus load test {}</title><style>{CSS}</style></head><body>\n",
+        if report.pass { "PASS" } else { "FAIL" }
+    );
+    let _ = writeln!(h, "<h1>Janus load test {}</h1>", badge(report.pass));
+    let _ = writeln!(
+        h,
+        "<p class=\"muted\">{} UTC &middot; {mode} &middot; {} CPUs &middot; load average {} before \
+         &middot; {:.0} s in all{}{}</p>",
+        escape(&report.started),
+        report.host.cpus,
+        report.host.load_before.map_or("?".into(), format_number),
+        report.duration_s,
+        report
+            .revision
+            .as_ref()
+            .map_or(String::new(), |r| format!(" &middot; revision <code>{}</code>", escape(r))),
+        report.host.uname.as_ref().map_or(String::new(), |u| format!(" &middot; {}", escape(u)))
+    );
+    h.push_str(
+        "<div class=\"box\"><p><b>What this is.</b> Each scenario below starts a fresh \
+         <code>janus-server</code> on loopback, puts a specific load on it, and compares what \
+         it measured with the budgets checked in to <code>xtask/loadtest.toml</code>. A scenario \
+         fails when any figure misses its budget; the run fails when any scenario fails. \
+         <b>Latency</b> is the time from a publisher writing a message to a subscriber \
+         reading it, measured on one clock. <b>Lost</b> counts deliveries a subscriber should \
+         have had and never got. Server <b>CPU</b> is user+system time from \
+         <code>/proc/PID/stat</code>; <b>peak RSS</b> is <code>VmHWM</code>. The bots and the \
+         server share this machine's cores, so figures include the load generator's cost.</p>\
+         <p>Reproduce any scenario with <code>cargo xtask loadtest --scenario NAME</code> \
+         (add <code>--quick</code> for the CI size).</p></div>\n",
+    );
+    if !report.server_args.is_empty() {
+        let _ = writeln!(
+            h,
+            "<p><b>Extra server arguments for this run:</b> <code>{}</code></p>",
+            escape(&report.server_args.join(" "))
+        );
+    }
+    let failures = report.failures();
+    if !failures.is_empty() {
+        h.push_str("<div class=\"failures\"><b>Why it failed:</b><ul>");
+        for f in &failures {
+            let _ = write!(h, "<li>{}</li>", escape(f));
+        }
+        h.push_str("</ul></div>\n");
+    }
+    overview(&mut h, report);
+    if let Some(b) = &report.baseline {
+        baseline(&mut h, b);
+    }
+    for s in &report.scenarios {
+        scenario(&mut h, s);
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
+fn figure_cell(s: &ScenarioReport, key: &str) -> String {
+    s.figures
+        .get(key)
+        .map_or_else(|| "&ndash;".into(), |v| escape(&format_value(key, *v)))
+}
+
+fn overview(h: &mut String, report: &Report) {
+    h.push_str(
+        "<h2>Overview</h2><table><tr><th>scenario</th><th>verdict</th><th>clients</th>\
+         <th>p99 latency</th><th>max latency</th><th>lost</th><th>deliveries/s</th>\
+         <th>server CPU</th><th>server peak RSS</th></tr>\n",
+    );
+    for s in &report.scenarios {
+        let _ = writeln!(
+            h,
+            "<tr><td><a href=\"#{0}\">{0}</a></td><td>{1}</td><td class=\"num\">{2}</td>\
+             <td class=\"num\">{3}</td><td class=\"num\">{4}</td><td class=\"num\">{5}</td>\
+             <td class=\"num\">{6}</td><td class=\"num\">{7}</td><td class=\"num\">{8}</td></tr>",
+            escape(&s.name),
+            badge(s.pass),
+            format_number(s.size.clients as f64),
+            figure_cell(s, "p99_ms"),
+            figure_cell(s, "max_ms"),
+            figure_cell(s, "lost"),
+            figure_cell(s, "deliveries_per_s"),
+            figure_cell(s, "server_cpu_s"),
+            figure_cell(s, "server_peak_rss_mib"),
+        );
+    }
+    h.push_str("</table>\n");
+}
+
+fn baseline(h: &mut String, b: &crate::baseline::Comparison) {
+    let _ = writeln!(
+        h,
+        "<h2>Compared with the baseline</h2><p>Baseline <code>{}</code> (run {}). A figure \
+         regresses when it is more than {:.0}% worse than in the baseline and beyond its noise \
+         floor.</p><table><tr><th>scenario</th><th>figure</th><th>baseline</th><th>now</th>\
+         <th>ratio</th><th></th></tr>",
+        escape(&b.file),
+        escape(&b.baseline_started),
+        b.tolerance * 100.0
+    );
+    for r in &b.rows {
+        let verdict = match (r.judged, r.regression) {
+            (false, _) => "<span class=\"muted\">not judged</span>",
+            (true, true) => "<span class=\"fail\">REGRESSION</span>",
+            (true, false) => "<span class=\"pass\">ok</span>",
+        };
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{:.2}x</td><td>{verdict}</td></tr>",
+            escape(&r.scenario),
+            escape(figures::lookup(&r.figure).map_or(&r.figure, |d| d.label)),
+            escape(&format_value(&r.figure, r.baseline)),
+            escape(&format_value(&r.figure, r.current)),
+            r.ratio
+        );
+    }
+    h.push_str("</table>\n");
+    for n in &b.notes {
+        let _ = writeln!(h, "<p class=\"muted\">{}</p>", escape(n));
+    }
+}
+
+/// The budget drawn on the latency plot: the max-latency budget, else p99
+/// (the plot adds the value to the label).
+fn plot_budget(s: &ScenarioReport) -> Option<(f64, &'static str)> {
+    for (key, label) in [("max_ms", "max latency budget"), ("p99_ms", "p99 budget")] {
+        if let Some(c) = s.checks.iter().find(|c| c.figure == key) {
+            return Some((c.limit, label));
+        }
+    }
+    None
+}
+
+fn scenario(h: &mut String, s: &ScenarioReport) {
+    let _ = writeln!(
+        h,
+        "<h2 id=\"{0}\">{0} {1}</h2>\n<p>{2}</p>",
+        escape(&s.name),
+        badge(s.pass),
+        escape(&s.description)
+    );
+    if let Some(e) = &s.error {
+        let _ = writeln!(
+            h,
+            "<div class=\"failures\"><b>The scenario did not complete:</b> {}</div>",
+            escape(e)
+        );
+    }
+    let _ = writeln!(
+        h,
+        "<p><b>Load:</b> {}<br><b>Server:</b> <code>{}</code><br><span class=\"muted\">{:.1} s; \
+         machine load average {} before, {} after</span></p>",
+        escape(&s.load),
+        escape(&s.server_command),
+        s.duration_s,
+        s.load_avg.0.map_or("?".into(), format_number),
+        s.load_avg.1.map_or("?".into(), format_number),
+    );
+
+    h.push_str("<table><tr><th>budget</th><th>measured</th><th>limit</th><th>verdict</th></tr>\n");
+    for c in &s.checks {
+        let label = figures::lookup(&c.figure).map_or(c.figure.as_str(), |d| d.label);
+        let (class, word) = match c.status {
+            Status::Pass => ("pass", "PASS"),
+            Status::Fail => ("fail", "FAIL"),
+            Status::Skipped => ("skip", "SKIPPED"),
+        };
+        let bound = if c.upper_bound { "at most" } else { "at least" };
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{bound} {}</td>\
+             <td><span class=\"{class}\">{word}</span> {}</td></tr>",
+            escape(label),
+            c.value
+                .map_or("&ndash;".into(), |v| escape(&format_value(&c.figure, v))),
+            escape(&format_value(&c.figure, c.limit)),
+            if c.status == Status::Pass {
+                String::new()
+            } else {
+                escape(&c.message)
+            }
+        );
+    }
+    h.push_str("</table>\n");
+
+    h.push_str("<details><summary>All figures and parameters</summary><table><tr><th>figure</th><th>value</th></tr>\n");
+    for (key, value) in &s.figures {
+        let label = figures::lookup(key).map_or(key.as_str(), |d| d.label);
+        let _ = writeln!(
+            h,
+            "<tr><td>{} <span class=\"muted\">({})</span></td><td class=\"num\">{}</td></tr>",
+            escape(label),
+            escape(key),
+            escape(&format_value(key, *value))
+        );
+    }
+    h.push_str("</table><table><tr><th>parameter</th><th>value</th></tr>\n");
+    if let Ok(serde_json::Value::Object(params)) = serde_json::to_value(&s.size) {
+        for (k, v) in params {
+            let _ = writeln!(
+                h,
+                "<tr><td>{}</td><td class=\"num\">{}</td></tr>",
+                escape(&k),
+                escape(&v.to_string())
+            );
+        }
+    }
+    h.push_str("</table></details>\n");
+
+    if !s.notes.is_empty() {
+        h.push_str("<ul>");
+        for n in &s.notes {
+            let _ = write!(h, "<li>{}</li>", escape(n));
+        }
+        h.push_str("</ul>\n");
+    }
+
+    if let Some(hist) = s.histogram.as_ref().filter(|h| !h.is_empty()) {
+        let mut plot = HistoReport::new(
+            format!(
+                "{}: delivery latency, {} deliveries",
+                s.name,
+                format_number(hist.count() as f64)
+            ),
+            hist.clone(),
+        );
+        plot.spans = s.spans.clone();
+        if let Some((ms, label)) = plot_budget(s) {
+            plot.budget_ms = Some(ms);
+            plot.budget_label = Some(label.to_owned());
+        }
+        h.push_str(
+            "<p class=\"muted\">Latency by percentile: read across to see what share of \
+             deliveries arrived within a time; the right end is the slowest delivery. The dashed \
+             red line is the budget. When several messages were published, the lower panel \
+             shows each message's fan-out span (first to last delivery) over the run.</p>\n",
+        );
+        let _ = writeln!(
+            h,
+            "<div class=\"plot\">{}</div>",
+            janus_histo::svg_string(&plot)
+        );
+    } else {
+        h.push_str("<p class=\"muted\">No latencies were recorded.</p>\n");
+    }
+    let chart = crate::svg::resource_chart(&s.resources);
+    if !chart.is_empty() {
+        let _ = writeln!(h, "<div class=\"plot\">{chart}</div>");
+    }
+    if let Some(exit) = &s.server_exit {
+        let how = match (exit.code, exit.killed) {
+            (_, true) => "had to be killed after SIGTERM".to_owned(),
+            (Some(0), false) => format!("exited cleanly {:.1} s after SIGTERM", exit.shutdown_s),
+            (Some(c), false) => format!("exited with code {c} after SIGTERM"),
+            (None, false) => "died of a signal".to_owned(),
+        };
+        let _ = writeln!(h, "<p class=\"muted\">The server {how}.</p>");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Kind, Size};
+    use crate::report::{check_budgets, Host, REPORT_VERSION};
+    use janus_histo::Recorder;
+
+    #[test]
+    fn escaping() {
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+
+    #[test]
+    fn a_page_shows_every_scenario_its_verdict_and_budget() {
+        let mut hist = Recorder::new();
+        for v in 1..500 {
+            hist.record_micros(v * 100);
+        }
+        let figures: crate::figures::Figures =
+            [("max_ms".to_owned(), 49.9), ("lost".to_owned(), 2.0)]
+                .into_iter()
+                .collect();
+        let budget = [("max_ms".to_owned(), 40.0), ("lost".to_owned(), 0.0)]
+            .into_iter()
+            .collect();
+        let checks = check_budgets("fanout", &figures, &budget, &Default::default());
+        let s = ScenarioReport {
+            name: "fanout".into(),
+            kind: Kind::Fanout,
+            description: "One <message> to all.".into(),
+            size: Size {
+                clients: 5000,
+                ..Size::default()
+            },
+            load: "janus-bot run".into(),
+            server_command: "janus-server --listen 127.0.0.1:1".into(),
+            figures,
+            checks,
+            notes: vec!["a note".into()],
+            histogram: Some(hist),
+            spans: None,
+            resources: vec![],
+            server_exit: None,
+            load_avg: (Some(0.5), Some(1.5)),
+            duration_s: 3.0,
+            error: None,
+            pass: false,
+        };
+        let report = Report {
+            version: REPORT_VERSION,
+            started: "2025-01-01 00:00:00".into(),
+            quick: true,
+            host: Host::default(),
+            server_args: vec![],
+            revision: None,
+            scenarios: vec![s],
+            baseline: None,
+            pass: false,
+            duration_s: 3.0,
+        };
+        let page = render(&report);
+        assert!(page.contains("id=\"fanout\""));
+        assert!(page.contains("One &lt;message&gt; to all."));
+        assert!(page.contains("max latency 49.9 ms is over the budget of 40 ms"));
+        assert!(page.contains("<svg"));
+        assert!(page.contains("max latency budget"));
+        assert!(!page.contains("<script"));
+    }
+}

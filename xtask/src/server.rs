@@ -1,0 +1,439 @@
+//! Starting `janus-server` for one scenario, reading its admin API, and
+//! watching its CPU and memory while the scenario runs.
+//!
+//! The server gets a free loopback port for clients and another for its
+//! admin API, its output goes to `target/loadtest/<scenario>.server.log`, and
+//! it counts as started once it has logged `listening on` and accepts a TCP
+//! connection. If it does not know `--admin-listen` yet, it is started again
+//! without, and every admin-based check says loudly that it was skipped.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::process::{self, ChildGuard, ProcSample};
+
+/// How to start the server.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// The `janus-server` binary.
+    pub binary: PathBuf,
+    /// Flags after `--listen` and `--admin-listen`.
+    pub args: Vec<String>,
+    /// Where its stdout and stderr go.
+    pub log: PathBuf,
+    /// How long it may take to start listening.
+    pub startup_timeout: Duration,
+    /// How long it may take to exit after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+/// A running server, stopped when dropped.
+#[derive(Debug)]
+pub struct Server {
+    guard: ChildGuard,
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    /// The admin API, when the server accepted `--admin-listen`.
+    pub admin: Option<SocketAddr>,
+    /// The full command line, for the report.
+    pub command_line: String,
+    /// The server's log file.
+    pub log: PathBuf,
+}
+
+/// How the server ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerExit {
+    /// Exit code, if it exited rather than died of a signal.
+    pub code: Option<i32>,
+    /// Whether SIGTERM was not enough and it had to be killed.
+    pub killed: bool,
+    /// Seconds from SIGTERM to exit.
+    pub shutdown_s: f64,
+}
+
+/// Two free loopback ports (bound at the same time, so they differ).
+fn free_ports() -> Result<(u16, u16)> {
+    let a = TcpListener::bind("127.0.0.1:0").context("no free loopback port")?;
+    let b = TcpListener::bind("127.0.0.1:0").context("no free loopback port")?;
+    Ok((a.local_addr()?.port(), b.local_addr()?.port()))
+}
+
+/// The address in a `... listening on ADDR ...` log line, if it has one.
+pub fn parse_listening(line: &str) -> Option<Option<SocketAddr>> {
+    let rest = &line[line.find("listening on")? + "listening on".len()..];
+    let word = rest
+        .split_whitespace()
+        .next()
+        .map(|w| w.trim_matches(|c: char| !(c.is_ascii_alphanumeric() || "[]:.".contains(c))));
+    Some(word.and_then(|w| w.parse().ok()))
+}
+
+impl Server {
+    /// Starts the server and waits until it accepts connections.
+    ///
+    /// # Errors
+    /// It cannot be started, exits, or does not listen in time; the message
+    /// includes the end of its log.
+    pub async fn start(opts: &ServerOptions) -> Result<Server> {
+        match Self::start_once(opts, true).await {
+            Err(e) if log_mentions(&opts.log, "admin-listen") => {
+                eprintln!(
+                    "\n!!! janus-server refused --admin-listen ({e:#}); starting it without the \
+                     admin API: checks that need /status will be SKIPPED !!!\n"
+                );
+                Self::start_once(opts, false).await
+            }
+            other => other,
+        }
+    }
+
+    async fn start_once(opts: &ServerOptions, with_admin: bool) -> Result<Server> {
+        // An explicit --admin-listen among the flags (say `off`) wins.
+        let with_admin = with_admin && !opts.args.iter().any(|a| a.starts_with("--admin-listen"));
+        let (port, admin_port) = free_ports()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+        let mut args = vec!["--listen".to_owned(), addr.to_string()];
+        if with_admin {
+            args.extend(["--admin-listen".to_owned(), admin.to_string()]);
+        }
+        args.extend(opts.args.iter().cloned());
+        let command_line = format!("{} {}", opts.binary.display(), args.join(" "));
+
+        let log =
+            Arc::new(Mutex::new(File::create(&opts.log).with_context(|| {
+                format!("cannot create {}", opts.log.display())
+            })?));
+        let mut command = Command::new(&opts.binary);
+        command
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut guard = ChildGuard::spawn(&mut command, "janus-server", opts.shutdown_grace)?;
+        let (tx, rx) = mpsc::channel::<Option<SocketAddr>>();
+        let child = guard.child_mut();
+        if let Some(out) = child.stdout.take() {
+            tee(out, Arc::clone(&log), tx.clone());
+        }
+        if let Some(err) = child.stderr.take() {
+            tee(err, Arc::clone(&log), tx);
+        }
+
+        let deadline = Instant::now() + opts.startup_timeout;
+        let mut logged: Option<Option<SocketAddr>> = None;
+        loop {
+            if let Some(status) = guard.try_wait()? {
+                // Give the pipe threads a moment to copy the last lines.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                bail!(
+                    "janus-server exited during start-up ({status}): `{command_line}`\n{}",
+                    log_tail(&opts.log, 15)
+                );
+            }
+            if logged.is_none() {
+                if let Ok(line_addr) = rx.try_recv() {
+                    logged = Some(line_addr);
+                }
+            }
+            if logged.is_some() && TcpStream::connect(addr).await.is_ok() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "janus-server did not {} within {:?}: `{command_line}`\n{}",
+                    if logged.is_some() {
+                        "accept connections"
+                    } else {
+                        "log `listening on ADDR`"
+                    },
+                    opts.startup_timeout,
+                    log_tail(&opts.log, 15)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(Some(logged)) = logged {
+            if logged != addr && logged.port() == addr.port() {
+                eprintln!("xtask: note: server says it listens on {logged}, we asked for {addr}");
+            }
+        }
+        Ok(Server {
+            guard,
+            addr,
+            admin: with_admin.then_some(admin),
+            command_line,
+            log: opts.log.clone(),
+        })
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
+    /// CPU and memory now.
+    ///
+    /// # Errors
+    /// The process is gone.
+    pub fn sample(&self) -> Result<ProcSample> {
+        process::sample(self.pid())
+    }
+
+    /// Whether the server has died.
+    ///
+    /// # Errors
+    /// Its status cannot be read.
+    pub fn exited(&mut self) -> Result<Option<ExitStatus>> {
+        self.guard.try_wait()
+    }
+
+    /// `GET /status` from the admin API, or `None` when there is no admin API
+    /// or it does not answer with JSON.
+    pub async fn status(&self) -> Option<serde_json::Value> {
+        let admin = self.admin?;
+        tokio::time::timeout(Duration::from_secs(3), http_get_json(admin, "/status"))
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// SIGTERM, wait for a graceful exit, SIGKILL if needed.
+    ///
+    /// # Errors
+    /// The process cannot be waited for.
+    pub fn stop(mut self) -> Result<ServerExit> {
+        let started = Instant::now();
+        let (status, killed) = self.guard.stop()?;
+        Ok(ServerExit {
+            code: status.code(),
+            killed,
+            shutdown_s: started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// Copies a pipe into the log, reporting the first `listening on` line.
+fn tee(
+    pipe: impl std::io::Read + Send + 'static,
+    log: Arc<Mutex<File>>,
+    found: mpsc::Sender<Option<SocketAddr>>,
+) {
+    std::thread::spawn(move || {
+        let mut reported = false;
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if !reported {
+                if let Some(addr) = parse_listening(&line) {
+                    reported = true;
+                    let _ = found.send(addr);
+                }
+            }
+            let mut file = log.lock().unwrap_or_else(PoisonError::into_inner);
+            let _ = writeln!(file, "{line}");
+        }
+    });
+}
+
+fn log_mentions(log: &Path, needle: &str) -> bool {
+    std::fs::read_to_string(log).is_ok_and(|t| t.contains(needle))
+}
+
+/// The last `n` lines of a log, indented, for error messages.
+pub fn log_tail(log: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(n);
+    let mut out = format!("--- last lines of {} ---\n", log.display());
+    for line in &lines[start..] {
+        out.push_str("  ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// A minimal HTTP/1.0 GET returning the body parsed as JSON. HTTP/1.0 makes
+/// the server close after one response, so the body is "until end of stream".
+async fn http_get_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+    let mut response = Vec::new();
+    stream.take(16 << 20).read_to_end(&mut response).await?;
+    parse_http_json(&response)
+}
+
+/// The JSON body of a raw HTTP response with status 200.
+fn parse_http_json(response: &[u8]) -> Result<serde_json::Value> {
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of HTTP headers")?;
+    let head = String::from_utf8_lossy(&response[..split]);
+    let status_line = head.lines().next().unwrap_or_default();
+    if status_line.split_whitespace().nth(1) != Some("200") {
+        bail!("admin API answered {status_line:?}");
+    }
+    let mut body = response[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body).context("bad chunked body")?;
+    }
+    Ok(serde_json::from_slice(&body)?)
+}
+
+fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = body.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&body[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        body = &body[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(body.get(..size)?);
+        body = body.get(size + 2..)?;
+    }
+}
+
+/// Resource use of the server over a scenario, sampled every 250 ms.
+#[derive(Debug)]
+pub struct Sampler {
+    samples: Arc<Mutex<Vec<TimedSample>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// One point of [`Sampler`]'s series.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct TimedSample {
+    /// Seconds since sampling started.
+    pub t_s: f64,
+    /// Resident memory, MiB.
+    pub rss_mib: f64,
+    /// CPU seconds used so far.
+    pub cpu_s: f64,
+}
+
+impl Sampler {
+    /// Starts sampling `pid`.
+    pub fn start(pid: u32) -> Sampler {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&samples);
+        let task = tokio::spawn(async move {
+            let start = Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                let Ok(s) = process::sample(pid) else { break };
+                sink.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(TimedSample {
+                        t_s: start.elapsed().as_secs_f64(),
+                        rss_mib: s.rss_kib as f64 / 1024.0,
+                        cpu_s: s.cpu_s,
+                    });
+            }
+        });
+        Sampler { samples, task }
+    }
+
+    /// Stops sampling and returns the series.
+    pub fn finish(self) -> Vec<TimedSample> {
+        self.task.abort();
+        std::mem::take(&mut *self.samples.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// Reads a counter from an admin `/status` document (`connections`, or
+/// nested paths such as `topics.count`, whichever shape the server uses).
+pub fn status_number(status: &serde_json::Value, key: &str) -> Option<f64> {
+    let value = key.split('.').try_fold(status, |v, k| v.get(k))?;
+    value
+        .as_f64()
+        .or_else(|| value.get("count").and_then(serde_json::Value::as_f64))
+        .or_else(|| value.get("current").and_then(serde_json::Value::as_f64))
+        .or_else(|| value.as_array().map(|a| a.len() as f64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_lines() {
+        let a: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        assert_eq!(
+            parse_listening("janus-server listening on 127.0.0.1:4000"),
+            Some(Some(a))
+        );
+        assert_eq!(
+            parse_listening(
+                "2025-01-01T00:00:00Z INFO janus: listening on 127.0.0.1:4000, admin on x"
+            ),
+            Some(Some(a))
+        );
+        assert_eq!(parse_listening("listening on port"), Some(None));
+        assert_eq!(parse_listening("starting"), None);
+    }
+
+    #[test]
+    fn http_responses() {
+        let plain = b"HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{\"connections\":3}";
+        assert_eq!(parse_http_json(plain).unwrap()["connections"], 3);
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n2\r\n1}\r\n0\r\n\r\n";
+        assert_eq!(parse_http_json(chunked).unwrap()["a"], 1);
+        let missing = b"HTTP/1.0 404 Not Found\r\n\r\nnope";
+        assert!(parse_http_json(missing)
+            .unwrap_err()
+            .to_string()
+            .contains("404"));
+    }
+
+    #[test]
+    fn status_numbers_in_any_shape() {
+        let s: serde_json::Value = serde_json::json!({
+            "connections": 5, "topics": {"count": 2}, "sessions": [1, 2, 3],
+            "deliveries": {"sent": 9}
+        });
+        assert_eq!(status_number(&s, "connections"), Some(5.0));
+        assert_eq!(status_number(&s, "topics"), Some(2.0));
+        assert_eq!(status_number(&s, "sessions"), Some(3.0));
+        assert_eq!(status_number(&s, "deliveries.sent"), Some(9.0));
+        assert_eq!(status_number(&s, "nope"), None);
+    }
+
+    #[tokio::test]
+    async fn admin_get_over_tcp() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 512];
+            let _ = s.read(&mut buf).await.unwrap();
+            s.write_all(b"HTTP/1.0 200 OK\r\n\r\n{\"sessions\":0}")
+                .await
+                .unwrap();
+        });
+        let v = http_get_json(addr, "/status").await.unwrap();
+        assert_eq!(v["sessions"], 0);
+    }
+}
