@@ -422,7 +422,7 @@ impl Swarm {
         let Some(stream) = conn.stream.as_mut() else {
             return;
         };
-        let mut read = event.is_readable() || event.is_read_closed() || event.is_error();
+        let read = event.is_readable() || event.is_read_closed() || event.is_error();
         if conn.state == State::Connecting {
             if !(event.is_writable() || event.is_error() || event.is_write_closed()) {
                 return;
@@ -446,8 +446,9 @@ impl Swarm {
             }
             conn.state = State::AwaitHello;
             self.progress.connected += 1;
-            // The hello may have arrived with the connect.
-            read = true;
+            // A hello that arrived with the connect is in this same event
+            // (readable); one that arrives later raises an edge of its own,
+            // so a speculative read here would mostly return EAGAIN.
         }
         if event.is_writable() && conn.out.is_some() {
             self.flush(idx);

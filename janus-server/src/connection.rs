@@ -243,7 +243,7 @@ impl Connection {
             if self.phase != Phase::Open {
                 return Ok(());
             }
-            match self.session.stream.try_read(&mut chunk) {
+            match read_once(&self.session.stream, &mut chunk) {
                 Ok(0) => {
                     self.decode_frames(true);
                     self.finish();
@@ -432,6 +432,31 @@ impl Connection {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    }
+}
+
+/// One `recv` into `buf`. A short read means the socket was drained, so the
+/// readiness tokio remembers is cleared at the same time: otherwise the next
+/// wait would report readable at once and cost a `recv` that only returns
+/// `EAGAIN` (one wasted syscall per request). Data arriving after the read
+/// sets readiness again (edge-triggered, and tokio only clears a readiness it
+/// has not seen change).
+fn read_once(stream: &tokio::net::TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    use std::io::Read;
+    let sock = socket2::SockRef::from(stream);
+    let mut got = 0;
+    let result = stream.try_io(tokio::io::Interest::READABLE, || {
+        let n = (&*sock).read(buf)?;
+        got = n;
+        if n > 0 && n < buf.len() {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(n)
+        }
+    });
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        other => other,
     }
 }
 
