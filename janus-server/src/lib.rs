@@ -74,7 +74,7 @@ pub struct Shared {
     accepting: AtomicBool,
     limits: Arc<SessionLimits>,
     /// The writer threads; stopped when the server has shut down.
-    writers: std::sync::Mutex<writer::Writers>,
+    writers: writer::Writers,
     next_id: AtomicU64,
 }
 
@@ -179,7 +179,7 @@ impl Server {
             started: Instant::now(),
             capacity,
             limits,
-            writers: std::sync::Mutex::new(writers),
+            writers,
             next_id: AtomicU64::new(1),
         });
         Ok(Server {
@@ -241,11 +241,7 @@ impl Server {
             delivered = Stats::get(&shared.stats.deliveries_sent),
             "stopped"
         );
-        shared
-            .writers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .stop();
+        shared.writers.stop();
         admin_stop.cancel();
         if let Some(task) = admin_task {
             // Lets in-flight admin responses (the drain request's own) finish.

@@ -521,11 +521,6 @@ impl Registry {
             .map(|(_, s)| s.clone())
             .collect()
     }
-
-    /// Every session (for shutdown and kicks).
-    pub fn all(&self) -> Vec<Arc<Session>> {
-        self.lock().values().cloned().collect()
-    }
 }
 
 /// Error code for a close reason.

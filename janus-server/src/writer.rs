@@ -21,7 +21,6 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
 
 use crate::session::{Outgoing, Session};
 
@@ -68,11 +67,6 @@ impl WriterQueue {
         }
     }
 
-    /// Sessions waiting for a writer.
-    pub fn backlog(&self) -> usize {
-        self.lock().sessions.len()
-    }
-
     fn stop(&self) {
         self.lock().stop = true;
         self.available.notify_all();
@@ -84,7 +78,6 @@ impl WriterQueue {
 #[derive(Debug)]
 pub struct Writers {
     queue: Arc<WriterQueue>,
-    threads: Vec<JoinHandle<()>>,
 }
 
 impl Writers {
@@ -93,19 +86,19 @@ impl Writers {
     /// # Errors
     /// The OS error if a thread cannot be started.
     pub fn start(threads: usize) -> std::io::Result<Writers> {
-        let queue = Arc::new(WriterQueue::default());
-        let handles = (0..threads.max(1))
-            .map(|i| {
-                let queue = queue.clone();
-                std::thread::Builder::new()
-                    .name(format!("janus-writer-{i}"))
-                    .spawn(move || run(&queue))
-            })
-            .collect::<std::io::Result<Vec<_>>>()?;
-        Ok(Writers {
-            queue,
-            threads: handles,
-        })
+        // The threads are detached: they end by themselves once stopped and
+        // the ready queue is empty. If one cannot start, dropping `writers`
+        // stops those already running.
+        let writers = Writers {
+            queue: Arc::new(WriterQueue::default()),
+        };
+        for i in 0..threads.max(1) {
+            let queue = writers.queue.clone();
+            std::thread::Builder::new()
+                .name(format!("janus-writer-{i}"))
+                .spawn(move || run(&queue))?;
+        }
+        Ok(writers)
     }
 
     /// The ready queue sessions are scheduled on.
@@ -117,11 +110,6 @@ impl Writers {
     /// wait for them (this may run on an async worker thread).
     pub fn stop(&self) {
         self.queue.stop();
-    }
-
-    /// Number of writer threads.
-    pub fn threads(&self) -> usize {
-        self.threads.len()
     }
 }
 
