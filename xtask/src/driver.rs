@@ -164,17 +164,7 @@ impl Conn {
     /// # Errors
     /// Read errors (including reset) and over-long frames.
     pub async fn frame(&mut self) -> Result<Option<Bytes>> {
-        loop {
-            if let Some(frame) = self.codec.decode_raw(&mut self.buf)? {
-                return Ok(Some(frame));
-            }
-            if self.buf.capacity() - self.buf.len() < 512 {
-                self.buf.reserve(4096);
-            }
-            if self.stream.read_buf(&mut self.buf).await.context("read")? == 0 {
-                return Ok(None);
-            }
-        }
+        next_frame(&mut self.stream, &mut self.buf, &mut self.codec).await
     }
 
     /// Subscribes to `topics` and waits for one `ACK` each (10 s at most).
@@ -222,6 +212,25 @@ impl Conn {
     }
 }
 
+/// The next raw server frame from `read`, buffering in `buf`; `None` at end of stream.
+async fn next_frame(
+    read: &mut (impl tokio::io::AsyncRead + Unpin),
+    buf: &mut BytesMut,
+    codec: &mut ClientCodec,
+) -> Result<Option<Bytes>> {
+    loop {
+        if let Some(frame) = codec.decode_raw(buf)? {
+            return Ok(Some(frame));
+        }
+        if buf.capacity() - buf.len() < 512 {
+            buf.reserve(4096);
+        }
+        if read.read_buf(buf).await.context("read")? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
 /// The reading half of a [`Conn`].
 #[derive(Debug)]
 pub struct FrameReader {
@@ -236,17 +245,7 @@ impl FrameReader {
     /// # Errors
     /// Read errors (including reset) and over-long frames.
     pub async fn frame(&mut self) -> Result<Option<Bytes>> {
-        loop {
-            if let Some(frame) = self.codec.decode_raw(&mut self.buf)? {
-                return Ok(Some(frame));
-            }
-            if self.buf.capacity() - self.buf.len() < 512 {
-                self.buf.reserve(4096);
-            }
-            if self.read.read_buf(&mut self.buf).await.context("read")? == 0 {
-                return Ok(None);
-            }
-        }
+        next_frame(&mut self.read, &mut self.buf, &mut self.codec).await
     }
 }
 

@@ -176,21 +176,21 @@ pub async fn topics(server: &Server, size: &Size) -> Result<Outcome> {
     finish_delivery_figures(
         &mut out,
         &tally,
+        recorder,
         expected_total,
         received,
         misordered,
         refused,
     );
-    out.set_latencies(&recorder);
-    out.histogram = Some(recorder);
-    out.spans = Some(tally.spans());
     Ok(out)
 }
 
-/// Shared tail of every driver: expected, received, lost, rate, errors.
+/// Shared tail of every driver: expected, received, lost, rate, errors,
+/// and the latencies, histogram and spans of `recorder` and `tally`.
 fn finish_delivery_figures(
     out: &mut Outcome,
     tally: &Tally,
+    recorder: Recorder,
     expected: u64,
     received: u64,
     misordered: u64,
@@ -219,6 +219,9 @@ fn finish_delivery_figures(
             refused[0]
         ));
     }
+    out.set_latencies(&recorder);
+    out.histogram = Some(recorder);
+    out.spans = Some(tally.spans());
 }
 
 /// Some subscribers never read. The others must get every message in time;
@@ -282,10 +285,9 @@ pub async fn slow(server: &Server, size: &Size) -> Result<Outcome> {
     let refused = publisher.finish().await;
     drain(&tally, expected, Duration::from_secs_f64(size.drain_s())).await;
     let (recorder, received, misordered) = collect(&stop, readers).await;
-    finish_delivery_figures(&mut out, &tally, expected, received, misordered, refused);
-    out.set_latencies(&recorder);
-    out.histogram = Some(recorder);
-    out.spans = Some(tally.spans());
+    finish_delivery_figures(
+        &mut out, &tally, recorder, expected, received, misordered, refused,
+    );
 
     // Now read what the slow ones were left with.
     let slow_total = slow_conns.len();
@@ -484,14 +486,12 @@ pub async fn churn(server: &Server, size: &Size) -> Result<Outcome> {
     finish_delivery_figures(
         &mut out,
         &tally,
+        recorder,
         expected_total,
         received,
         misordered,
         refused,
     );
-    out.set_latencies(&recorder);
-    out.histogram = Some(recorder);
-    out.spans = Some(tally.spans());
     out.notes.push(format!(
         "{warmup_cycles} warm-up cycles, then {main_cycles} cycles while messages flowed"
     ));
