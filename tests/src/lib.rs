@@ -229,6 +229,29 @@ impl Client {
         }
     }
 
+    /// Asserts that the server has sent nothing this client has not read:
+    /// nothing buffered here and nothing waiting in the socket (checked with
+    /// a direct non-blocking read, not tokio's remembered readiness).
+    pub fn expect_nothing_buffered(&mut self) {
+        use std::io::Read;
+        assert!(
+            self.buf.is_empty(),
+            "unexpected bytes: {:?}",
+            String::from_utf8_lossy(&self.buf)
+        );
+        let mut probe = [0u8; 512];
+        let sock = socket2::SockRef::from(&self.stream);
+        match (&*sock).read(&mut probe) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Ok(0) => panic!("the server closed the connection"),
+            Ok(n) => panic!(
+                "unexpected bytes from the server: {:?}",
+                String::from_utf8_lossy(&probe[..n])
+            ),
+            Err(e) => panic!("socket error: {e}"),
+        }
+    }
+
     /// Proves the connection is still open: a subscribe to a fresh topic is acknowledged.
     pub async fn expect_open(&mut self) {
         self.subscribe("__still_open__").await;
