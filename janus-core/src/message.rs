@@ -892,7 +892,8 @@ mod tests {
                 ErrorCode::BadJson,
                 ErrorCode::UnknownAction,
                 ErrorCode::BadTopic,
-                ErrorCode::UnknownSession
+                ErrorCode::UnknownSession,
+                ErrorCode::Unavailable
             ]
         );
     }

@@ -96,6 +96,10 @@ pub(crate) struct Connection {
     /// Complete requests wait in `read_buf` (the fan-out budget ran out, or
     /// the client went over its budget).
     backlog: bool,
+    /// The socket failed or the session was aborted: what the client sent
+    /// before is still decoded (a 2009 publisher's reset must not lose its
+    /// publish), though nothing more can be written.
+    salvaging: bool,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -116,6 +120,7 @@ impl Connection {
             read_buf: BytesMut::new(),
             eof: false,
             backlog: false,
+            salvaging: false,
             _permit: permit,
         }
     }
@@ -157,7 +162,10 @@ impl Connection {
                     }
                 }
                 Event::Done => return Ending::Graceful,
-                Event::Aborted => return Ending::Abort,
+                Event::Aborted => {
+                    self.salvage();
+                    return Ending::Abort;
+                }
             }
         }
     }
@@ -187,7 +195,23 @@ impl Connection {
 
     /// Whether requests may be taken from the client now.
     fn reading(&self) -> bool {
-        self.session.outbound.status().end == End::Open && self.session.outbound.may_read()
+        self.salvaging
+            || (self.session.outbound.status().end == End::Open && self.session.outbound.may_read())
+    }
+
+    /// The session is aborted (often because the peer reset the connection
+    /// before reading anything): handles what it sent before the end.
+    fn salvage(&mut self) {
+        if self.eof {
+            return;
+        }
+        self.salvaging = true;
+        self.backlog = false;
+        self.read_ready();
+        if !self.eof {
+            self.eof = true;
+            self.decode_frames();
+        }
     }
 
     /// Reads what the socket has, decoding and handling each complete request.
@@ -218,7 +242,9 @@ impl Connection {
                     tracing::debug!(peer = %self.session.peer, error = %e, "read failed");
                     self.eof = true;
                     self.decode_frames();
-                    self.session.outbound.abort();
+                    if !self.salvaging {
+                        self.shared.abort(&self.session);
+                    }
                     return;
                 }
             }
@@ -347,8 +373,9 @@ impl Connection {
                 self.send_error(&ProtocolError::new(
                     ErrorCode::Unavailable,
                     format!(
-                        "the server holds its maximum of {limit} topics; \
-                         a subscription to a new topic is refused for now"
+                        "the server holds its maximum of {} topics; \
+                         a subscription to a new topic is refused for now",
+                        limit.0
                     ),
                 ));
             }

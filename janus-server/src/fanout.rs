@@ -107,10 +107,6 @@ impl<'a> Fanout<'a> {
                 self.queued += 1;
                 true
             }
-            Push::Dropped { dropped } => {
-                self.dropped += dropped as u64 + 1;
-                false
-            }
             Push::Overflow { dropped, .. } => {
                 self.dropped += dropped as u64;
                 self.overflowed.push(session.clone());

@@ -115,8 +115,9 @@ impl Shared {
 
     /// Closes a session at once for `reason`: a kick or a slow-consumer cut
     /// discards what is queued and sends the error first; a shutdown writes
-    /// what is queued first. Either way the session leaves every topic now.
-    /// Returns false if it was already closing.
+    /// what is queued first. Either way the session leaves every topic now;
+    /// it stays listed (as closing) until its connection has ended, which the
+    /// housekeeping sweep bounds. Returns false if it was already closing.
     pub fn close_session(&self, session: &Arc<Session>, reason: &CloseReason) -> bool {
         let err = ProtocolError::new(reason.code(), reason.reason(&self.budget));
         let frame = ServerMessage::error(&err).to_bytes();
@@ -127,9 +128,6 @@ impl Shared {
         }
         self.stats.error_sent(err.code);
         session.unsubscribe_all(&self.topics);
-        if let CloseReason::Kicked(_) = reason {
-            self.sessions.remove(session);
-        }
         self.after_push(session, push);
         true
     }
@@ -156,7 +154,7 @@ impl Shared {
 
     /// Gives up on a session at once: nothing more is written, it leaves
     /// every topic, and its connection task drops the socket.
-    fn abort(&self, session: &Arc<Session>) {
+    pub(crate) fn abort(&self, session: &Arc<Session>) {
         let unwritten = session.outbound.abort();
         if unwritten > 0 {
             tracing::debug!(peer = %session.peer, frames = unwritten, "aborted with frames unwritten");

@@ -132,13 +132,6 @@ pub enum Push {
         /// Deliveries discarded to make room.
         dropped: usize,
     },
-    /// Not queued: under drop-oldest, no queued delivery was left to discard
-    /// and this one does not fit (the budget is held by replies and a partly
-    /// written frame). `dropped` older deliveries were discarded trying.
-    Dropped {
-        /// Older deliveries discarded before giving up.
-        dropped: usize,
-    },
     /// Not queued: the session is closing or gone.
     Refused,
     /// Over budget under the `disconnect` policy: every queued delivery was
@@ -329,11 +322,11 @@ impl<S: Clone> Outbound<S> {
                     };
                 }
                 SlowConsumerPolicy::DropOldest => {
+                    // The newest delivery is kept: when only frames already
+                    // being written (or replies) hold the budget, it is queued
+                    // anyway, so the overshoot is at most this one frame.
                     while !st.fits(&self.budget, cost) && st.drop_oldest_delivery() {
                         dropped += 1;
-                    }
-                    if !st.fits(&self.budget, cost) {
-                        return Push::Dropped { dropped };
                     }
                 }
             }
@@ -740,5 +733,291 @@ where
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => return other,
         }
+    }
+}
+
+/// The model check: every interleaving (up to loom's bounds) of fan-out
+/// pushes, a socket that fills and drains, kicks, slow-consumer cuts and
+/// shutdown, against a fake socket that fails the test if two parties ever
+/// write at once. Run with
+/// `cargo test -p janus-server --features model-check --lib outbound::model`.
+#[cfg(all(test, feature = "model-check"))]
+// Test code: clippy only recognises a plain `#[cfg(test)]` module as one.
+#[allow(clippy::unwrap_used)]
+mod model {
+    use super::*;
+    use loom::sync::atomic::{AtomicBool, Ordering};
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// A socket that takes at most `room` bytes until drained, and records
+    /// everything written.
+    struct FakeSocket {
+        wire: Mutex<Vec<u8>>,
+        room: Mutex<usize>,
+        writing: AtomicBool,
+    }
+
+    type Side = Outbound<Arc<FakeSocket>>;
+
+    impl FakeSocket {
+        fn new(room: usize) -> Arc<Self> {
+            Arc::new(Self {
+                wire: Mutex::new(Vec::new()),
+                room: Mutex::new(room),
+                writing: AtomicBool::new(false),
+            })
+        }
+
+        fn write(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+            assert!(
+                !self.writing.swap(true, Ordering::SeqCst),
+                "two parties write the socket at once"
+            );
+            let mut room = self.room.lock().unwrap();
+            let mut wire = self.wire.lock().unwrap();
+            let mut n = 0;
+            for slice in slices {
+                let take = slice.len().min(*room - n);
+                wire.extend_from_slice(&slice[..take]);
+                n += take;
+            }
+            *room -= n;
+            drop((room, wire));
+            self.writing.store(false, Ordering::SeqCst);
+            if n == 0 {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(n)
+            }
+        }
+
+        fn drain(&self, bytes: usize) {
+            *self.room.lock().unwrap() += bytes;
+        }
+
+        /// The frames written, split at `;`; fails on a cut frame.
+        fn frames(&self) -> Vec<String> {
+            let wire = String::from_utf8(self.wire.lock().unwrap().clone()).unwrap();
+            assert!(
+                wire.is_empty() || wire.ends_with(';'),
+                "the stream ends inside a frame: {wire:?}"
+            );
+            wire.split_terminator(';').map(str::to_owned).collect()
+        }
+    }
+
+    fn budget(frames: usize, policy: SlowConsumerPolicy) -> Budget {
+        Budget {
+            bytes: 1 << 20,
+            frames,
+            policy,
+        }
+    }
+
+    /// Writes while `push` (or an un-park) gave the caller the token.
+    fn write_if(side: &Side, holds: bool) {
+        if !holds {
+            return;
+        }
+        let mut scratch = Vec::new();
+        let mut tally = Tally::default();
+        loop {
+            match side.flush(
+                |sock: &Arc<FakeSocket>, s: &[IoSlice<'_>]| sock.write(s),
+                || 0,
+                &mut scratch,
+                &mut tally,
+                4,
+            ) {
+                Flushed::More { .. } => continue,
+                _ => return,
+            }
+        }
+    }
+
+    fn delivery(side: &Side, frame: &'static [u8]) -> bool {
+        let push = side.push_delivery(&Bytes::from_static(frame), 0, || Bytes::from_static(b"S;"));
+        write_if(side, push.claimed());
+        push != Push::Refused
+    }
+
+    /// After the race: the socket drains completely, and the parked token is
+    /// taken up as the connection task would.
+    fn settle(side: &Side, socket: &FakeSocket) {
+        socket.drain(1 << 20);
+        while side.unpark() {
+            write_if(side, true);
+        }
+        let status = side.status();
+        assert!(!status.parked);
+        if status.end == End::Open {
+            assert_eq!((status.frames, status.charged), (0, 0), "{status:?}");
+        }
+    }
+
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(f);
+    }
+
+    /// Deliveries in order, whole, while the socket fills and drains and an
+    /// operator kicks: `kicked` is the last frame and nothing follows it.
+    #[test]
+    fn publish_drain_and_kick() {
+        model(|| {
+            let socket = FakeSocket::new(4);
+            let side = Arc::new(Side::new(
+                Some(socket.clone()),
+                budget(64, SlowConsumerPolicy::Disconnect),
+                0,
+            ));
+            let publisher = {
+                let side = side.clone();
+                thread::spawn(move || {
+                    delivery(&side, b"D1;");
+                    delivery(&side, b"D2;");
+                })
+            };
+            let reader = {
+                let (side, socket) = (side.clone(), socket.clone());
+                thread::spawn(move || {
+                    socket.drain(3);
+                    write_if(&side, side.unpark());
+                })
+            };
+            let push = side.close(Some(Bytes::from_static(b"K;")), true);
+            write_if(&side, push.claimed());
+            publisher.join().unwrap();
+            reader.join().unwrap();
+            settle(&side, &socket);
+            let frames = socket.frames();
+            assert_eq!(frames.last().map(String::as_str), Some("K"), "{frames:?}");
+            assert!(
+                frames
+                    .iter()
+                    .all(|f| f == "K" || (f.len() == 2 && f.starts_with('D'))),
+                "{frames:?}"
+            );
+            let deliveries: Vec<_> = frames.iter().filter(|f| f.starts_with('D')).collect();
+            assert!(deliveries.windows(2).all(|w| w[0] < w[1]), "{frames:?}");
+            assert_eq!(side.status().end, End::Done);
+        });
+    }
+
+    /// A slow consumer is cut: `slow_consumer` follows whatever frame was
+    /// being written, the stream stays whole, and nothing comes after it.
+    #[test]
+    fn slow_consumer_cut_while_writing() {
+        model(|| {
+            let socket = FakeSocket::new(2);
+            let side = Arc::new(Side::new(
+                Some(socket.clone()),
+                budget(2, SlowConsumerPolicy::Disconnect),
+                0,
+            ));
+            let publisher = {
+                let side = side.clone();
+                thread::spawn(move || {
+                    for frame in [&b"D1;"[..], b"D2;", b"D3;"] {
+                        delivery(&side, frame);
+                    }
+                })
+            };
+            let push = side.push_control(Bytes::from_static(b"A;"));
+            write_if(&side, push.claimed());
+            socket.drain(2);
+            write_if(&side, side.unpark());
+            publisher.join().unwrap();
+            settle(&side, &socket);
+            let frames = socket.frames();
+            if let Some(at) = frames.iter().position(|f| f == "S") {
+                assert_eq!(at, frames.len() - 1, "{frames:?}");
+            }
+        });
+    }
+
+    /// Drop-oldest discards whole queued deliveries only: what arrives is a
+    /// whole-frame, in-order subsequence of what was published.
+    #[test]
+    fn drop_oldest_keeps_whole_frames_in_order() {
+        model(|| {
+            let socket = FakeSocket::new(2);
+            let side = Arc::new(Side::new(
+                Some(socket.clone()),
+                budget(2, SlowConsumerPolicy::DropOldest),
+                0,
+            ));
+            let reader = {
+                let (side, socket) = (side.clone(), socket.clone());
+                thread::spawn(move || {
+                    socket.drain(4);
+                    write_if(&side, side.unpark());
+                })
+            };
+            for frame in [&b"D1;"[..], b"D2;", b"D3;", b"D4;"] {
+                delivery(&side, frame);
+            }
+            reader.join().unwrap();
+            settle(&side, &socket);
+            let frames = socket.frames();
+            assert!(
+                frames.iter().all(|f| f.len() == 2 && f.starts_with('D')),
+                "{frames:?}"
+            );
+            assert!(frames.windows(2).all(|w| w[0] < w[1]), "{frames:?}");
+            assert_eq!(frames.last().map(String::as_str), Some("D4"), "{frames:?}");
+        });
+    }
+
+    /// A shutdown writes everything queued before it, then its frame, and
+    /// refuses what comes after; an abort stops every writer.
+    #[test]
+    fn shutdown_flushes_first_and_abort_stops_writing() {
+        model(|| {
+            let socket = FakeSocket::new(3);
+            let side = Arc::new(Side::new(
+                Some(socket.clone()),
+                budget(64, SlowConsumerPolicy::Disconnect),
+                0,
+            ));
+            delivery(&side, b"D1;");
+            let publisher = {
+                let side = side.clone();
+                thread::spawn(move || delivery(&side, b"D2;"))
+            };
+            let push = side.close(Some(Bytes::from_static(b"X;")), false);
+            write_if(&side, push.claimed());
+            let d2_queued = publisher.join().unwrap();
+            settle(&side, &socket);
+            let frames = socket.frames();
+            let mut expected = vec!["D1"];
+            if d2_queued {
+                expected.push("D2");
+            }
+            expected.push("X");
+            assert_eq!(frames, expected);
+
+            // Abort while a writer may hold the token: it stops, nothing is kept.
+            let socket = FakeSocket::new(1);
+            let side = Arc::new(Side::new(
+                Some(socket.clone()),
+                budget(64, SlowConsumerPolicy::Disconnect),
+                0,
+            ));
+            let writer = {
+                let side = side.clone();
+                thread::spawn(move || delivery(&side, b"D1;"))
+            };
+            side.abort();
+            writer.join().unwrap();
+            let status = side.status();
+            assert_eq!(status.end, End::Aborted);
+            assert!(!side.claim() && !side.unpark());
+            if !status.parked {
+                assert_eq!((status.frames, status.charged), (0, 0), "{status:?}");
+            }
+        });
     }
 }

@@ -3,5 +3,6 @@
 mod admin;
 mod binary;
 mod bot;
+mod delivery;
 mod protocol;
 mod server;
