@@ -136,7 +136,9 @@ impl Connection {
         let ending = self.serve().await;
         self.shared.forget(&self.session);
         match ending {
-            Ending::Graceful => self.linger().await,
+            // Boxed: the lingering futures (a timer among them) would
+            // otherwise sit in every connection's task for its whole life.
+            Ending::Graceful => Box::pin(self.linger()).await,
             Ending::Abort => {
                 // A reset frees the kernel's buffers for this socket at once.
                 let _ = socket2::SockRef::from(&*self.socket).set_linger(Some(Duration::ZERO));
@@ -403,8 +405,11 @@ impl Connection {
 
     /// Queues a reply and writes it now if nobody else is writing.
     fn reply(&mut self, frame: Bytes) {
-        if self.session.outbound.push_control(frame).claimed() {
-            self.write_now();
+        let mut tally = Tally::default();
+        let flushed = self.session.reply(frame, &mut tally, IN_PLACE_WRITES);
+        self.shared.stats.add_written(&mut tally);
+        if let Some(Flushed::More { .. }) = flushed {
+            self.shared.writers.queue().schedule(self.session.clone());
         }
     }
 

@@ -448,9 +448,54 @@ impl<S: Clone> Outbound<S> {
         }
     }
 
+    /// Queues a reply (a control frame) and, if the write token was free,
+    /// writes it at once with [`Outbound::flush`]'s arguments; returns what
+    /// that flush returned, or `None` when someone else writes (or the side is
+    /// closing). A reply to an idle client goes straight to the socket without
+    /// entering the queue, so a client that only ever got its hello and
+    /// `ACK`s holds no queue memory.
+    pub fn reply<W, N>(
+        &self,
+        bytes: Bytes,
+        write: W,
+        now: N,
+        scratch: &mut Vec<Frame>,
+        tally: &mut Tally,
+        max_writes: usize,
+    ) -> Option<Flushed>
+    where
+        W: FnMut(&S, &[IoSlice<'_>]) -> io::Result<usize>,
+        N: FnMut() -> u32,
+    {
+        let mut st = self.lock();
+        if st.end != End::Open {
+            return None;
+        }
+        let frame = Frame {
+            bytes,
+            kind: Kind::Control,
+        };
+        if st.token == Token::Free && st.head.is_none() && st.queue.is_empty() {
+            // Charged as if queued; `flush` writes it first.
+            st.token = Token::Held;
+            st.charged += frame.bytes.len() + FRAME_OVERHEAD;
+            st.frames += 1;
+            drop(st);
+            scratch.push(frame);
+        } else {
+            st.queue_frame(frame);
+            if !st.claim() {
+                return None;
+            }
+            drop(st);
+        }
+        Some(self.flush(write, now, scratch, tally, max_writes))
+    }
+
     /// Writes as much as the socket takes, with at most `max_writes` calls
     /// of `write`. The caller must hold the token. `now` gives a latency stamp;
-    /// `scratch` is the caller's reusable buffer (left empty).
+    /// `scratch` is the caller's reusable buffer, empty except when
+    /// [`Outbound::reply`] put a frame to write first in it (left empty).
     pub fn flush<W, N>(
         &self,
         mut write: W,
@@ -463,21 +508,25 @@ impl<S: Clone> Outbound<S> {
         W: FnMut(&S, &[IoSlice<'_>]) -> io::Result<usize>,
         N: FnMut() -> u32,
     {
-        debug_assert!(scratch.is_empty());
+        // A reply handed over by `reply`, already charged, written first.
+        let mut pretaken = !scratch.is_empty();
         for _ in 0..max_writes {
             let (from_head, socket) = {
                 let mut st = self.lock();
                 debug_assert_eq!(st.token, Token::Held, "flush without the write token");
                 if st.end == End::Aborted {
+                    scratch.clear();
                     st.release_aborted();
                     return Flushed::Aborted;
                 }
                 let Some(socket) = st.socket.clone() else {
                     // Detached: what is queued waits for the next connection.
-                    st.park(now());
+                    let stamp = now();
+                    st.settle(scratch, 0, false, stamp, tally);
+                    st.park(stamp);
                     return Flushed::Parked;
                 };
-                let from_head = st.take(scratch);
+                let from_head = !std::mem::take(&mut pretaken) && st.take(scratch);
                 if scratch.is_empty() {
                     st.token = Token::Free;
                     if st.end == End::Closing {
@@ -925,13 +974,31 @@ mod model {
                     }
                 })
             };
-            let push = side.push_control(Bytes::from_static(b"A;"));
-            write_if(&side, push.claimed());
+            // A reply written straight to the socket while deliveries race it.
+            let mut scratch = Vec::new();
+            let flushed = side.reply(
+                Bytes::from_static(b"A;"),
+                |sock: &Arc<FakeSocket>, s: &[IoSlice<'_>]| sock.write(s),
+                || 0,
+                &mut scratch,
+                &mut Tally::default(),
+                4,
+            );
+            if let Some(Flushed::More { .. }) = flushed {
+                write_if(&side, true);
+            }
             socket.drain(2);
             write_if(&side, side.unpark());
             publisher.join().unwrap();
             settle(&side, &socket);
             let frames = socket.frames();
+            assert!(
+                frames
+                    .iter()
+                    .all(|f| ["A", "S"].contains(&f.as_str())
+                        || (f.len() == 2 && f.starts_with('D'))),
+                "{frames:?}"
+            );
             if let Some(at) = frames.iter().position(|f| f == "S") {
                 assert_eq!(at, frames.len() - 1, "{frames:?}");
             }

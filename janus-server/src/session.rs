@@ -138,6 +138,27 @@ impl Session {
         self.last_request.load(Ordering::Relaxed)
     }
 
+    /// Queues a reply and writes it at once if nobody else is writing (see
+    /// [`Outbound::reply`]); `None` when someone else writes it.
+    pub(crate) fn reply(
+        &self,
+        frame: bytes::Bytes,
+        tally: &mut Tally,
+        max_writes: usize,
+    ) -> Option<Flushed> {
+        let mut scratch = Vec::new();
+        let flushed = self.outbound.reply(
+            frame,
+            write_socket,
+            stamp_now,
+            &mut scratch,
+            tally,
+            max_writes,
+        )?;
+        self.after_flush(&flushed);
+        Some(flushed)
+    }
+
     /// Writes as much as the socket takes; the caller holds the write token.
     /// Wakes the connection task when the result is something it must act on.
     pub(crate) fn flush(
@@ -149,7 +170,13 @@ impl Session {
         let flushed = self
             .outbound
             .flush(write_socket, stamp_now, scratch, tally, max_writes);
-        match &flushed {
+        self.after_flush(&flushed);
+        flushed
+    }
+
+    /// Wakes the connection task when a flush ended in something it must act on.
+    fn after_flush(&self, flushed: &Flushed) {
+        match flushed {
             Flushed::Idle { wake } | Flushed::More { wake } => {
                 if *wake {
                     self.wake();
@@ -157,7 +184,6 @@ impl Session {
             }
             Flushed::Parked | Flushed::Done | Flushed::Aborted | Flushed::Failed(_) => self.wake(),
         }
-        flushed
     }
 }
 

@@ -92,11 +92,7 @@ async fn drop_oldest_never_cuts_a_frame() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_gets_a_whole_slow_consumer_frame_then_the_close() {
-    let server = TestServer::start_with(Config {
-        queue_bytes: 256 << 10,
-        ..test_config()
-    })
-    .await;
+    let server = TestServer::start().await;
     let mut stuck = Client::connect_with_rcvbuf(server.addr(), 4096).await;
     stuck.subscribe("t").await;
     let mut other = Client::connect(server.addr()).await;

@@ -12,7 +12,13 @@ use janus_tests::{publish, test_config, wait_until, Client, TestServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_is_not_stalled_by_a_subscriber_that_never_reads() {
-    let server = TestServer::start().await;
+    // A budget of about 1,000 of these messages: the stuck client passes it,
+    // a reader that reads does not.
+    let server = TestServer::start_with(Config {
+        queue_bytes: 8 << 20,
+        ..test_config()
+    })
+    .await;
     let mut stuck = Client::connect(server.addr()).await;
     stuck.subscribe("big").await;
     let mut reader = Client::connect(server.addr()).await;
