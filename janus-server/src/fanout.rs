@@ -46,6 +46,7 @@ const SCHEDULE_CHUNK: usize = 256;
 pub fn publish(shared: &Shared, publish: &Publish) -> usize {
     let timestamp = Timestamp::now();
     let stamp = stamp_now();
+    shared.writers.queue().publish_seen(stamp);
     let mut fanout = Fanout::new(shared);
     let reached = shared
         .topics

@@ -349,6 +349,11 @@ impl Server {
         let stop = CancellationToken::new();
         let admin_task = admin.map(|l| tokio::spawn(admin::serve(l, shared.clone(), stop.clone())));
         let sweep = tokio::spawn(housekeeping::run(shared.clone(), stop.clone()));
+        let helper = tokio::spawn(writer::help(
+            shared.writers.queue().clone(),
+            shared.stats.clone(),
+            stop.clone(),
+        ));
         shared.accepting.store(true, Ordering::Relaxed);
         tokio::select! {
             () = accept_loop(&listener, &shared, &tracker) => {}
@@ -388,6 +393,7 @@ impl Server {
         shared.writers.stop();
         stop.cancel();
         let _ = sweep.await;
+        let _ = helper.await;
         if let Some(task) = admin_task {
             // Lets in-flight admin responses (the drain request's own) finish.
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
