@@ -125,14 +125,20 @@ impl Connection {
         }
     }
 
-    /// Serves the connection until it closes. What goes wrong on one
-    /// connection ends that connection and is logged, nothing more.
-    pub(crate) async fn run(mut self) {
+    /// Sends the hello (P2) at once, from the accept loop: the client waits
+    /// for it before it says anything, so it must not wait behind the other
+    /// connections accepted in the same burst.
+    pub(crate) fn greet(&mut self) {
         let hello = ServerMessage::Hello {
             timestamp: Timestamp::now(),
             token: self.session.token.to_string(),
         };
         self.reply(hello.to_bytes());
+    }
+
+    /// Serves the connection until it closes. What goes wrong on one
+    /// connection ends that connection and is logged, nothing more.
+    pub(crate) async fn run(mut self) {
         let ending = self.serve().await;
         self.shared.forget(&self.session);
         match ending {

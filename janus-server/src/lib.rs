@@ -439,7 +439,32 @@ fn spare_descriptor() -> Option<std::fs::File> {
 /// error frame; past this many, a refused connection is closed at once.
 const REFUSALS_LINGERING: usize = 64;
 
+/// Session tokens drawn from the operating system's random source 256 at a
+/// time: one `getrandom` call per 256 clients instead of one each.
+struct Tokens {
+    bits: Vec<u128>,
+}
+
+impl Tokens {
+    fn next(&mut self) -> Token {
+        if let Some(bits) = self.bits.pop() {
+            return Token::from_u128(bits);
+        }
+        let mut buf = [0u8; 16 * 256];
+        if getrandom::fill(&mut buf).is_err() {
+            // The OS source failed: fall back to one token at a time.
+            return Token::random();
+        }
+        self.bits.extend(
+            buf.chunks_exact(16)
+                .filter_map(|c| c.try_into().ok().map(u128::from_le_bytes)),
+        );
+        self.next()
+    }
+}
+
 async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, tracker: &TaskTracker) {
+    let mut tokens = Tokens { bits: Vec::new() };
     let permits = Arc::new(Semaphore::new(shared.capacity));
     let refusals = Arc::new(Semaphore::new(REFUSALS_LINGERING));
     let mut spare = spare_descriptor();
@@ -487,7 +512,7 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, tracker: &Tas
             shared,
             tracker,
             (&permits, &refusals),
-            &mut last_full_log,
+            (&mut last_full_log, &mut tokens),
         );
     }
 }
@@ -499,7 +524,7 @@ fn admit(
     shared: &Arc<Shared>,
     tracker: &TaskTracker,
     (permits, refusals): (&Arc<Semaphore>, &Arc<Semaphore>),
-    last_full_log: &mut Option<Instant>,
+    (last_full_log, tokens): (&mut Option<Instant>, &mut Tokens),
 ) {
     let Ok(permit) = permits.clone().try_acquire_owned() else {
         log_full(
@@ -522,23 +547,24 @@ fn admit(
         refuse(stream, &reason, shared, Some(refusals));
         return;
     }
-    // 128 random bits do not collide in practice; the registry checks anyway.
-    let token = loop {
-        let token = Token::random();
-        if !shared.sessions.contains(&token) {
-            break token;
-        }
-    };
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let socket = Arc::new(stream);
-    let session = Arc::new(Session::new(id, token, peer, socket.clone(), shared.budget));
-    if !shared.sessions.insert(session.clone()) {
-        tracing::warn!("session token collision; dropping the connection");
-        shared.release_ip(peer.ip());
-        return;
-    }
+    // 128 random bits do not collide in practice; the registry checks anyway.
+    let session = loop {
+        let session = Arc::new(Session::new(
+            id,
+            tokens.next(),
+            peer,
+            socket.clone(),
+            shared.budget,
+        ));
+        if shared.sessions.insert(session.clone()) {
+            break session;
+        }
+    };
     shared.stats.connection_opened();
-    let conn = Connection::new(session, socket, shared.clone(), Some(permit));
+    let mut conn = Connection::new(session, socket, shared.clone(), Some(permit));
+    conn.greet();
     tracker.spawn(conn.run());
 }
 

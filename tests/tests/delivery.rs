@@ -55,22 +55,24 @@ async fn drop_oldest_never_cuts_a_frame() {
     .await;
     let mut reader = Client::connect_with_rcvbuf(server.addr(), 4096).await;
     reader.subscribe("t").await;
-    let data = format!("\"{}\"", "d".repeat(900));
+    // 8 MiB in all: more than the kernel buffers between server and reader
+    // can hold (tcp_wmem allows up to 4 MiB), so the policy has to drop.
+    let data = format!("\"{}\"", "d".repeat(4000));
     let mut p = Client::connect(server.addr()).await;
     // While the reader reads nothing, the socket fills mid-frame and the
     // policy keeps dropping around the partly written frame.
-    for id in 0..1000 {
+    for id in 0..2000 {
         publish_acked(&mut p, "t", id, &data).await;
     }
-    let received = read_increasing_until(&mut reader, 999).await;
-    assert!(received < 1000, "the policy dropped nothing");
+    let received = read_increasing_until(&mut reader, 1999).await;
+    assert!(received < 2000, "the policy dropped nothing");
     // Then publishes race a reader that reads slowly.
     let publishing = tokio::spawn(async move {
-        for id in 1000..3000 {
+        for id in 2000..4000 {
             publish_acked(&mut p, "t", id, &data).await;
         }
     });
-    let mut previous = 999;
+    let mut previous = 1999;
     loop {
         let ServerMessage::Delivery(d) = reader.recv().await else {
             panic!("not a delivery");
@@ -78,7 +80,7 @@ async fn drop_oldest_never_cuts_a_frame() {
         let id: usize = d.message_id.parse().expect("numeric id");
         assert!(id > previous, "out of order: {id} after {previous}");
         previous = id;
-        if id == 2999 {
+        if id == 3999 {
             break;
         }
         if id.is_multiple_of(20) {
@@ -189,7 +191,8 @@ async fn a_kick_takes_effect_at_once_and_kicked_comes_before_the_backlog() {
     stuck.subscribe("t").await;
     let token = stuck.token.parse().expect("token");
     let shared = server.shared().clone();
-    let data = format!("\"{}\"", "k".repeat(1000));
+    // 12 MiB: far more than the kernel buffers hold (tcp_wmem: 4 MiB at most).
+    let data = format!("\"{}\"", "k".repeat(4000));
     let mut p = Client::connect(server.addr()).await;
     let count = 3000;
     for id in 0..count {
