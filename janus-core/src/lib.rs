@@ -29,7 +29,9 @@ pub mod token;
 pub mod topic;
 
 pub use codec::{ClientCodec, CodecError, ServerCodec};
-pub use message::{ClientMessage, ErrorCode, ProtocolError, Publish, ServerMessage};
+pub use message::{
+    ClientMessage, ErrorCode, ProtocolError, Publish, Resume, ServerMessage, TopicPosition,
+};
 pub use time::{Timestamp, UtcDateTime};
 pub use token::Token;
 pub use topic::{validate_topic, TopicManager};

@@ -47,6 +47,14 @@ pub struct Config {
     pub max_topics: usize,
     /// Most simultaneous connections from one client address.
     pub max_connections_per_ip: usize,
+    /// How long a session whose connection was lost waits for a resume (X1); zero: it does not.
+    pub session_ttl: Duration,
+    /// Messages kept per topic for resumes (X1); zero keeps none.
+    pub history_size: usize,
+    /// How long a message is kept in its topic's history.
+    pub history_ttl: Duration,
+    /// Most bytes of history in all, over every topic.
+    pub history_bytes: usize,
     /// What to do with a slow consumer.
     pub slow_consumer: SlowConsumerPolicy,
     /// Most topics one session may subscribe to.
@@ -89,6 +97,10 @@ impl Default for Config {
             write_deadline: Duration::from_secs(10),
             max_topics: 1_000_000,
             max_connections_per_ip: 10_000,
+            session_ttl: Duration::from_secs(60),
+            history_size: 6000,
+            history_ttl: Duration::from_secs(300),
+            history_bytes: 256 << 20,
             slow_consumer: SlowConsumerPolicy::Disconnect,
             max_subscriptions: 1024,
             allow_publish_from: default_publishers(),
@@ -197,6 +209,24 @@ pub struct Settings {
     /// Most simultaneous connections from one client address; more get not_allowed [default: 10000].
     #[arg(long, env = "JANUS_MAX_CONNECTIONS_PER_IP", value_name = "N")]
     pub max_connections_per_ip: Option<usize>,
+
+    /// How long a session whose connection was lost waits for a resume, or "off" [default: 60s].
+    #[arg(long, env = "JANUS_SESSION_TTL", value_name = "DURATION", value_parser = parse_optional_duration)]
+    #[serde(default, with = "serde_optional_duration")]
+    pub session_ttl: Option<OrOff<Duration>>,
+
+    /// Messages kept per topic so clients can resume without a gap; 0 keeps none [default: 6000, a minute at 100 messages/s].
+    #[arg(long, env = "JANUS_HISTORY_SIZE", value_name = "N")]
+    pub history_size: Option<usize>,
+
+    /// How long a message stays in its topic's history [default: 5m].
+    #[arg(long, env = "JANUS_HISTORY_TTL", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, with = "serde_duration")]
+    pub history_ttl: Option<Duration>,
+
+    /// Most bytes of history over all topics; past it a topic keeps fewer messages [default: 268435456].
+    #[arg(long, env = "JANUS_HISTORY_BYTES", value_name = "BYTES")]
+    pub history_bytes: Option<usize>,
 
     /// What to do with a slow consumer: disconnect it (sending slow_consumer) or drop its oldest queued delivery [default: disconnect].
     #[arg(long, env = "JANUS_SLOW_CONSUMER", value_enum, value_name = "POLICY")]
@@ -342,6 +372,10 @@ impl Settings {
             write_deadline: self.write_deadline.or(lower.write_deadline),
             max_topics: self.max_topics.or(lower.max_topics),
             max_connections_per_ip: self.max_connections_per_ip.or(lower.max_connections_per_ip),
+            session_ttl: self.session_ttl.or(lower.session_ttl),
+            history_size: self.history_size.or(lower.history_size),
+            history_ttl: self.history_ttl.or(lower.history_ttl),
+            history_bytes: self.history_bytes.or(lower.history_bytes),
             slow_consumer: self.slow_consumer.or(lower.slow_consumer),
             max_subscriptions: self.max_subscriptions.or(lower.max_subscriptions),
             allow_publish_from: self.allow_publish_from.or(lower.allow_publish_from),
@@ -431,6 +465,12 @@ impl Settings {
                 self.max_connections_per_ip,
                 d.max_connections_per_ip,
             )?,
+            session_ttl: self
+                .session_ttl
+                .map_or(d.session_ttl, |t| t.0.unwrap_or_default()),
+            history_size: self.history_size.unwrap_or(d.history_size),
+            history_ttl: self.history_ttl.unwrap_or(d.history_ttl),
+            history_bytes: self.history_bytes.unwrap_or(d.history_bytes),
             slow_consumer: self.slow_consumer.unwrap_or(d.slow_consumer),
             max_subscriptions: positive(
                 "max-subscriptions",
@@ -473,6 +513,17 @@ impl Config {
         out += &format!("write-deadline = \"{}\"\n", dur(self.write_deadline));
         out += &format!("max-topics = {}\n", self.max_topics);
         out += &format!("max-connections-per-ip = {}\n", self.max_connections_per_ip);
+        out += &format!(
+            "session-ttl = \"{}\"\n",
+            if self.session_ttl.is_zero() {
+                "off".into()
+            } else {
+                dur(self.session_ttl)
+            }
+        );
+        out += &format!("history-size = {}\n", self.history_size);
+        out += &format!("history-ttl = \"{}\"\n", dur(self.history_ttl));
+        out += &format!("history-bytes = {}\n", self.history_bytes);
         out += &format!(
             "slow-consumer = \"{}\"\n",
             match self.slow_consumer {

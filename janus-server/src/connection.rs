@@ -32,13 +32,15 @@
 
 use std::future::poll_fn;
 use std::io;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use janus_core::{
-    ClientMessage, ErrorCode, ProtocolError, Publish, ServerCodec, ServerMessage, Timestamp,
+    ClientMessage, ErrorCode, ProtocolError, Publish, Resume, ServerCodec, ServerMessage,
+    Timestamp,
 };
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::Decoder;
@@ -72,21 +74,35 @@ enum Event {
     Done,
     /// The session was aborted.
     Aborted,
+    /// The socket failed, or was given up on (write deadline): the
+    /// connection is lost, the session may wait for a resume.
+    Lost,
+    /// A resume on another connection took the session over.
+    TakenOver,
 }
 
 /// How the connection ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ending {
-    /// Half-close and let the peer read the last frames.
+    /// The session is done: half-close and let the peer read the last frames.
     Graceful,
-    /// Drop the socket now (with a reset).
+    /// The session is aborted: drop the socket now (with a reset).
     Abort,
+    /// The connection is lost: the session waits for a resume if it is worth
+    /// keeping; the socket is dropped with a reset.
+    Lost,
+    /// The session belongs to another connection now: only the socket goes.
+    TakenOver,
 }
 
 /// The state of one client connection.
 pub(crate) struct Connection {
+    /// This connection's id (its first session's id): see [`Session::owned_by`].
+    id: u64,
     session: Arc<Session>,
     socket: Socket,
+    /// The client's address (a resumed session keeps the address it was created from).
+    peer: std::net::SocketAddr,
     shared: Arc<Shared>,
     codec: ServerCodec,
     /// Bytes read but not yet decoded; unallocated between requests.
@@ -113,6 +129,8 @@ impl Connection {
     ) -> Self {
         let codec = ServerCodec::new(shared.config.max_frame);
         Self {
+            id: session.id,
+            peer: session.peer,
             session,
             socket,
             shared,
@@ -140,16 +158,21 @@ impl Connection {
     /// connection ends that connection and is logged, nothing more.
     pub(crate) async fn run(mut self) {
         let ending = self.serve().await;
-        self.shared.forget(&self.session);
+        match ending {
+            Ending::Graceful | Ending::Abort => self.shared.forget(&self.session),
+            Ending::Lost => self.shared.connection_lost(&self.session),
+            Ending::TakenOver => {}
+        }
         match ending {
             // Boxed: the lingering futures (a timer among them) would
             // otherwise sit in every connection's task for its whole life.
             Ending::Graceful => Box::pin(self.linger()).await,
-            Ending::Abort => {
+            Ending::Abort | Ending::Lost | Ending::TakenOver => {
                 // A reset frees the kernel's buffers for this socket at once.
                 let _ = socket2::SockRef::from(&*self.socket).set_linger(Some(Duration::ZERO));
             }
         }
+        self.shared.connection_closed(self.peer);
     }
 
     async fn serve(&mut self) -> Ending {
@@ -174,6 +197,11 @@ impl Connection {
                     self.salvage();
                     return Ending::Abort;
                 }
+                Event::Lost => {
+                    self.salvage();
+                    return Ending::Lost;
+                }
+                Event::TakenOver => return Ending::TakenOver,
             }
         }
     }
@@ -181,10 +209,14 @@ impl Connection {
     /// What to do next; registers for every wake-up that could change it.
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
         self.session.register_task(cx.waker());
+        if !self.session.owned_by(self.id) {
+            return Poll::Ready(Event::TakenOver);
+        }
         let status = self.session.outbound.status();
         match status.end {
             End::Done => return Poll::Ready(Event::Done),
             End::Aborted => return Poll::Ready(Event::Aborted),
+            End::Open | End::Closing if !status.attached => return Poll::Ready(Event::Lost),
             End::Open | End::Closing => {}
         }
         if status.parked && self.socket.poll_write_ready(cx).is_ready() {
@@ -247,11 +279,11 @@ impl Connection {
                 Err(e) => {
                     // Bytes that arrived before a reset still count (P5): a
                     // 2009 publisher closes without reading, often with a reset.
-                    tracing::debug!(peer = %self.session.peer, error = %e, "read failed");
+                    tracing::debug!(peer = %self.peer, error = %e, "read failed");
                     self.eof = true;
                     self.decode_frames();
                     if !self.salvaging {
-                        self.shared.abort(&self.session);
+                        self.shared.give_up_connection(&self.session);
                     }
                     return;
                 }
@@ -324,15 +356,88 @@ impl Connection {
                 }
             }
             ClientMessage::Ping | ClientMessage::Pong => {}
+            ClientMessage::Options { offsets } => {
+                if let Some(on) = offsets {
+                    self.session.set_offsets(on);
+                }
+                self.reply(Bytes::from_static(b"ACK\x01"));
+            }
             ClientMessage::Publish { publish, one_shot } => {
                 return self.publish(&publish, one_shot);
             }
-            ClientMessage::Resume(_) => self.send_error(&ProtocolError::new(
+            ClientMessage::Resume(Resume::Token(token)) => self.resume_token(&token),
+            ClientMessage::Resume(Resume::Positions { .. }) => self.send_error(&ProtocolError::new(
                 ErrorCode::UnknownSession,
-                "no detached session with that token; continuing as a fresh session",
+                "resuming from topic positions is not supported yet; continuing as a fresh session",
             )),
         }
         0
+    }
+
+    /// The token form of resume (X1): re-attaches a session that lost its
+    /// connection less than the session TTL ago, with what was queued for it.
+    fn resume_token(&mut self, token: &str) {
+        let shared = self.shared.clone();
+        let stats = &shared.stats;
+        stats.resumes.fetch_add(1, Ordering::Relaxed);
+        let Some(old) = self.resumable_session(token) else {
+            stats.resumes_unknown.fetch_add(1, Ordering::Relaxed);
+            self.send_error(&ProtocolError::new(
+                ErrorCode::UnknownSession,
+                "no session to resume with that token (it expired, or resume was not \
+                 the connection's first request); continuing as a fresh session",
+            ));
+            return;
+        };
+        let fresh = self.take_over(old);
+        shared.forget(&fresh);
+        let token = self.session.token.to_string();
+        let attached = self.session.outbound.attach(self.socket.clone(), |recovered, missed| {
+            ServerMessage::Resumed {
+                timestamp: Timestamp::now(),
+                token,
+                recovered,
+                missed: missed as u64,
+            }
+            .to_bytes()
+        });
+        let counter = if attached.overflowed {
+            &stats.resumes_not_recovered
+        } else {
+            &stats.resumes_recovered
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(peer = %self.peer, token = %self.session.token, missed = attached.missed,
+            recovered = !attached.overflowed, "session resumed");
+        if attached.claimed {
+            self.write_now();
+        }
+    }
+
+    /// The session `token` names, if this connection may take it over: it
+    /// exists, is open, is not this connection's own, and this connection
+    /// has done nothing yet with its fresh session (resume comes first).
+    fn resumable_session(&self, token: &str) -> Option<Arc<Session>> {
+        let token: janus_core::Token = token.parse().ok()?;
+        let old = self.shared.sessions.get(&token)?;
+        let fresh = self.session.outbound.status();
+        let untouched = fresh.frames == 0
+            && !fresh.parked
+            && self.session.subscriptions().is_empty()
+            && fresh.end == End::Open;
+        (old.id != self.session.id && old.outbound.status().end == End::Open && untouched)
+            .then_some(old)
+    }
+
+    /// This connection serves `session` from now on; a connection that served
+    /// it before lets it go. Returns the session the connection served until now.
+    fn take_over(&mut self, session: Arc<Session>) -> Arc<Session> {
+        session.take_over(self.id);
+        if session.outbound.detach() {
+            // It was still attached to a connection we outlived.
+            session.wake();
+        }
+        std::mem::replace(&mut self.session, session)
     }
 
     fn subscribe(&mut self, topic: String) {
@@ -391,7 +496,7 @@ impl Connection {
     }
 
     fn publish(&mut self, publish: &Publish, one_shot: bool) -> usize {
-        let ip = self.session.peer.ip();
+        let ip = self.peer.ip();
         if !self.shared.may_publish(ip, publish.key.as_deref()) {
             self.send_error(
                 &ProtocolError::new(ErrorCode::NotAllowed, format!("{ip} may not publish"))

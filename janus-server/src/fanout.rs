@@ -113,6 +113,10 @@ impl<'a> Fanout<'a> {
                 self.overflowed.push(session.clone());
                 false
             }
+            Push::Dropped { dropped } => {
+                self.dropped += dropped as u64;
+                false
+            }
             Push::Refused => false,
         };
         if push.claimed() {

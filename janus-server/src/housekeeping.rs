@@ -19,6 +19,7 @@
 //! The sweep runs on the client runtime but only reads each session's
 //! state under its own short lock; it never touches a socket.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,17 +80,26 @@ fn check(shared: &Shared, session: &Arc<Session>, now: u32) {
         |limit: Duration| status.parked && stamp_elapsed(status.parked_since, now) >= limit;
     match status.end {
         End::Open => {
-            if stalled(config.write_deadline) {
+            if let Some(since) = session.detached_since() {
+                if crate::metrics::secs_now().saturating_sub(since)
+                    >= u32::try_from(config.session_ttl.as_secs()).unwrap_or(u32::MAX)
+                {
+                    tracing::debug!(token = %session.token, "detached session expired");
+                    shared.stats.sessions_expired.fetch_add(1, Ordering::Relaxed);
+                    shared.forget(session);
+                }
+            } else if stalled(config.write_deadline) {
                 tracing::info!(peer = %session.peer, token = %session.token, frames = status.frames,
-                    "aborting a client whose socket accepted nothing for the write deadline");
-                shared.abort(session);
+                    "giving up on a client whose socket accepted nothing for the write deadline");
+                shared.give_up_connection(session);
             } else if config
                 .idle_timeout
                 .is_some_and(|idle| stamp_elapsed(session.last_request(), now) >= idle)
             {
                 tracing::debug!(peer = %session.peer, "closing idle connection");
                 shared.close_quietly(session);
-            } else if status.delivered_any
+            } else if (status.delivered_any || session.offsets())
+                && status.attached
                 && status.frames == 0
                 && stamp_elapsed(status.last_write, now) >= config.heartbeat
             {

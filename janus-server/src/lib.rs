@@ -179,15 +179,38 @@ impl Shared {
         }
     }
 
-    /// The connection is over: the session leaves everything shared.
-    fn forget(&self, session: &Arc<Session>) {
+    /// The session is over: it leaves everything shared.
+    pub(crate) fn forget(&self, session: &Arc<Session>) {
         if session.outbound.status().end != outbound::End::Done {
             session.outbound.abort();
         }
         session.unsubscribe_all(&self.topics);
         self.sessions.remove(session);
-        self.release_ip(session.peer.ip());
+    }
+
+    /// A connection ended (its session may live on, detached).
+    fn connection_closed(&self, peer: SocketAddr) {
+        self.release_ip(peer.ip());
         self.stats.connection_closed();
+    }
+
+    /// The session's connection is lost: the session waits, subscribed,
+    /// for a resume (PROTOCOL X1) if it is worth keeping, else it goes.
+    fn connection_lost(&self, session: &Arc<Session>) {
+        session.outbound.detach();
+        if self.config.session_ttl.is_zero() || self.draining() || !session.resumable() {
+            self.forget(session);
+        } else {
+            session.mark_detached();
+            self.stats.sessions_detached.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The client's socket accepts nothing: the connection is given up on
+    /// (its connection task then ends it, and the session may wait for a resume).
+    fn give_up_connection(&self, session: &Arc<Session>) {
+        session.outbound.detach();
+        session.wake();
     }
 
     /// Counts a connection from `ip`; false if it already has the most allowed.

@@ -45,6 +45,13 @@ pub fn stamp_now() -> u32 {
     micros as u32
 }
 
+/// Now, in whole seconds since [`STAMP_EPOCH`] (for time-outs counted in
+/// seconds to hours, which latency stamps cannot span).
+pub fn secs_now() -> u32 {
+    let secs = STAMP_EPOCH.get_or_init(Instant::now).elapsed().as_secs();
+    u32::try_from(secs).unwrap_or(u32::MAX)
+}
+
 /// The time from stamp `from` to stamp `to` (correct below 71 minutes).
 pub fn stamp_elapsed(from: u32, to: u32) -> Duration {
     Duration::from_micros(u64::from(to.wrapping_sub(from)))

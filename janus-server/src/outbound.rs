@@ -45,7 +45,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 
 #[cfg(feature = "model-check")]
 use loom::sync::{Mutex, MutexGuard};
@@ -134,6 +134,12 @@ pub enum Push {
     },
     /// Not queued: the session is closing or gone.
     Refused,
+    /// Not queued: the session is detached and over its budget; `dropped`
+    /// deliveries (this one included) are lost.
+    Dropped {
+        /// Deliveries lost.
+        dropped: usize,
+    },
     /// Over budget under the `disconnect` policy: every queued delivery was
     /// discarded (`dropped`, this one included) and the session is closing
     /// with the `slow_consumer` frame queued. `claimed` as for `Queued`.
@@ -216,15 +222,38 @@ pub struct Status {
     pub last_write: u32,
     /// Latency stamp since when the token is parked (meaningful if `parked`).
     pub parked_since: u32,
+    /// A socket is attached (a connection serves this session).
+    pub attached: bool,
+    /// While detached, more was published than the budget holds: what was
+    /// queued is gone.
+    pub overflowed: bool,
+}
+
+/// What [`Outbound::attach`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attached {
+    /// The caller holds the write token and must see that it is written.
+    pub claimed: bool,
+    /// Deliveries queued while detached, now about to be written.
+    pub missed: usize,
+    /// Deliveries were lost while detached (the budget overflowed).
+    pub overflowed: bool,
 }
 
 #[derive(Debug)]
 struct State<S> {
     /// Where frames are written; `None` while the session is detached.
     socket: Option<S>,
+    /// Changes whenever the socket does, so a writer that wrote to a socket
+    /// since replaced knows its frames did not go to the new one.
+    generation: u64,
     queue: VecDeque<Frame>,
-    /// The unwritten rest of a frame a partial write cut; only the token holder touches it.
-    head: Option<Frame>,
+    /// A frame a partial write cut, and how many of its bytes are written;
+    /// only the token holder touches it. A session moved to a new
+    /// connection sends it again whole.
+    head: Option<(Frame, usize)>,
+    /// More was published than the budget holds while detached.
+    overflowed: bool,
     /// Bytes not yet written plus [`FRAME_OVERHEAD`] per frame: head, in flight, queue.
     charged: usize,
     /// Frames not yet completely written: head, in flight, queue.
@@ -260,8 +289,10 @@ impl<S: Clone> Outbound<S> {
         Self {
             state: Mutex::new(State {
                 socket,
+                generation: 0,
                 queue: VecDeque::new(),
                 head: None,
+                overflowed: false,
                 charged: 0,
                 frames: 0,
                 queued_deliveries: 0,
@@ -307,6 +338,13 @@ impl<S: Clone> Outbound<S> {
             return Push::Refused;
         }
         let mut dropped = 0;
+        if st.socket.is_none() && (st.overflowed || !st.fits(&self.budget, cost)) {
+            // Detached and full: what was queued is lost anyway (a token
+            // resume will say so); hold nothing more until a connection returns.
+            dropped = st.discard_queue() + 1;
+            st.overflowed = true;
+            return Push::Dropped { dropped };
+        }
         if !st.fits(&self.budget, cost) {
             match self.budget.policy {
                 SlowConsumerPolicy::Disconnect => {
@@ -397,15 +435,63 @@ impl<S: Clone> Outbound<S> {
         } else {
             st.discard_in_flight = true;
         }
+        st.socket = None;
+        st.generation += 1;
         st.end = End::Aborted;
         unwritten
+    }
+
+    /// The connection is lost (or given up on): the socket is dropped from
+    /// this side, and whatever was queued waits for a connection to
+    /// [`Outbound::attach`] it. A frame already partly written will be sent
+    /// again whole. Returns false if no socket was attached.
+    pub fn detach(&self) -> bool {
+        let mut st = self.lock();
+        if st.socket.is_none() {
+            return false;
+        }
+        st.socket = None;
+        st.generation += 1;
+        if st.token != Token::Held {
+            // Nobody writes now; the holder of a held token re-queues the
+            // head when it comes back from its write.
+            st.restore_head();
+            st.token = Token::Parked;
+        }
+        true
+    }
+
+    /// Attaches a new connection's socket (a resume). `first` builds the
+    /// frame that goes before everything queued (the `resumed` answer), from
+    /// whether nothing was lost and how many deliveries wait.
+    pub fn attach(&self, socket: S, first: impl FnOnce(bool, usize) -> Bytes) -> Attached {
+        let mut st = self.lock();
+        let overflowed = std::mem::take(&mut st.overflowed);
+        let missed = st.queued_deliveries;
+        let frame = Frame {
+            bytes: first(!overflowed, missed),
+            kind: Kind::Control,
+        };
+        st.charged += frame.bytes.len() + FRAME_OVERHEAD;
+        st.frames += 1;
+        st.queue.push_front(frame);
+        st.socket = Some(socket);
+        st.generation += 1;
+        if st.token == Token::Parked {
+            st.token = Token::Free;
+        }
+        Attached {
+            claimed: st.claim(),
+            missed,
+            overflowed,
+        }
     }
 
     /// The connection task saw the socket writable: takes the parked token.
     /// Returns whether the caller now holds it.
     pub fn unpark(&self) -> bool {
         let mut st = self.lock();
-        if st.token == Token::Parked && st.end != End::Aborted {
+        if st.token == Token::Parked && st.end != End::Aborted && st.socket.is_some() {
             st.token = Token::Held;
             true
         } else {
@@ -445,6 +531,8 @@ impl<S: Clone> Outbound<S> {
             delivered: st.delivered,
             last_write: st.last_write,
             parked_since: st.parked_since,
+            attached: st.socket.is_some(),
+            overflowed: st.overflowed,
         }
     }
 
@@ -475,7 +563,11 @@ impl<S: Clone> Outbound<S> {
             bytes,
             kind: Kind::Control,
         };
-        if st.token == Token::Free && st.head.is_none() && st.queue.is_empty() {
+        if st.token == Token::Free
+            && st.head.is_none()
+            && st.queue.is_empty()
+            && st.socket.is_some()
+        {
             // Charged as if queued; `flush` writes it first.
             st.token = Token::Held;
             st.charged += frame.bytes.len() + FRAME_OVERHEAD;
@@ -511,7 +603,7 @@ impl<S: Clone> Outbound<S> {
         // A reply handed over by `reply`, already charged, written first.
         let mut pretaken = !scratch.is_empty();
         for _ in 0..max_writes {
-            let (from_head, socket) = {
+            let (head_written, socket, generation) = {
                 let mut st = self.lock();
                 debug_assert_eq!(st.token, Token::Held, "flush without the write token");
                 if st.end == End::Aborted {
@@ -522,11 +614,15 @@ impl<S: Clone> Outbound<S> {
                 let Some(socket) = st.socket.clone() else {
                     // Detached: what is queued waits for the next connection.
                     let stamp = now();
-                    st.settle(scratch, 0, false, stamp, tally);
+                    st.settle(scratch, 0, None, stamp, tally);
                     st.park(stamp);
                     return Flushed::Parked;
                 };
-                let from_head = !std::mem::take(&mut pretaken) && st.take(scratch);
+                let head_written = if std::mem::take(&mut pretaken) {
+                    None
+                } else {
+                    st.take(scratch)
+                };
                 if scratch.is_empty() {
                     st.token = Token::Free;
                     if st.end == End::Closing {
@@ -538,9 +634,10 @@ impl<S: Clone> Outbound<S> {
                     st.wake_reader = false;
                     return Flushed::Idle { wake };
                 }
-                (from_head, socket)
+                (head_written, socket, st.generation)
             };
-            let result = write_all_slices(|slices| write(&socket, slices), scratch);
+            let skip = head_written.unwrap_or(0);
+            let result = write_all_slices(|slices| write(&socket, slices), scratch, skip);
             drop(socket);
             let stamp = now();
             let mut st = self.lock();
@@ -549,11 +646,22 @@ impl<S: Clone> Outbound<S> {
                 st.release_aborted();
                 return Flushed::Aborted;
             }
+            if st.generation != generation {
+                // The socket was detached (or replaced) while this write was
+                // on its way: what was written went to the old connection.
+                st.settle(scratch, *result.as_ref().unwrap_or(&0), head_written, stamp, tally);
+                st.restore_head();
+                if st.socket.is_none() {
+                    st.park(stamp);
+                    return Flushed::Parked;
+                }
+                continue;
+            }
             match result {
                 Ok(n) => {
-                    let total: usize = scratch.iter().map(|f| f.bytes.len()).sum();
+                    let total: usize = scratch.iter().map(|f| f.bytes.len()).sum::<usize>() - skip;
                     tally.bytes += n as u64;
-                    st.settle(scratch, n, from_head, stamp, tally);
+                    st.settle(scratch, n, head_written, stamp, tally);
                     if st.reader_waiting && st.drained(&self.budget) {
                         st.reader_waiting = false;
                         st.wake_reader = true;
@@ -566,15 +674,19 @@ impl<S: Clone> Outbound<S> {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    st.settle(scratch, 0, from_head, stamp, tally);
+                    st.settle(scratch, 0, head_written, stamp, tally);
                     st.park(stamp);
                     return Flushed::Parked;
                 }
                 Err(e) => {
-                    scratch.clear();
-                    st.discard_queue();
-                    st.end = End::Aborted;
-                    st.release_aborted();
+                    // The connection is lost; what is queued stays with the
+                    // session (its connection task decides whether the
+                    // session waits for a resume or goes).
+                    st.settle(scratch, 0, head_written, stamp, tally);
+                    st.socket = None;
+                    st.generation += 1;
+                    st.restore_head();
+                    st.park(stamp);
                     return Flushed::Failed(e);
                 }
             }
@@ -618,6 +730,7 @@ impl<S> State<S> {
     fn claim(&mut self) -> bool {
         if self.token == Token::Free
             && self.end != End::Aborted
+            && self.socket.is_some()
             && (self.head.is_some() || !self.queue.is_empty() || self.end == End::Closing)
         {
             self.token = Token::Held;
@@ -661,16 +774,16 @@ impl<S> State<S> {
     }
 
     /// Moves the next write's frames into `into`: the head first, then one
-    /// control frame alone or a run of deliveries. Returns whether `into[0]`
-    /// is the head (a frame already partly written).
-    fn take(&mut self, into: &mut Vec<Frame>) -> bool {
-        let mut from_head = false;
-        if let Some(head) = self.head.take() {
+    /// control frame alone or a run of deliveries. Returns, when `into[0]` is
+    /// the head (a frame already partly written), how much of it is written.
+    fn take(&mut self, into: &mut Vec<Frame>) -> Option<usize> {
+        let mut head_written = None;
+        if let Some((head, written)) = self.head.take() {
             let alone = head.kind == Kind::Control;
             into.push(head);
-            from_head = true;
+            head_written = Some(written);
             if alone {
-                return true;
+                return head_written;
             }
         }
         while into.len() < MAX_IOVECS {
@@ -691,7 +804,19 @@ impl<S> State<S> {
                 break;
             }
         }
-        from_head
+        head_written
+    }
+
+    /// A partly written head goes back to the front of the queue whole (for
+    /// a new connection, which must get whole frames).
+    fn restore_head(&mut self) {
+        if let Some((frame, written)) = self.head.take() {
+            self.charged += written;
+            if matches!(frame.kind, Kind::Delivery { .. }) {
+                self.queued_deliveries += 1;
+            }
+            self.queue.push_front(frame);
+        }
     }
 
     /// Accounts for `n` bytes written from the front of `batch`: completed
@@ -702,7 +827,7 @@ impl<S> State<S> {
         &mut self,
         batch: &mut Vec<Frame>,
         mut n: usize,
-        from_head: bool,
+        head_written: Option<usize>,
         stamp: u32,
         tally: &mut Tally,
     ) {
@@ -710,8 +835,9 @@ impl<S> State<S> {
             self.last_write = stamp;
         }
         let mut unwritten: Vec<Frame> = Vec::new();
-        for (i, mut frame) in batch.drain(..).enumerate() {
-            let len = frame.bytes.len();
+        for (i, frame) in batch.drain(..).enumerate() {
+            let already = if i == 0 { head_written } else { None };
+            let len = frame.bytes.len() - already.unwrap_or(0);
             if n >= len {
                 n -= len;
                 self.charged -= len + FRAME_OVERHEAD;
@@ -722,12 +848,11 @@ impl<S> State<S> {
                     tally.deliveries += 1;
                     tally.latencies.push(stamp.wrapping_sub(at));
                 }
-            } else if n > 0 || (i == 0 && from_head) {
+            } else if n > 0 || already.is_some() {
                 // Partly written now, or partly written before: the head.
-                frame.bytes.advance(n);
                 self.charged -= n;
+                self.head = Some((frame, already.unwrap_or(0) + n));
                 n = 0;
-                self.head = Some(frame);
             } else {
                 unwritten.push(frame);
             }
@@ -767,15 +892,17 @@ impl<S> State<S> {
     }
 }
 
-/// One vectored write of `batch`, retried on `EINTR`.
-fn write_all_slices<W>(mut write: W, batch: &[Frame]) -> io::Result<usize>
+/// One vectored write of `batch` (the first `skip` bytes of its first frame
+/// already written), retried on `EINTR`.
+fn write_all_slices<W>(mut write: W, batch: &[Frame], skip: usize) -> io::Result<usize>
 where
     W: FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
 {
     let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
     let n = batch.len().min(MAX_IOVECS);
-    for (slot, frame) in slices.iter_mut().zip(batch) {
-        *slot = IoSlice::new(&frame.bytes);
+    for (i, (slot, frame)) in slices.iter_mut().zip(batch).enumerate() {
+        let from = if i == 0 { skip } else { 0 };
+        *slot = IoSlice::new(&frame.bytes[from..]);
     }
     loop {
         match write(&slices[..n]) {
@@ -1085,6 +1212,53 @@ mod model {
             if !status.parked {
                 assert_eq!((status.frames, status.charged), (0, 0), "{status:?}");
             }
+        });
+    }
+
+    /// A connection is lost while a write may be in flight; a new one
+    /// attaches: it gets the `resumed` frame first, then whole frames only,
+    /// in order, the partly written one again from its start.
+    #[test]
+    fn detach_and_attach_while_writing() {
+        model(|| {
+            let old = FakeSocket::new(4);
+            let side = Arc::new(Side::new(
+                Some(old.clone()),
+                budget(64, SlowConsumerPolicy::Disconnect),
+                0,
+            ));
+            let publisher = {
+                let side = side.clone();
+                thread::spawn(move || {
+                    delivery(&side, b"D1;");
+                    delivery(&side, b"D2;");
+                })
+            };
+            side.detach();
+            publisher.join().unwrap();
+            assert!(!side.unpark(), "nobody writes a detached side");
+            let new = FakeSocket::new(1 << 20);
+            let attached = side.attach(new.clone(), |recovered, missed| {
+                assert!(recovered);
+                Bytes::from(format!("R{missed};"))
+            });
+            write_if(&side, attached.claimed);
+            let frames = new.frames();
+            assert_eq!(frames[0], format!("R{}", attached.missed), "{frames:?}");
+            let rest = &frames[1..];
+            assert!(
+                rest.iter().all(|f| f.len() == 2 && f.starts_with('D')),
+                "{frames:?}"
+            );
+            assert!(rest.windows(2).all(|w| w[0] < w[1]), "{frames:?}");
+            // Everything reached one connection or the other, D2 last.
+            let old_frames = old.wire.lock().unwrap().clone();
+            let on_old = String::from_utf8(old_frames).unwrap();
+            assert!(
+                rest.last().map(String::as_str) == Some("D2") || on_old.ends_with("D2;"),
+                "old {on_old:?}, new {frames:?}"
+            );
+            assert_eq!(side.status().frames, 0);
         });
     }
 }

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
@@ -75,6 +75,14 @@ pub struct Session {
     pub outbound: Outbound<Socket>,
     /// Latency stamp of the last complete frame read from the client (idle timeout).
     last_request: AtomicU32,
+    /// The client opted in to offsets (X1): its deliveries carry them, its
+    /// subscribes are answered `subscribed`, and heartbeats start at once.
+    offsets: AtomicBool,
+    /// The connection serving this session now (see [`Session::owned_by`]).
+    owner: AtomicU64,
+    /// Seconds stamp ([`crate::metrics::secs_now`]) since the session waits
+    /// for a resume without a connection; 0 while attached.
+    detached_since: AtomicU32,
     subscriptions: Mutex<Vec<Box<str>>>,
     /// The connection task, woken when the outbound side needs it.
     task: AtomicWaker,
@@ -97,6 +105,9 @@ impl Session {
             connected_at: SystemTime::now(),
             outbound: Outbound::new(Some(socket), budget, now),
             last_request: AtomicU32::new(now),
+            offsets: AtomicBool::new(false),
+            owner: AtomicU64::new(id),
+            detached_since: AtomicU32::new(0),
             subscriptions: Mutex::new(Vec::new()),
             task: AtomicWaker::new(),
         }
@@ -126,6 +137,46 @@ impl Session {
     /// Wakes the connection task: the outbound side changed in a way it must see.
     pub fn wake(&self) {
         self.task.wake();
+    }
+
+    /// Whether the connection `conn` still serves this session: a resume on
+    /// another connection takes it over, after which the old connection
+    /// leaves it alone. A session's first connection has the session's id.
+    pub(crate) fn owned_by(&self, conn: u64) -> bool {
+        self.owner.load(Ordering::Acquire) == conn
+    }
+
+    /// Connection `conn` takes the session over.
+    pub(crate) fn take_over(&self, conn: u64) {
+        self.owner.store(conn, Ordering::Release);
+        self.detached_since.store(0, Ordering::Relaxed);
+    }
+
+    /// Notes that the session lost its connection and waits for a resume.
+    pub(crate) fn mark_detached(&self) {
+        self.detached_since
+            .store(crate::metrics::secs_now().max(1), Ordering::Relaxed);
+    }
+
+    /// Seconds stamp since the session waits without a connection, if it does.
+    pub fn detached_since(&self) -> Option<u32> {
+        Some(self.detached_since.load(Ordering::Relaxed)).filter(|s| *s > 0)
+    }
+
+    /// Whether the session is worth keeping when its connection is lost: it
+    /// has subscriptions to receive on, or a client that tracks offsets.
+    pub(crate) fn resumable(&self) -> bool {
+        self.offsets() || !self.subscriptions().is_empty()
+    }
+
+    /// Whether the client opted in to offsets (X1).
+    pub fn offsets(&self) -> bool {
+        self.offsets.load(Ordering::Relaxed)
+    }
+
+    /// Opts the client in to (or out of) offsets.
+    pub(crate) fn set_offsets(&self, on: bool) {
+        self.offsets.store(on, Ordering::Relaxed);
     }
 
     /// Notes that a complete frame was read from the client.

@@ -32,6 +32,18 @@ pub struct Stats {
     pub bytes_out: AtomicU64,
     /// Slow consumers disconnected.
     pub slow_consumers: AtomicU64,
+    /// Sessions that lost their connection and wait for a resume.
+    pub sessions_detached: AtomicU64,
+    /// Detached sessions freed because no resume came within the session TTL.
+    pub sessions_expired: AtomicU64,
+    /// Resumes asked for (X1), either form.
+    pub resumes: AtomicU64,
+    /// Resumes answered `recovered: true`.
+    pub resumes_recovered: AtomicU64,
+    /// Resumes answered `recovered: false` (history or buffer did not reach back).
+    pub resumes_not_recovered: AtomicU64,
+    /// Token resumes of a session that did not exist (answered `unknown_session`).
+    pub resumes_unknown: AtomicU64,
     /// Error frames sent, by code (indexed like [`ErrorCode::ALL`]).
     pub errors: [AtomicU64; ErrorCode::ALL.len()],
     /// Queue-to-socket latency of written deliveries.
