@@ -3,5 +3,6 @@
 mod admin;
 mod binary;
 mod bot;
+mod broker;
 mod protocol;
 mod server;

@@ -122,13 +122,13 @@ impl Link {
                 Ok(wire) => {
                     failures = 0;
                     delay = options.reconnect_min;
+                    self.inner.set_up(self.generation, wire.conn.clone());
+                    self.inner.handler.link(true);
                     if let Some(first) = self.first.take() {
                         let _ = first.send(Ok(()));
                     } else {
                         tracing::info!(url = %self.inner.url, "reconnected to the Redis backplane");
                     }
-                    self.inner.set_up(self.generation, wire.conn.clone());
-                    self.inner.handler.link(true);
                     let lost = self.serve(wire).await;
                     self.inner.set_down(lost.clone());
                     self.inner.handler.link(false);
