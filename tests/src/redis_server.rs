@@ -155,6 +155,27 @@ impl RedisServer {
         }
     }
 
+    /// Stops the process without closing anything (`SIGSTOP`): a Redis that
+    /// hangs. Its sockets stay open and the kernel still accepts connections.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server run again (`SIGCONT`).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("redis-server is running");
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} redis-server");
+    }
+
     /// Starts a fresh server (empty: nothing is persisted) on the same port.
     pub async fn restart(&mut self) {
         self.kill();
@@ -168,6 +189,7 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        // SIGKILL works on a stopped process too.
         self.kill();
     }
 }
