@@ -11,7 +11,7 @@ use bytes::Bytes;
 use janus_core::{Publish, Timestamp, Token};
 use janus_server::broker::{
     Broker, BrokerError, BrokerEvent, BrokerMessage, BrokerOptions, GapKind, NodeCommand,
-    Published, RouteError, TopicGap, TopicPosition,
+    Published, RouteError, TopicGap, TopicPosition, Unavailable,
 };
 use janus_tests::redis_server::{free_port, RedisServer};
 use janus_tests::{wait_until, wait_until_async, TIMEOUT};
@@ -97,6 +97,14 @@ impl Node {
         }
     }
 
+    /// Publishes expecting `unavailable`.
+    async fn refused(&self, topic: &str) -> Unavailable {
+        self.broker
+            .publish(&publish_of(topic, "refused"), Timestamp::now())
+            .await
+            .expect_err("the publish is refused")
+    }
+
     async fn publish(&self, topic: &str, id: &str) -> Published {
         self.broker
             .publish(&publish_of(topic, id), Timestamp::now())
@@ -107,6 +115,17 @@ impl Node {
 
 fn publish_of(topic: &str, id: &str) -> Publish {
     Publish::new(topic, "ev", id, &format!("{{\"id\":\"{id}\"}}")).expect("valid publish")
+}
+
+fn epoch_changed(old_epoch: &str, last: u64, new_epoch: Option<String>) -> TopicGap {
+    TopicGap {
+        topic: "t".into(),
+        kind: GapKind::EpochChanged {
+            old_epoch: old_epoch.to_owned(),
+            last,
+            new_epoch,
+        },
+    }
 }
 
 fn offsets(messages: &[BrokerMessage]) -> Vec<u64> {
@@ -349,11 +368,7 @@ async fn a_node_starts_without_redis_names_it_and_connects_when_it_appears() {
     let status = a.broker.status();
     let error = status.last_error.expect("the failed attempt is reported");
     assert!(error.contains(&format!("127.0.0.1:{port}")), "{error}");
-    let refused = a
-        .broker
-        .publish(&publish_of("t", "x"), Timestamp::now())
-        .await
-        .unwrap_err();
+    let refused = a.refused("t").await;
     assert!(refused.reason.contains(&url), "{refused}");
     // Interest recorded while down takes effect on connection.
     assert!(a.broker.subscribe_topic("t").await.is_err());
@@ -374,11 +389,7 @@ async fn publishing_is_unavailable_while_redis_is_down_and_resumes_after_a_resta
 
     redis.kill();
     a.not_ready().await;
-    let refused = a
-        .broker
-        .publish(&publish_of("t", "lost"), Timestamp::now())
-        .await
-        .unwrap_err();
+    let refused = a.refused("t").await;
     assert!(refused.reason.contains(&redis.url()), "{refused}");
     assert!(a.broker.subscribe_topic("later").await.is_err());
     assert!(!a.broker.status().connected);
@@ -386,17 +397,7 @@ async fn publishing_is_unavailable_while_redis_is_down_and_resumes_after_a_resta
     redis.restart().await;
     a.ready().await;
     // The restarted Redis lost the topic: the node says so.
-    assert_eq!(
-        a.gap().await,
-        TopicGap {
-            topic: "t".into(),
-            kind: GapKind::EpochChanged {
-                old_epoch: before.epoch.clone(),
-                last: 1,
-                new_epoch: None,
-            },
-        }
-    );
+    assert_eq!(a.gap().await, epoch_changed(&before.epoch, 1, None));
     let after = a.publish("t", "2").await;
     assert_eq!(after.offset, 1);
     assert_ne!(after.epoch, before.epoch);
@@ -425,11 +426,7 @@ async fn a_redis_that_hangs_is_noticed_and_the_link_returns_when_it_wakes() {
 
     redis.pause();
     a.not_ready().await;
-    assert!(a
-        .broker
-        .publish(&publish_of("t", "timed out"), Timestamp::now())
-        .await
-        .is_err());
+    a.refused("t").await;
     redis.resume();
     a.ready().await;
     // Whether Redis ran the publish that timed out cannot be known (it sat
@@ -456,11 +453,7 @@ async fn a_node_cut_off_recovers_what_another_published_meanwhile_in_order() {
 
     cut_off(&redis, "a").await;
     a.not_ready().await;
-    assert!(a
-        .broker
-        .publish(&publish_of("t", "refused"), Timestamp::now())
-        .await
-        .is_err());
+    a.refused("t").await;
     for i in 4..=10 {
         b.publish("t", &i.to_string()).await;
     }
@@ -539,24 +532,13 @@ async fn after_a_redis_restart_a_late_node_recovers_the_new_epoch_from_its_start
     redis.kill();
     a.not_ready().await;
     b.not_ready().await;
-    assert!(b
-        .broker
-        .publish(&publish_of("t", "refused"), Timestamp::now())
-        .await
-        .is_err());
+    b.refused("t").await;
     // The new Redis does not know user "a" yet: node a stays out while
     // node b reconnects and publishes.
     redis.restart().await;
     b.ready().await;
     assert!(!a.broker.ready());
-    assert!(matches!(
-        b.gap().await.kind,
-        GapKind::EpochChanged {
-            last: 2,
-            new_epoch: None,
-            ..
-        }
-    ));
+    assert_eq!(b.gap().await, epoch_changed(&old.epoch, 2, None));
     let mut new_epoch = None;
     for i in 1..=3 {
         let published = b.publish("t", &format!("new{i}")).await;
@@ -569,14 +551,7 @@ async fn after_a_redis_restart_a_late_node_recovers_the_new_epoch_from_its_start
     a.ready().await;
     assert_eq!(
         a.gap().await,
-        TopicGap {
-            topic: "t".into(),
-            kind: GapKind::EpochChanged {
-                old_epoch: old.epoch,
-                last: 2,
-                new_epoch: new_epoch.clone(),
-            },
-        }
+        epoch_changed(&old.epoch, 2, new_epoch.clone())
     );
     let recovered = a.messages(3).await;
     assert_eq!(ids(&recovered), ["new1", "new2", "new3"]);
@@ -615,9 +590,29 @@ async fn nodes_announce_themselves_and_leave_the_listing() {
     assert_eq!(nodes[0].admin_addr, Some(admin));
     assert!(nodes[0].started_at > 0 && nodes[0].announced_at >= nodes[0].started_at);
 
-    // A clean close leaves at once; a node that just stops leaves when its
-    // record expires.
+    // A clean close leaves at once, sessions included; a node that just
+    // stops leaves when its record expires.
+    let token = Token::random();
+    let key = format!("janus:session:{token}");
+    a.broker.register_session(token);
+    wait_until_async("the session is registered", || async {
+        redis
+            .command::<Option<String>>(&["GET", &key])
+            .await
+            .is_some()
+    })
+    .await;
     Arc::into_inner(a.broker).expect("sole owner").close().await;
+    let names: Vec<String> = b
+        .broker
+        .nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.node_id)
+        .collect();
+    assert_eq!(names, ["node-b", "node-c"]);
+    assert_eq!(redis.command::<Option<String>>(&["GET", &key]).await, None);
     drop(c);
     wait_until_async("only node-b left", || async {
         let nodes = b.broker.nodes().await.unwrap();

@@ -55,26 +55,32 @@ pub(crate) async fn run(inner: Arc<Inner>) {
 async fn announce(inner: &Inner) -> Result<(), Unavailable> {
     let record = serde_json::to_string(&inner.node_info())
         .map_err(|e| Unavailable::new(format!("presence record: {e}")))?;
+    let pipe = presence(inner, Some(&record));
+    inner
+        .run(|mut c| async move { pipe.exec_async(&mut c).await })
+        .await
+}
+
+/// The commands that write this node's presence `record`, or remove it.
+fn presence(inner: &Inner, record: Option<&str>) -> redis::Pipeline {
     let key = inner.keys.node(&inner.node_id);
     let set = inner.keys.nodes();
-    let ttl = millis(inner.options.presence_ttl);
-    inner
-        .run(|mut c| async move {
-            redis::pipe()
-                .cmd("SET")
-                .arg(&key)
-                .arg(&record)
-                .arg("PX")
-                .arg(ttl)
-                .ignore()
-                .cmd("SADD")
-                .arg(&set)
-                .arg(&inner.node_id)
-                .ignore()
-                .exec_async(&mut c)
-                .await
-        })
-        .await
+    let mut pipe = redis::pipe();
+    match record {
+        Some(record) => pipe
+            .cmd("SET")
+            .arg(&key)
+            .arg(record)
+            .arg("PX")
+            .arg(millis(inner.options.presence_ttl))
+            .ignore()
+            .cmd("SADD"),
+        None => pipe.cmd("DEL").arg(&key).ignore().cmd("SREM"),
+    }
+    .arg(&set)
+    .arg(&inner.node_id)
+    .ignore();
+    pipe
 }
 
 /// What to write to the session registry.
@@ -213,21 +219,9 @@ async fn release(inner: &Inner, tokens: &[Token]) -> Result<(), Unavailable> {
 /// Removes this node's presence record and session registrations (on a
 /// clean shutdown).
 pub(crate) async fn withdraw(inner: &Inner) -> Result<(), Unavailable> {
-    let key = inner.keys.node(&inner.node_id);
-    let set = inner.keys.nodes();
+    let pipe = presence(inner, None);
     inner
-        .run(|mut c| async move {
-            redis::pipe()
-                .cmd("DEL")
-                .arg(&key)
-                .ignore()
-                .cmd("SREM")
-                .arg(&set)
-                .arg(&inner.node_id)
-                .ignore()
-                .exec_async(&mut c)
-                .await
-        })
+        .run(|mut c| async move { pipe.exec_async(&mut c).await })
         .await?;
     let live: Vec<Token> = lock(&inner.sessions).live.iter().copied().collect();
     release(inner, &live).await
