@@ -256,8 +256,27 @@ impl Inner {
         )
     }
 
+    /// Runs the range script on `conn`.
+    async fn invoke_range(
+        &self,
+        mut conn: MultiplexedConnection,
+        topic: &str,
+        from: u64,
+        count: usize,
+    ) -> RedisResult<redis::Value> {
+        self.scripts
+            .range
+            .key(self.keys.meta(topic))
+            .key(self.keys.stream(topic))
+            .arg(from)
+            .arg(count)
+            .invoke_async(&mut conn)
+            .await
+    }
+
     /// Reads a topic's epoch, latest offset and up to `count` entries from
-    /// offset `from` on, with `run` or on a given connection.
+    /// offset `from` on, on a given connection (the link's, while it
+    /// catches up).
     pub async fn range_on(
         &self,
         conn: &MultiplexedConnection,
@@ -265,19 +284,23 @@ impl Inner {
         from: u64,
         count: usize,
     ) -> Result<RangeReply, Unavailable> {
-        let value: redis::Value = self
-            .call(conn, |mut c| async move {
-                self.scripts
-                    .range
-                    .key(self.keys.meta(topic))
-                    .key(self.keys.stream(topic))
-                    .arg(from)
-                    .arg(count)
-                    .invoke_async(&mut c)
-                    .await
-            })
+        let value = self
+            .call(conn, |c| self.invoke_range(c, topic, from, count))
             .await
             .map_err(|(e, _)| e)?;
+        RangeReply::parse(value).map_err(|e| Unavailable::new(e.to_string()))
+    }
+
+    /// Like [`Inner::range_on`], on the current command connection.
+    pub async fn range(
+        &self,
+        topic: &str,
+        from: u64,
+        count: usize,
+    ) -> Result<RangeReply, Unavailable> {
+        let value = self
+            .run(|c| self.invoke_range(c, topic, from, count))
+            .await?;
         RangeReply::parse(value).map_err(|e| Unavailable::new(e.to_string()))
     }
 
@@ -548,10 +571,7 @@ impl Broker {
         limit: usize,
     ) -> Result<HistoryRange, Unavailable> {
         let inner = &*self.inner;
-        let (_, conn) = inner.connection()?;
-        let reply = inner
-            .range_on(&conn, topic, after.saturating_add(1), limit)
-            .await?;
+        let reply = inner.range(topic, after.saturating_add(1), limit).await?;
         let oldest = inner.options.history_ttl.map(|ttl| {
             Timestamp::now()
                 .unix_micros()
