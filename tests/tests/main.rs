@@ -4,5 +4,6 @@ mod admin;
 mod binary;
 mod bot;
 mod broker;
+mod delivery;
 mod protocol;
 mod server;
