@@ -21,6 +21,7 @@
 //! queue with one vectored write.
 
 pub mod admin;
+pub mod broker;
 pub mod config;
 mod connection;
 pub mod fanout;

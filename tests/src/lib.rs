@@ -2,7 +2,10 @@
 //! `127.0.0.1:0`, a protocol client, and paths to the workspace binaries.
 //!
 //! Everything waits on conditions with a deadline ([`wait_until`], the
-//! client's receive timeout), never on fixed sleeps.
+//! client's receive timeout), never on fixed sleeps. [`redis_server`] runs a
+//! real `redis-server` for the backplane tests.
+
+pub mod redis_server;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -108,6 +111,23 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
             "timed out waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Like [`wait_until`], for a condition that must be awaited (a query to
+/// another process).
+pub async fn wait_until_async<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

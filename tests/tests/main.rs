@@ -3,6 +3,7 @@
 mod admin;
 mod binary;
 mod bot;
+mod broker;
 mod delivery;
 mod protocol;
 mod server;
