@@ -600,8 +600,8 @@ fn parse_resume(data: Option<&RawValue>) -> Result<ClientMessage, ProtocolError>
     let data = data.ok_or_else(|| unknown("resume needs \"data\"".into()))?;
     let text = data.get();
     if text.starts_with('"') {
-        let token: String = serde_json::from_str(text)
-            .map_err(|e| unknown(format!("resume token: {e}")))?;
+        let token: String =
+            serde_json::from_str(text).map_err(|e| unknown(format!("resume token: {e}")))?;
         return Ok(ClientMessage::Resume(Resume::Token(token)));
     }
     let body: ResumeBody = serde_json::from_str(text).map_err(|e| {
@@ -846,7 +846,9 @@ impl ServerMessage {
                 out.extend_from_slice(timestamp.to_string().as_bytes());
                 out.extend_from_slice(b",\"resumed\":");
                 push_json_str(&mut out, token);
-                out.extend_from_slice(format!(",\"recovered\":{recovered},\"missed\":{missed}}}").as_bytes());
+                out.extend_from_slice(
+                    format!(",\"recovered\":{recovered},\"missed\":{missed}}}").as_bytes(),
+                );
             }
             ServerMessage::Subscribed {
                 timestamp,
@@ -1001,7 +1003,10 @@ mod tests {
         err(r#"{"action":"dance","data":"x"}"#, ErrorCode::UnknownAction);
         err(r#"{"action":7}"#, ErrorCode::UnknownAction);
         err(r#"{"data":"x"}"#, ErrorCode::UnknownAction);
-        err(r#"{"action":"resume","data":{"topics":{}}}"#, ErrorCode::UnknownSession);
+        err(
+            r#"{"action":"resume","data":{"topics":{}}}"#,
+            ErrorCode::UnknownSession,
+        );
         err(
             r#"{"action":"resume","data":{"token":"t","topics":{"a":{"epoch":"e","offset":-1}}}}"#,
             ErrorCode::UnknownSession,

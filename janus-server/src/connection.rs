@@ -39,8 +39,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use janus_core::{
-    ClientMessage, ErrorCode, ProtocolError, Publish, Resume, ServerCodec, ServerMessage,
-    Timestamp,
+    ClientMessage, ErrorCode, ProtocolError, Publish, Resume, ServerCodec, ServerMessage, Timestamp,
 };
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::Decoder;
@@ -366,7 +365,8 @@ impl Connection {
                 return self.publish(&publish, one_shot);
             }
             ClientMessage::Resume(Resume::Token(token)) => self.resume_token(&token),
-            ClientMessage::Resume(Resume::Positions { .. }) => self.send_error(&ProtocolError::new(
+            ClientMessage::Resume(Resume::Positions { .. }) => self
+                .send_error(&ProtocolError::new(
                 ErrorCode::UnknownSession,
                 "resuming from topic positions is not supported yet; continuing as a fresh session",
             )),
@@ -392,15 +392,18 @@ impl Connection {
         let fresh = self.take_over(old);
         shared.forget(&fresh);
         let token = self.session.token.to_string();
-        let attached = self.session.outbound.attach(self.socket.clone(), |recovered, missed| {
-            ServerMessage::Resumed {
-                timestamp: Timestamp::now(),
-                token,
-                recovered,
-                missed: missed as u64,
-            }
-            .to_bytes()
-        });
+        let attached = self
+            .session
+            .outbound
+            .attach(self.socket.clone(), |recovered, missed| {
+                ServerMessage::Resumed {
+                    timestamp: Timestamp::now(),
+                    token,
+                    recovered,
+                    missed: missed as u64,
+                }
+                .to_bytes()
+            });
         let counter = if attached.overflowed {
             &stats.resumes_not_recovered
         } else {

@@ -85,7 +85,10 @@ fn check(shared: &Shared, session: &Arc<Session>, now: u32) {
                     >= u32::try_from(config.session_ttl.as_secs()).unwrap_or(u32::MAX)
                 {
                     tracing::debug!(token = %session.token, "detached session expired");
-                    shared.stats.sessions_expired.fetch_add(1, Ordering::Relaxed);
+                    shared
+                        .stats
+                        .sessions_expired
+                        .fetch_add(1, Ordering::Relaxed);
                     shared.forget(session);
                 }
             } else if stalled(config.write_deadline) {

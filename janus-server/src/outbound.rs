@@ -649,7 +649,13 @@ impl<S: Clone> Outbound<S> {
             if st.generation != generation {
                 // The socket was detached (or replaced) while this write was
                 // on its way: what was written went to the old connection.
-                st.settle(scratch, *result.as_ref().unwrap_or(&0), head_written, stamp, tally);
+                st.settle(
+                    scratch,
+                    *result.as_ref().unwrap_or(&0),
+                    head_written,
+                    stamp,
+                    tally,
+                );
                 st.restore_head();
                 if st.socket.is_none() {
                     st.park(stamp);
