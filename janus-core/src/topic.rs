@@ -439,6 +439,17 @@ impl<S: Subscriber> TopicManager<S> {
         }
     }
 
+    /// One topic's summary, or `None` if it does not exist.
+    pub fn topic(&self, topic: &str) -> Option<TopicInfo> {
+        let shard = self.shard(topic);
+        let t = shard.get(topic)?;
+        Some(TopicInfo {
+            name: topic.to_owned(),
+            subscribers: t.subscribers.len(),
+            published: t.published,
+        })
+    }
+
     /// One topic's summary and the `limit` subscribers with the smallest
     /// `key` above `after` (a page in key order), or `None` if the topic
     /// does not exist. Clones only the handles returned, and looks at

@@ -205,7 +205,7 @@ impl Server {
     /// the shutdown timeout), and returns.
     ///
     /// # Errors
-    /// None today; reserved for listener failures that cannot be retried.
+    /// When the admin API's thread cannot be started.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         let Server {
             listener,
@@ -217,8 +217,11 @@ impl Server {
         // The admin API outlives the drain (so `/ready` can say 503 and
         // `/status` can be watched) and stops when this function returns.
         let admin_stop = CancellationToken::new();
-        let admin_task =
-            admin.map(|l| tokio::spawn(admin::serve(l, shared.clone(), admin_stop.clone())));
+        // Also stops the admin thread if this future is dropped unfinished.
+        let _admin_guard = admin_stop.clone().drop_guard();
+        let admin_thread = admin
+            .map(|l| admin::spawn(l, shared.clone(), admin_stop.clone()))
+            .transpose()?;
         shared.accepting.store(true, Ordering::Relaxed);
         tokio::select! {
             () = accept_loop(&listener, &shared, &tracker) => {}
@@ -243,9 +246,9 @@ impl Server {
         );
         shared.writers.stop();
         admin_stop.cancel();
-        if let Some(task) = admin_task {
+        if let Some(thread) = admin_thread {
             // Lets in-flight admin responses (the drain request's own) finish.
-            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+            thread.join(Duration::from_secs(3)).await;
         }
         Ok(())
     }

@@ -3,5 +3,6 @@
 mod admin;
 mod binary;
 mod bot;
+mod hostile;
 mod protocol;
 mod server;
