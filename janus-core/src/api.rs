@@ -122,9 +122,10 @@ pub enum TopicSort {
     /// By name (the default); the only order `after=` pages through.
     #[default]
     Name,
-    /// Most messages published first, then by name.
+    /// Most messages published first, then by name (which of several
+    /// topics tied at the cut-off are listed is unspecified).
     Published,
-    /// Most subscribers first, then by name.
+    /// Most subscribers first, then by name (ties at the cut-off as above).
     Subscribers,
 }
 
