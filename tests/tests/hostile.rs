@@ -457,7 +457,7 @@ impl Drop for KillOnDrop {
 /// `janus-admin top` polls the busiest 500 of many topics every second
 /// stays within 2× of its latency without it.
 ///
-/// By default this runs small (20,000 topics, 3 s phases) and checks only
+/// By default this runs small (20,000 topics, 2 s phases) and checks only
 /// that everything arrives and `top` keeps polling. The measurement of the
 /// issue is
 ///
@@ -478,7 +478,7 @@ fn listing_does_not_slow_deliveries() {
     let phase = if bench.is_some() {
         Duration::from_secs(20)
     } else {
-        Duration::from_secs(3)
+        Duration::from_secs(2)
     };
     // The server on a runtime of its own, as in the binary (one worker per core).
     let server_runtime = tokio::runtime::Builder::new_multi_thread()
