@@ -230,8 +230,10 @@ pub struct SessionInfo {
     pub connected_s: u64,
     /// Its topics, sorted.
     pub subscriptions: Vec<String>,
-    /// Deliveries queued and not yet written.
+    /// Frames queued and not yet completely written: deliveries and replies.
     pub queue_depth: u64,
+    /// Bytes held for it: every frame not yet written, with per-frame overhead.
+    pub queued_bytes: u64,
     /// Deliveries written to it.
     pub delivered: u64,
 }

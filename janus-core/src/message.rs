@@ -51,11 +51,15 @@ pub enum ErrorCode {
     Kicked,
     /// The server is shutting down. Connection closes.
     ServerShutdown,
+    /// The server cannot take this request right now (in a cluster: the
+    /// broker is unreachable; or a server-wide limit is reached). Nothing was
+    /// half-done; the client may retry. Connection stays open.
+    Unavailable,
 }
 
 impl ErrorCode {
     /// Every code, in the order PROTOCOL P7 lists them.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::BadJson,
         ErrorCode::BadFrame,
         ErrorCode::FrameTooLarge,
@@ -67,6 +71,7 @@ impl ErrorCode {
         ErrorCode::SlowConsumer,
         ErrorCode::Kicked,
         ErrorCode::ServerShutdown,
+        ErrorCode::Unavailable,
     ];
 
     /// The code as written on the wire.
@@ -83,6 +88,7 @@ impl ErrorCode {
             ErrorCode::SlowConsumer => "slow_consumer",
             ErrorCode::Kicked => "kicked",
             ErrorCode::ServerShutdown => "server_shutdown",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 
@@ -94,6 +100,7 @@ impl ErrorCode {
                 | ErrorCode::UnknownAction
                 | ErrorCode::BadTopic
                 | ErrorCode::UnknownSession
+                | ErrorCode::Unavailable
         )
     }
 }
@@ -1010,7 +1017,8 @@ mod tests {
                 ErrorCode::BadJson,
                 ErrorCode::UnknownAction,
                 ErrorCode::BadTopic,
-                ErrorCode::UnknownSession
+                ErrorCode::UnknownSession,
+                ErrorCode::Unavailable
             ]
         );
     }

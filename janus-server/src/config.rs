@@ -37,8 +37,16 @@ pub struct Config {
     pub max_frame: usize,
     /// Most simultaneous client connections; `None` means the open-file capacity.
     pub max_connections: Option<usize>,
-    /// Most queued deliveries per session before the slow-consumer policy applies.
+    /// Most frames queued for one client (deliveries and replies) before the slow-consumer policy applies.
     pub queue_limit: usize,
+    /// Most bytes queued for one client, every frame counted.
+    pub queue_bytes: usize,
+    /// A client whose socket accepts nothing for this long is disconnected.
+    pub write_deadline: Duration,
+    /// Most topics the server holds at a time.
+    pub max_topics: usize,
+    /// Most simultaneous connections from one client address.
+    pub max_connections_per_ip: usize,
     /// What to do with a slow consumer.
     pub slow_consumer: SlowConsumerPolicy,
     /// Most topics one session may subscribe to.
@@ -82,7 +90,11 @@ impl Default for Config {
             heartbeat: Duration::from_secs(30),
             max_frame: janus_core::DEFAULT_MAX_FRAME,
             max_connections: None,
-            queue_limit: 1024,
+            queue_limit: 4096,
+            queue_bytes: 1024 * 1024,
+            write_deadline: Duration::from_secs(10),
+            max_topics: 1_000_000,
+            max_connections_per_ip: 10_000,
             slow_consumer: SlowConsumerPolicy::Disconnect,
             max_subscriptions: 1024,
             allow_publish_from: default_publishers(),
@@ -175,9 +187,26 @@ pub struct Settings {
     #[arg(long, env = "JANUS_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
 
-    /// Deliveries queued per client before it counts as a slow consumer [default: 1024].
+    /// Frames queued for one client (deliveries and replies) before it counts as a slow consumer [default: 4096].
     #[arg(long, env = "JANUS_QUEUE_LIMIT", value_name = "N")]
     pub queue_limit: Option<usize>,
+
+    /// Bytes queued for one client, every frame counted, before it counts as a slow consumer [default: 1048576].
+    #[arg(long, env = "JANUS_QUEUE_BYTES", value_name = "BYTES")]
+    pub queue_bytes: Option<usize>,
+
+    /// Disconnect a client whose socket accepts nothing for this long while messages wait [default: 10s].
+    #[arg(long, env = "JANUS_WRITE_DEADLINE", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, with = "serde_duration")]
+    pub write_deadline: Option<Duration>,
+
+    /// Most topics the server holds; subscribing to a new topic past it gets unavailable [default: 1000000].
+    #[arg(long, env = "JANUS_MAX_TOPICS", value_name = "N")]
+    pub max_topics: Option<usize>,
+
+    /// Most simultaneous connections from one client address; more get not_allowed [default: 10000].
+    #[arg(long, env = "JANUS_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
 
     /// What to do with a slow consumer: disconnect it (sending slow_consumer) or drop its oldest queued delivery [default: disconnect].
     #[arg(long, env = "JANUS_SLOW_CONSUMER", value_enum, value_name = "POLICY")]
@@ -338,6 +367,10 @@ impl Settings {
             max_frame: self.max_frame.or(lower.max_frame),
             max_connections: self.max_connections.or(lower.max_connections),
             queue_limit: self.queue_limit.or(lower.queue_limit),
+            queue_bytes: self.queue_bytes.or(lower.queue_bytes),
+            write_deadline: self.write_deadline.or(lower.write_deadline),
+            max_topics: self.max_topics.or(lower.max_topics),
+            max_connections_per_ip: self.max_connections_per_ip.or(lower.max_connections_per_ip),
             slow_consumer: self.slow_consumer.or(lower.slow_consumer),
             max_subscriptions: self.max_subscriptions.or(lower.max_subscriptions),
             allow_publish_from: self.allow_publish_from.or(lower.allow_publish_from),
@@ -407,6 +440,12 @@ impl Settings {
             Ok(v)
         };
         let heartbeat = nonzero("heartbeat", self.heartbeat, d.heartbeat)?;
+        if self.write_deadline.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::Invalid {
+                name: "write-deadline",
+                message: "must be longer than zero".into(),
+            });
+        }
         Ok(Config {
             listen: self.listen.unwrap_or(d.listen),
             heartbeat,
@@ -421,6 +460,14 @@ impl Settings {
                 other => other,
             },
             queue_limit: positive("queue-limit", self.queue_limit, d.queue_limit)?,
+            queue_bytes: positive("queue-bytes", self.queue_bytes, d.queue_bytes)?,
+            write_deadline: self.write_deadline.unwrap_or(d.write_deadline),
+            max_topics: positive("max-topics", self.max_topics, d.max_topics)?,
+            max_connections_per_ip: positive(
+                "max-connections-per-ip",
+                self.max_connections_per_ip,
+                d.max_connections_per_ip,
+            )?,
             slow_consumer: self.slow_consumer.unwrap_or(d.slow_consumer),
             max_subscriptions: positive(
                 "max-subscriptions",
@@ -479,6 +526,10 @@ impl Config {
             None => out += "# max-connections = <open-file capacity>\n",
         }
         out += &format!("queue-limit = {}\n", self.queue_limit);
+        out += &format!("queue-bytes = {}\n", self.queue_bytes);
+        out += &format!("write-deadline = \"{}\"\n", dur(self.write_deadline));
+        out += &format!("max-topics = {}\n", self.max_topics);
+        out += &format!("max-connections-per-ip = {}\n", self.max_connections_per_ip);
         out += &format!(
             "slow-consumer = \"{}\"\n",
             match self.slow_consumer {
@@ -531,6 +582,21 @@ impl Config {
         );
         out += &format!("writer-threads = {}\n", self.writer_threads);
         out
+    }
+
+    /// How often the housekeeping sweep looks at every client: a quarter of
+    /// the shortest interval it enforces, between 10 ms and 1 s.
+    pub fn sweep_interval(&self) -> Duration {
+        let shortest = [
+            Some(self.heartbeat),
+            self.idle_timeout,
+            Some(self.write_deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(self.heartbeat);
+        (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
     }
 
     /// Whether `ip` may publish without a key.

@@ -3,6 +3,7 @@
 mod admin;
 mod binary;
 mod bot;
+mod delivery;
 mod hostile;
 mod protocol;
 mod server;

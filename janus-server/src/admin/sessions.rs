@@ -1,7 +1,6 @@
 //! `GET /sessions`, `GET /sessions/{token}`, `POST /sessions/{token}/send`
 //! and `DELETE /sessions/{token}`.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -27,14 +26,16 @@ fn session_info(session: &Session) -> SessionInfo {
         .map(|t| t.to_string())
         .collect();
     subscriptions.sort_unstable();
+    let outbound = session.outbound.status();
     SessionInfo {
         token: session.token.to_string(),
         peer: session.peer.to_string(),
         connected_at: rfc3339(session.connected_at),
         connected_s: seconds_since(session.connected_at),
         subscriptions,
-        queue_depth: session.queue_depth() as u64,
-        delivered: session.delivered.load(Ordering::Relaxed),
+        queue_depth: outbound.frames as u64,
+        queued_bytes: outbound.charged as u64,
+        delivered: outbound.delivered,
     }
 }
 
@@ -141,10 +142,16 @@ pub async fn send(
         &body.message_id,
         data,
     );
-    session.push_delivery(&frame);
+    if !state.shared.send(&session, &frame) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "not_queued",
+            "the session is closing, or its queue is full",
+        ));
+    }
     Ok(Json(Sent {
         token: session.token.to_string(),
-        queue_depth: session.queue_depth() as u64,
+        queue_depth: session.outbound.status().frames as u64,
     }))
 }
 
@@ -167,7 +174,9 @@ pub async fn kick(
         .filter(|r| !r.trim().is_empty())
         .unwrap_or_else(|| "disconnected by an operator".to_owned());
     tracing::info!(token = %session.token, peer = %session.peer, %reason, "kicking session");
-    session.close(CloseReason::Kicked(reason));
+    state
+        .shared
+        .close_session(&session, &CloseReason::Kicked(reason));
     Ok(Json(Kicked {
         kicked: session.token.to_string(),
     }))

@@ -128,7 +128,7 @@ pub async fn one(
             .map(|h| TopicSubscriber {
                 token: h.0.token.to_string(),
                 peer: h.0.peer.to_string(),
-                queue_depth: h.0.queue_depth() as u64,
+                queue_depth: h.0.outbound.status().frames as u64,
             })
             .collect(),
         next,
