@@ -71,6 +71,15 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     /// Bearer token the admin API requires; without one it serves loopback only.
     pub admin_token: Option<String>,
+    /// Most admin API connections open at once; more are answered 503 and closed.
+    pub admin_max_connections: usize,
+    /// Most time an admin request's headers may take, and an idle kept-alive
+    /// admin connection may wait for its next request.
+    pub admin_header_timeout: Duration,
+    /// Most time to receive an admin request's body and answer it.
+    pub admin_request_timeout: Duration,
+    /// Close an admin connection that moves no byte for this long.
+    pub admin_idle_timeout: Duration,
     /// Threads that write deliveries to sockets.
     pub writer_threads: usize,
     /// Test-only: busy-wait this long per delivery, to prove load gates catch a slow fan-out.
@@ -109,6 +118,10 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8082))),
             admin_token: None,
+            admin_max_connections: 64,
+            admin_header_timeout: Duration::from_secs(10),
+            admin_request_timeout: Duration::from_secs(10),
+            admin_idle_timeout: Duration::from_secs(30),
             writer_threads: default_writer_threads(),
             test_fanout_delay: None,
         }
@@ -282,6 +295,25 @@ pub struct Settings {
     #[arg(long, env = "JANUS_ADMIN_TOKEN_FILE", value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
 
+    /// Most admin API connections open at once; more are answered 503 and closed, so admin traffic never takes descriptors from clients [default: 64].
+    #[arg(long, env = "JANUS_ADMIN_MAX_CONNECTIONS", value_name = "N")]
+    pub admin_max_connections: Option<usize>,
+
+    /// Close an admin connection whose request headers take longer than this, or that waits longer than this for its next request [default: 10s].
+    #[arg(long, env = "JANUS_ADMIN_HEADER_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, with = "serde_duration")]
+    pub admin_header_timeout: Option<Duration>,
+
+    /// Answer 408 to an admin request whose body has not arrived and been answered within this [default: 10s].
+    #[arg(long, env = "JANUS_ADMIN_REQUEST_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, with = "serde_duration")]
+    pub admin_request_timeout: Option<Duration>,
+
+    /// Close an admin connection that moves no byte either way for this long, e.g. one that never reads its answer [default: 30s].
+    #[arg(long, env = "JANUS_ADMIN_IDLE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, with = "serde_duration")]
+    pub admin_idle_timeout: Option<Duration>,
+
     /// Threads that write deliveries to client sockets, besides the clients' thread [default: one per core but one].
     #[arg(long, env = "JANUS_WRITER_THREADS", value_name = "N")]
     pub writer_threads: Option<usize>,
@@ -385,6 +417,10 @@ impl Settings {
             admin_listen: self.admin_listen.or(lower.admin_listen),
             admin_token: self.admin_token.or(lower.admin_token),
             admin_token_file: self.admin_token_file.or(lower.admin_token_file),
+            admin_max_connections: self.admin_max_connections.or(lower.admin_max_connections),
+            admin_header_timeout: self.admin_header_timeout.or(lower.admin_header_timeout),
+            admin_request_timeout: self.admin_request_timeout.or(lower.admin_request_timeout),
+            admin_idle_timeout: self.admin_idle_timeout.or(lower.admin_idle_timeout),
             writer_threads: self.writer_threads.or(lower.writer_threads),
             test_fanout_delay: self.test_fanout_delay.or(lower.test_fanout_delay),
         }
@@ -430,13 +466,17 @@ impl Settings {
             }
             (None, None) => None,
         };
-        let heartbeat = self.heartbeat.unwrap_or(d.heartbeat);
-        if heartbeat.is_zero() {
-            return Err(ConfigError::Invalid {
-                name: "heartbeat",
-                message: "must be longer than zero".into(),
-            });
-        }
+        let nonzero = |name: &'static str, v: Option<Duration>, default: Duration| {
+            let v = v.unwrap_or(default);
+            if v.is_zero() {
+                return Err(ConfigError::Invalid {
+                    name,
+                    message: "must be longer than zero".into(),
+                });
+            }
+            Ok(v)
+        };
+        let heartbeat = nonzero("heartbeat", self.heartbeat, d.heartbeat)?;
         if self.write_deadline.is_some_and(|d| d.is_zero()) {
             return Err(ConfigError::Invalid {
                 name: "write-deadline",
@@ -483,6 +523,26 @@ impl Settings {
             shutdown_timeout: self.shutdown_timeout.unwrap_or(d.shutdown_timeout),
             admin_listen: self.admin_listen.map_or(d.admin_listen, |a| a.0),
             admin_token: admin_token.filter(|t| !t.is_empty()),
+            admin_max_connections: positive(
+                "admin-max-connections",
+                self.admin_max_connections,
+                d.admin_max_connections,
+            )?,
+            admin_header_timeout: nonzero(
+                "admin-header-timeout",
+                self.admin_header_timeout,
+                d.admin_header_timeout,
+            )?,
+            admin_request_timeout: nonzero(
+                "admin-request-timeout",
+                self.admin_request_timeout,
+                d.admin_request_timeout,
+            )?,
+            admin_idle_timeout: nonzero(
+                "admin-idle-timeout",
+                self.admin_idle_timeout,
+                d.admin_idle_timeout,
+            )?,
             writer_threads: positive("writer-threads", self.writer_threads, d.writer_threads)?,
             test_fanout_delay: self.test_fanout_delay.filter(|d| !d.is_zero()),
         })
@@ -561,6 +621,19 @@ impl Config {
         } else {
             "# admin-token = \"...\"\n"
         };
+        out += &format!("admin-max-connections = {}\n", self.admin_max_connections);
+        out += &format!(
+            "admin-header-timeout = \"{}\"\n",
+            dur(self.admin_header_timeout)
+        );
+        out += &format!(
+            "admin-request-timeout = \"{}\"\n",
+            dur(self.admin_request_timeout)
+        );
+        out += &format!(
+            "admin-idle-timeout = \"{}\"\n",
+            dur(self.admin_idle_timeout)
+        );
         out += &format!("writer-threads = {}\n", self.writer_threads);
         out
     }

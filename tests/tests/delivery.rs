@@ -120,7 +120,7 @@ async fn a_slow_consumer_gets_a_whole_slow_consumer_frame_then_the_close() {
         assert!(published < 100_000, "never cut");
     }
     // The cut takes effect at once: the stuck client left the topic.
-    let (info, _) = shared.topics.topic("t").expect("topic");
+    let info = shared.topics.topic("t").expect("topic");
     assert_eq!(info.subscribers, 1);
     let publish = Publish::new("t", "e", "end", "0").expect("valid publish");
     p.send(ClientMessage::Publish {

@@ -5,5 +5,6 @@ mod binary;
 mod bot;
 mod broker;
 mod delivery;
+mod hostile;
 mod protocol;
 mod server;
