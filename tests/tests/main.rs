@@ -7,4 +7,5 @@ mod broker;
 mod delivery;
 mod hostile;
 mod protocol;
+mod resume;
 mod server;
