@@ -305,9 +305,7 @@ pub fn main() -> ExitCode {
         Cmd::Agent(args) => crate::agent::run(&args.listen).map(|()| 0),
         Cmd::Run(args) => run_config(&args, None).and_then(|cfg| measure(&args, &cfg)),
         Cmd::Churn(args) => churn_config(&args, None).and_then(|cfg| measure(&args.run, &cfg)),
-        Cmd::Soak(args) => {
-            soak_config(&args).and_then(|cfg| measure(&args.churn.run, &cfg))
-        }
+        Cmd::Soak(args) => soak_config(&args).and_then(|cfg| measure(&args.churn.run, &cfg)),
         Cmd::Publish(args) => publish_command(args),
     };
     match result {
@@ -553,7 +551,15 @@ mod tests {
         assert_eq!(cfg.expected_deliveries(), 10 * 2 / 4);
 
         let Cmd::Soak(soak) = parse(&[
-            "soak", "-n", "5", "--rate", "2", "--duration", "3s", "--stuck", "7",
+            "soak",
+            "-n",
+            "5",
+            "--rate",
+            "2",
+            "--duration",
+            "3s",
+            "--stuck",
+            "7",
         ])
         .unwrap()
         .command

@@ -193,13 +193,21 @@ impl Swarm {
         self.broadcast(&Command::Activity { on: false }).await?;
         let deadline = tokio::time::Instant::now() + limit;
         // The next progress report of each worker says how many are open.
-        let before: Vec<Instant> = self.states.iter().map(|s| s.last_seen.unwrap_or_else(Instant::now)).collect();
-        self.until(deadline, "while stopping the background clients", |states| {
-            states
-                .iter()
-                .zip(&before)
-                .all(|(s, b)| s.last_seen.is_some_and(|t| t > *b) && s.progress.active == 0)
-        })
+        let before: Vec<Instant> = self
+            .states
+            .iter()
+            .map(|s| s.last_seen.unwrap_or_else(Instant::now))
+            .collect();
+        self.until(
+            deadline,
+            "while stopping the background clients",
+            |states| {
+                states
+                    .iter()
+                    .zip(&before)
+                    .all(|(s, b)| s.last_seen.is_some_and(|t| t > *b) && s.progress.active == 0)
+            },
+        )
         .await?;
         Ok(())
     }
@@ -445,7 +453,9 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
                 if lowest <= reference * SETTLED || now >= end {
                     break;
                 }
-                swarm.until(now + RSS_EVERY, "while the server settles", |_| false).await?;
+                swarm
+                    .until(now + RSS_EVERY, "while the server settles", |_| false)
+                    .await?;
             }
             rss_end = Some(lowest);
         }
@@ -749,8 +759,14 @@ async fn publish_loop(job: PublishJob) {
                 Ok(mut p) => {
                     p.key.clone_from(&cfg.publish_key);
                     let frame = publisher::encode(p, cfg.publish_mode);
-                    publisher::publish(cfg.publish_mode, target, &frame, cfg.timeout, &mut persistent)
-                        .await
+                    publisher::publish(
+                        cfg.publish_mode,
+                        target,
+                        &frame,
+                        cfg.timeout,
+                        &mut persistent,
+                    )
+                    .await
                 }
                 Err(e) => Outcome {
                     sent_ns: None,

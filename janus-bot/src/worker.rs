@@ -52,8 +52,8 @@ use nix::errno::Errno;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::control::{
-    topic_name, write_line, Command, ErrorCount, Event, NeverRead, Progress, Results,
-    RoleCounts, Setup,
+    topic_name, write_line, Command, ErrorCount, Event, NeverRead, Progress, Results, RoleCounts,
+    Setup,
 };
 use crate::frame::{self, Frame};
 use crate::sys;
@@ -594,8 +594,8 @@ impl Swarm {
         let target = self.setup.targets[usize::from(conn.target)];
         let rcvbuf = matches!(conn.role, Role::NeverRead | Role::Stuck)
             .then_some(self.setup.never_read_rcvbuf);
-        let mut stream =
-            open(target, conn.source, rcvbuf).map_err(|e| describe_connect_error(&e, conn.source))?;
+        let mut stream = open(target, conn.source, rcvbuf)
+            .map_err(|e| describe_connect_error(&e, conn.source))?;
         self.poll
             .registry()
             .register(
@@ -868,8 +868,7 @@ impl Swarm {
     fn count_delivery(&mut self, idx: usize, d: frame::DeliveryRef<'_>) -> Option<(usize, u32)> {
         let topics = self.setup.topics.max(1);
         let conn = &mut self.conns[idx];
-        let Some(seq) = frame::parse_seq(d.message_id).filter(|&s| s < self.setup.messages)
-        else {
+        let Some(seq) = frame::parse_seq(d.message_id).filter(|&s| s < self.setup.messages) else {
             self.unexpected += 1;
             return None;
         };
@@ -1074,7 +1073,11 @@ impl Swarm {
             ClientMessage::Subscribe(name).encode(&mut buf);
             buf.to_vec()
         };
-        unit.iter().copied().cycle().take(size.max(unit.len())).collect()
+        unit.iter()
+            .copied()
+            .cycle()
+            .take(size.max(unit.len()))
+            .collect()
     }
 
     /// A background client did its thing: it leaves and starts again.
@@ -1098,7 +1101,11 @@ impl Swarm {
                 conn.topic = ((idx * 7919 + conn.count as usize * 31) % space) as u32;
                 self.timeout_ns
             }
-            _ => self.setup.activity.hostile_hold_ms.saturating_mul(1_000_000),
+            _ => self
+                .setup
+                .activity
+                .hostile_hold_ms
+                .saturating_mul(1_000_000),
         };
         conn.deadline_ns = now + hold;
         if let Err(_why) = self.connect(idx) {
@@ -1234,11 +1241,7 @@ impl Swarm {
         };
         for c in &self.conns[..self.subscribers] {
             let want: Vec<u32> = self.expected(c, m).collect();
-            let missing: u32 = want
-                .iter()
-                .zip(&c.seqs)
-                .map(|(w, s)| s.missing(*w))
-                .sum();
+            let missing: u32 = want.iter().zip(&c.seqs).map(|(w, s)| s.missing(*w)).sum();
             if c.role == Role::NeverRead {
                 if !matches!(c.state, State::Draining | State::Subscribed) {
                     r.bad_setup += u32::from(c.state == State::Failed);

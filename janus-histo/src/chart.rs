@@ -133,7 +133,13 @@ impl TimeChart {
         svg.line(LEFT, BOTTOM, RIGHT, BOTTOM, Stroke::new(AXIS, 1.25));
         let mut lx = LEFT;
         for line in lines() {
-            svg.line(lx, HEIGHT - 16.0, lx + 22.0, HEIGHT - 16.0, Stroke::new(&line.color, 2.5));
+            svg.line(
+                lx,
+                HEIGHT - 16.0,
+                lx + 22.0,
+                HEIGHT - 16.0,
+                Stroke::new(&line.color, 2.5),
+            );
             svg.text(lx + 28.0, HEIGHT - 12.0, &line.label, Text::new(12.0));
             lx += 36.0 + 7.0 * line.label.chars().count() as f64;
         }
@@ -157,7 +163,9 @@ mod tests {
 
     fn chart(t_end: f64, rss: f64) -> TimeChart {
         let points = |f: &dyn Fn(f64) -> f64| -> Vec<(f64, f64)> {
-            (0..=10).map(|i| (t_end * f64::from(i) / 10.0, f(f64::from(i)))).collect()
+            (0..=10)
+                .map(|i| (t_end * f64::from(i) / 10.0, f(f64::from(i))))
+                .collect()
         };
         TimeChart {
             title: "Server resources".into(),
@@ -199,7 +207,10 @@ mod tests {
         assert_eq!(mib, [0.0, 5.0, 10.0, 15.0]);
         let secs = labels(&svg, "s");
         assert_eq!(secs.first(), Some(&0.0));
-        assert!(secs.windows(2).all(|w| (w[1] - w[0] - 5.0).abs() < 1e-9), "{secs:?}");
+        assert!(
+            secs.windows(2).all(|w| (w[1] - w[0] - 5.0).abs() < 1e-9),
+            "{secs:?}"
+        );
         // The right axis has as many steps as the left, at round values.
         let pct = labels(&svg, "%");
         assert_eq!(pct.len(), mib.len());

@@ -178,5 +178,4 @@ mod tests {
         assert_eq!(format_duration(Duration::from_millis(2)), "2.00 ms");
         assert_eq!(format_millis(0.5), "500 µs");
     }
-
 }

@@ -44,11 +44,11 @@
 #![forbid(unsafe_code)]
 
 pub mod bucket;
+pub mod chart;
 pub mod command;
 pub mod duration;
 mod error;
 pub mod format;
-pub mod chart;
 pub mod recorder;
 pub mod report;
 pub mod span;
@@ -57,13 +57,13 @@ pub mod svg;
 pub mod text;
 
 pub use bucket::{choose_bucket_width, BucketRow, BucketTable};
+pub use chart::{Axis, Line, TimeChart};
 pub use duration::{format_duration, format_micros, format_millis, parse_duration};
 pub use error::HistoError;
+pub use format::{escape, format_number, group_thousands};
 pub use recorder::{LatencyHistogram, Recorder};
 pub use report::Report;
 pub use span::{SpanPoint, SpanSeries};
 pub use summary::Summary;
-pub use chart::{Axis, Line, TimeChart};
-pub use format::{escape, format_number, group_thousands};
 pub use svg::{budget_on_scale, render_svg, svg_string};
 pub use text::{render_buckets, render_percentiles, render_text, TextOptions};

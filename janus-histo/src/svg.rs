@@ -247,10 +247,7 @@ fn percentile_panel(svg: &mut Svg, report: &Report) {
     svg.text(SIDE_LEFT, y, "Summary", Text::new(14.0).weight("600"));
     y += 24.0;
     let summary_rows: Vec<(String, String)> = [
-        (
-            "samples".to_owned(),
-            group_thousands(hist.count()),
-        ),
+        ("samples".to_owned(), group_thousands(hist.count())),
         ("min".to_owned(), format_micros(hist.min_micros() as f64)),
         (
             "mean".to_owned(),

@@ -100,6 +100,23 @@ impl ChildGuard {
         }
     }
 
+    /// Like [`ChildGuard::wait_for`], for code outside the async runtime.
+    ///
+    /// # Errors
+    /// The status cannot be read.
+    pub fn wait_blocking(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
     /// Asks the child to stop (SIGTERM to its group), waits up to the grace
     /// period, then kills the group. Returns the exit status and whether the
     /// child needed SIGKILL.

@@ -151,16 +151,17 @@ impl Server {
                 break;
             }
             if Instant::now() >= deadline {
-                bail!(
-                    "janus-server did not {} within {:?}: `{command_line}`\n{}",
-                    if logged.is_some() {
-                        "accept connections"
-                    } else {
-                        "log `listening on ADDR`"
-                    },
+                let what = if logged.is_some() {
+                    "accept connections"
+                } else {
+                    "log `listening on ADDR`"
+                };
+                return Err(crate::Unreachable(format!(
+                    "janus-server did not {what} within {:?}: `{command_line}`\n{}",
                     opts.startup_timeout,
                     log_tail(&opts.log, 15)
-                );
+                ))
+                .into());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -281,10 +282,7 @@ async fn http_get_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value
 
 /// The JSON body of a raw HTTP response with status 200.
 fn parse_http_json(response: &[u8]) -> Result<serde_json::Value> {
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("no end of HTTP headers")?;
+    let split = memchr::memmem::find(response, b"\r\n\r\n").context("no end of HTTP headers")?;
     let head = String::from_utf8_lossy(&response[..split]);
     let status_line = head.lines().next().unwrap_or_default();
     if status_line.split_whitespace().nth(1) != Some("200") {
@@ -303,7 +301,7 @@ fn parse_http_json(response: &[u8]) -> Result<serde_json::Value> {
 fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
-        let line_end = body.windows(2).position(|w| w == b"\r\n")?;
+        let line_end = memchr::memmem::find(body, b"\r\n")?;
         let size_text = std::str::from_utf8(&body[..line_end]).ok()?;
         let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
         body = &body[line_end + 2..];
@@ -360,6 +358,60 @@ impl Sampler {
     pub fn finish(self) -> Vec<TimedSample> {
         self.task.abort();
         std::mem::take(&mut *self.samples.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// The leftover counters the churn scenario checks, and their `/status` keys.
+const LEFTOVERS: [(&str, &str); 4] = [
+    ("leftover_connections", "connections"),
+    ("leftover_sessions", "sessions"),
+    ("leftover_topics", "topics"),
+    ("leftover_subscriptions", "subscriptions"),
+];
+
+impl Server {
+    /// Polls the admin API until the server holds no connection, session,
+    /// topic or subscription, or `settle` passes, and records what is left
+    /// as figures. Without an admin API the checks are skipped, loudly.
+    pub async fn leftovers(&self, settle: Duration, out: &mut crate::bot::Outcome) {
+        let deadline = Instant::now() + settle;
+        let mut last = None;
+        loop {
+            let status = self.status().await;
+            let values: Option<Vec<Option<f64>>> = status
+                .as_ref()
+                .map(|s| LEFTOVERS.iter().map(|(_, k)| status_number(s, k)).collect());
+            let clean = values
+                .as_ref()
+                .is_some_and(|v| v.iter().all(|x| x.is_none_or(|x| x == 0.0)));
+            if values.is_some() {
+                last = values;
+            }
+            if clean || Instant::now() >= deadline || (status.is_none() && last.is_none()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let Some(values) = last else {
+            let why = "admin API unavailable: leftover check skipped";
+            eprintln!("\n!!! {why} !!!\n");
+            out.notes.push(format!("WARNING: {why}"));
+            for (figure, _) in LEFTOVERS {
+                out.unmeasured.insert(figure.into(), why.into());
+            }
+            return;
+        };
+        for ((figure, key), value) in LEFTOVERS.iter().zip(values) {
+            match value {
+                Some(v) => {
+                    out.figures.insert((*figure).into(), v);
+                }
+                None => {
+                    out.unmeasured
+                        .insert((*figure).into(), format!("admin /status has no `{key}`"));
+                }
+            }
+        }
     }
 }
 
