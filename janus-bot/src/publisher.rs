@@ -132,29 +132,36 @@ pub fn encode(publish: Publish, mode: PublishMode) -> Vec<u8> {
 /// frame from [`encode`] with [`PublishMode::Legacy2009`], and a close
 /// without reading anything. Success means the bytes were written.
 pub async fn publish_2009(target: SocketAddr, frame: &[u8], limit: Duration) -> Outcome {
-    let mut stream = match connect(target, limit).await {
-        Ok(s) => s,
-        Err(e) => {
-            return Outcome {
-                sent_ns: None,
-                error: Some(e),
-            }
-        }
-    };
-    let sent_ns = sys::monotonic_ns();
-    match stream.write_all(frame).await {
-        Ok(()) => Outcome {
+    match connect_and_write(target, frame, limit).await {
+        // Dropping the stream closes it, the hello unread.
+        Ok((_stream, sent_ns)) => Outcome {
             sent_ns: Some(sent_ns),
             error: None,
         },
         Err(e) => Outcome {
             sent_ns: None,
-            error: Some(PublishError::Broken {
-                target,
-                what: format!("writing the publish: {e}"),
-            }),
+            error: Some(e),
         },
     }
+}
+
+/// A fresh connection with `frame` written to it, and the send instant
+/// (read right before the write).
+async fn connect_and_write(
+    target: SocketAddr,
+    frame: &[u8],
+    limit: Duration,
+) -> Result<(TcpStream, u64), PublishError> {
+    let mut stream = connect(target, limit).await?;
+    let sent_ns = sys::monotonic_ns();
+    stream
+        .write_all(frame)
+        .await
+        .map_err(|e| PublishError::Broken {
+            target,
+            what: format!("writing the publish: {e}"),
+        })?;
+    Ok((stream, sent_ns))
 }
 
 /// Publishes `frame` (from [`encode`]) to `target` once, in `mode`, with
@@ -205,8 +212,8 @@ async fn connect(target: SocketAddr, limit: Duration) -> Result<TcpStream, Publi
 /// close it (PROTOCOL P5). `frame` comes from [`encode`] with
 /// [`PublishMode::Oneshot`].
 pub async fn publish_oneshot(target: SocketAddr, frame: &[u8], limit: Duration) -> Outcome {
-    let mut stream = match connect(target, limit).await {
-        Ok(s) => s,
+    let (mut stream, sent_ns) = match connect_and_write(target, frame, limit).await {
+        Ok(written) => written,
         Err(e) => {
             return Outcome {
                 sent_ns: None,
@@ -214,16 +221,6 @@ pub async fn publish_oneshot(target: SocketAddr, frame: &[u8], limit: Duration) 
             }
         }
     };
-    let sent_ns = sys::monotonic_ns();
-    if let Err(e) = stream.write_all(frame).await {
-        return Outcome {
-            sent_ns: None,
-            error: Some(PublishError::Broken {
-                target,
-                what: format!("writing the publish: {e}"),
-            }),
-        };
-    }
     let mut answer = Vec::new();
     let error = match timeout(limit, read_to_close(&mut stream, &mut answer)).await {
         Err(_) => Some(PublishError::Timeout {

@@ -449,17 +449,12 @@ impl Swarm {
         })
     }
 
-    /// The bytes that subscribe to `count` topics from `first` (marker first).
-    fn subscribe_bytes(&self, first: u32, count: u32) -> Vec<u8> {
+    /// The bytes that subscribe to `count` topics from `first` (marker
+    /// first), topic indexes taken modulo `space`.
+    fn subscribe_bytes(&self, first: u32, count: u32, space: u32) -> Vec<u8> {
         let mut buf = bytes::BytesMut::new();
         buf.extend_from_slice(janus_core::REGULAR_SOCKET_MARKER);
         buf.extend_from_slice(&[janus_core::CLIENT_TERMINATOR]);
-        // Churners pick from twice as many topics as carry messages.
-        let space = if count == 1 {
-            2 * self.setup.topics.max(1)
-        } else {
-            self.setup.topics.max(1)
-        };
         for s in 0..count {
             let name = topic_name(&self.setup.topic, (first + s) % space, self.setup.topics);
             ClientMessage::Subscribe(name).encode(&mut buf);
@@ -811,7 +806,14 @@ impl Swarm {
         match role {
             Role::Reader | Role::NeverRead | Role::Stuck | Role::Churner => {
                 let subs = self.conns[idx].seqs.len().max(1) as u32;
-                let out = self.subscribe_bytes(first, subs);
+                // Churners pick from twice as many topics as carry messages.
+                let topics = self.setup.topics.max(1);
+                let space = if role == Role::Churner {
+                    2 * topics
+                } else {
+                    topics
+                };
+                let out = self.subscribe_bytes(first, subs, space);
                 let conn = &mut self.conns[idx];
                 conn.acks_due = subs;
                 conn.state = State::AwaitAck;

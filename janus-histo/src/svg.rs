@@ -58,7 +58,7 @@ pub(crate) const RED: &str = "#d62728";
 
 /// A budget this many times above the data is noted rather than drawn, so
 /// that the data does not shrink to a flat line at the bottom of the plot.
-const BUDGET_OFF_SCALE_FACTOR: f64 = 3.0;
+const BUDGET_OFF_SCALE_FACTOR: f64 = 10.0;
 
 /// Writes the SVG plot of `report` to `out`.
 ///
@@ -286,15 +286,16 @@ fn percentile_panel(svg: &mut Svg, report: &Report) {
             Text::new(13.0).anchor("end").fill(RED).weight("600"),
         );
         y += 20.0;
-        let (verdict, color) = if max_us <= budget {
-            ("max within budget", GREEN)
+        let (name, value_us) = report.budget_measure();
+        let (verdict, color) = if value_us <= budget {
+            (format!("{name} within budget"), GREEN)
         } else {
-            ("max over budget", RED)
+            (format!("{name} over budget"), RED)
         };
         svg.text(
             SIDE_LEFT,
             y,
-            verdict,
+            &verdict,
             Text::new(13.0).fill(color).weight("600"),
         );
     }

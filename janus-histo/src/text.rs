@@ -79,11 +79,12 @@ pub fn render_text(
     }
     render_percentiles(&report.histogram, out)?;
     if let Some(budget) = report.budget_ms {
-        let max = report.histogram.max_micros() as f64 / 1e3;
-        let verdict = if max <= budget {
-            format!("max {} is within it", format_millis(max))
+        let (name, value_us) = report.budget_measure();
+        let value = value_us / 1e3;
+        let verdict = if value <= budget {
+            format!("{name} {} is within it", format_millis(value))
         } else {
-            format!("max {} EXCEEDS it", format_millis(max))
+            format!("{name} {} EXCEEDS it", format_millis(value))
         };
         writeln!(
             out,

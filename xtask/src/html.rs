@@ -172,11 +172,14 @@ fn baseline(h: &mut String, b: &crate::baseline::Comparison) {
 }
 
 /// The budget drawn on the latency plot: the max-latency budget, else p99
-/// (the plot adds the value to the label).
-fn plot_budget(s: &ScenarioReport) -> Option<(f64, &'static str)> {
-    for (key, label) in [("max_ms", "max latency budget"), ("p99_ms", "p99 budget")] {
+/// (the plot adds the value to the label), with the percentile it limits.
+fn plot_budget(s: &ScenarioReport) -> Option<(f64, &'static str, Option<f64>)> {
+    for (key, label, percentile) in [
+        ("max_ms", "max latency budget", None),
+        ("p99_ms", "p99 budget", Some(99.0)),
+    ] {
         if let Some(c) = s.checks.iter().find(|c| c.figure == key) {
-            return Some((c.limit, label));
+            return Some((c.limit, label, percentile));
         }
     }
     None
@@ -353,9 +356,10 @@ fn scenario(h: &mut String, s: &ScenarioReport) {
             hist.clone(),
         );
         plot.spans = s.spans.clone();
-        if let Some((ms, label)) = plot_budget(s) {
+        if let Some((ms, label, percentile)) = plot_budget(s) {
             plot.budget_ms = Some(ms);
             plot.budget_label = Some(label.to_owned());
+            plot.budget_percentile = percentile;
         }
         let _ = writeln!(h, "<p class=\"muted\">{}</p>", plot_caption(&plot));
         let _ = writeln!(
