@@ -70,6 +70,8 @@ const TICK_NS: u64 = 50_000_000;
 const PROGRESS_EVERY_NS: u64 = 250_000_000;
 /// How long a background client waits to reconnect after a failure.
 const RETRY_NS: u64 = 100_000_000;
+/// How long a hostile client the server cut waits before it comes back.
+const HOSTILE_PAUSE_NS: u64 = 1_000_000_000;
 /// At the end, never-reading clients are read until none has received a
 /// byte for this long…
 const DRAIN_QUIET_NS: u64 = 2_000_000_000;
@@ -954,9 +956,16 @@ impl Swarm {
             } else {
                 counts.failures += 1;
             }
+            let pause = match (started, conn.role) {
+                (false, _) => RETRY_NS,
+                (true, Role::Churner) => 0,
+                // A hostile client the server cut (an oversized frame is cut
+                // at once) pauses, so it tests the server, not the loopback.
+                (true, _) => HOSTILE_PAUSE_NS,
+            };
             self.close(idx);
             if self.activity_on {
-                self.set_timer(idx, now + if started { 0 } else { RETRY_NS });
+                self.set_timer(idx, now + pause);
             }
             return;
         }
