@@ -80,11 +80,12 @@ pub fn run(args: &CiArgs) -> Result<()> {
         let (ok, summary, output) = run_step(step, args.verbose)?;
         let took = t.elapsed();
         let mark = if ok { "ok  " } else { "FAIL" };
-        println!(
+        let line = format!(
             "  [{mark}] {:<17} {:>7}  {summary}",
             step.name,
             seconds(took)
         );
+        println!("{}", line.trim_end());
         if !ok {
             if !args.verbose {
                 println!("\n----- output of `{}` -----", step.command_line());
