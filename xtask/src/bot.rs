@@ -157,7 +157,7 @@ pub async fn run(run: &BotRun<'_>, server: &Server) -> Result<Outcome> {
         .stdout(std::fs::File::create(&stdout_path).context("bot stdout file")?)
         .stderr(std::fs::File::create(&log).context("bot log file")?);
     let mut bot = ChildGuard::spawn(&mut command, "janus-bot", Duration::from_secs(5))?;
-    let status = match bot.wait_for(run.timeout).await? {
+    let status = match tokio::task::block_in_place(|| bot.wait_for(run.timeout))? {
         Some(status) => status,
         None => {
             drop(bot);

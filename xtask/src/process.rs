@@ -84,29 +84,12 @@ impl ChildGuard {
         Ok(self.status)
     }
 
-    /// Waits up to `timeout` for the child to end on its own, without
-    /// blocking the async runtime.
+    /// Waits up to `timeout` for the child to end on its own (blocking: in
+    /// the async runtime, call it through `block_in_place`).
     ///
     /// # Errors
     /// The status cannot be read.
-    pub async fn wait_for(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.try_wait()? {
-                return Ok(Some(status));
-            }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    /// Like [`ChildGuard::wait_for`], for code outside the async runtime.
-    ///
-    /// # Errors
-    /// The status cannot be read.
-    pub fn wait_blocking(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
+    pub fn wait_for(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.try_wait()? {

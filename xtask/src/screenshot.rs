@@ -57,7 +57,7 @@ pub fn capture(html: &Path, png: &Path, height: u32) -> Result<()> {
         .stderr(Stdio::null());
     let mut child =
         crate::process::ChildGuard::spawn(&mut command, "chromium", Duration::from_secs(2))?;
-    let status = child.wait_blocking(LIMIT)?;
+    let status = child.wait_for(LIMIT)?;
     drop(child);
     let _ = std::fs::remove_dir_all(&profile);
     match status {
