@@ -54,10 +54,10 @@ pub enum Cmd {
     /// Example: janus-bot run --clients 19000 --messages 1 --json run.json
     #[command(after_help = EXIT_CODES)]
     Run(RunArgs),
-    /// Measure while clients keep coming and going: as `run`, with
-    /// background churners that connect, subscribe, stay a moment,
-    /// unsubscribe (every other time) and leave, in a loop.
+    /// Measure while clients keep coming and going (connection churn).
     ///
+    /// As `run`, with background churners that connect, subscribe, stay a
+    /// moment, unsubscribe (every other time) and leave, in a loop.
     /// Messages flow for --duration at --rate. Before the measurement, a
     /// warm-up of the same churn without messages; with --server-pid, the
     /// server's memory is read after the warm-up and again once the churn
@@ -67,8 +67,9 @@ pub enum Cmd {
     /// --duration 30s --rate 100 --server-pid $(pidof janus-server)
     #[command(after_help = EXIT_CODES)]
     Churn(ChurnArgs),
-    /// A long run against hostile clients: churn plus stuck readers (they
-    /// subscribe and never read), request flooders (`x␀` or subscribe
+    /// Ten minutes of churn and hostile clients around canary subscribers.
+    ///
+    /// Churn plus stuck readers (they subscribe and never read), request flooders (`x␀` or subscribe
     /// requests, never reading the answers), tricklers (one byte every few
     /// seconds, never a whole frame) and oversized frames, each in cycles.
     /// The subscribers are canaries whose latency must hold; with
