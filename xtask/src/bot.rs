@@ -297,7 +297,7 @@ pub fn outcome_from_json(v: &Value, kind: Kind, size: &Size) -> Outcome {
         for (role, c) in roles {
             let n = |k: &str| number(c, &[k]).unwrap_or(0.0);
             out.notes.push(format!(
-                "background {role}s: {} clients, {} connections, {} cycles, {} closed by the \
+                "background clients of kind {role}: {} clients, {} connections, {} cycles, {} closed by the \
                  server, {} failed, {} bytes sent; error frames: {}",
                 n("clients"),
                 n("connections"),

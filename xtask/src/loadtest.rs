@@ -267,9 +267,9 @@ fn write_reports(report: &Report, out_dir: &Path, save_baseline: Option<&Path>) 
         html_path.display()
     );
     let png = html_path.with_extension("png");
-    // Tall enough for the whole page: about 1,500 px per scenario.
-    let height = 900 + 1500 * report.scenarios.len() as u32;
-    match screenshot::capture(&html_path, &png, height.min(16_000)) {
+    // Tall enough for the whole page: about 2,000 px per scenario.
+    let height = 900 + 2000 * report.scenarios.len() as u32;
+    match screenshot::capture(&html_path, &png, height.min(20_000)) {
         Ok(()) => println!(
             "                      {} (the page in headless Chromium)",
             png.display()
