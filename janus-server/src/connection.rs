@@ -61,6 +61,10 @@ const IN_PLACE_WRITES: usize = 2;
 /// How long a closing connection reads what its peer still sends.
 const LINGER: Duration = Duration::from_secs(2);
 
+/// The same while the server shuts down: a client that does not close its
+/// side must not hold the shutdown up for long.
+const LINGER_DRAINING: Duration = Duration::from_millis(250);
+
 /// What woke the connection task.
 enum Event {
     /// The socket has bytes (or an error) to read.
@@ -719,7 +723,12 @@ impl Connection {
                 }
             }
         };
-        let _ = tokio::time::timeout(LINGER, drain).await;
+        let limit = if self.shared.draining() {
+            LINGER_DRAINING
+        } else {
+            LINGER
+        };
+        let _ = tokio::time::timeout(limit, drain).await;
     }
 }
 

@@ -37,7 +37,10 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// During a shutdown, how long a client may make no write progress before it
 /// is aborted (the others keep being written until the shutdown timeout).
-pub const SHUTDOWN_STALL: Duration = Duration::from_secs(1);
+pub const SHUTDOWN_STALL: Duration = Duration::from_millis(500);
+
+/// How often the sweep runs while the server shuts down.
+const SHUTDOWN_TICK: Duration = Duration::from_millis(100);
 
 /// Sessions looked at per lock of the registry.
 const PAGE: usize = 1024;
@@ -52,8 +55,15 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next_shard = 0;
     loop {
+        let tick = async {
+            if shared.draining() {
+                tokio::time::sleep(SHUTDOWN_TICK).await;
+            } else {
+                ticker.tick().await;
+            }
+        };
         tokio::select! {
-            _ = ticker.tick() => {
+            () = tick => {
                 sweep(&shared);
                 next_shard = expire_history(&shared, next_shard);
             }

@@ -541,3 +541,47 @@ async fn a_client_that_floods_requests_and_never_reads_is_bounded() {
         "server RSS grew by {grown} KiB for one flooding client"
     );
 }
+
+/// SIGTERM with a subscriber that never reads: the server binary exits in
+/// about a second (the stall limit), not after the shutdown timeout; a
+/// reading subscriber gets `server_shutdown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_is_not_held_up_by_a_client_that_never_reads() {
+    let mut server = ServerProcess::spawn(&["--shutdown-timeout", "30s"]);
+    let addr = server.addr();
+    let mut stuck = Client::connect_with_rcvbuf(addr, 4096).await;
+    stuck.subscribe("t").await;
+    let mut good = Client::connect(addr).await;
+    good.subscribe("other").await;
+    let data = format!("\"{}\"", "s".repeat(4000));
+    let mut p = Client::connect(addr).await;
+    // 8 MB for the stuck client: its socket is full and its queue is not empty.
+    for id in 0..2000 {
+        publish_acked(&mut p, "t", id, &data).await;
+    }
+    let started = std::time::Instant::now();
+    let pid = server.pid().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    good.expect_error("server_shutdown").await;
+    good.expect_closed().await;
+    let mut status = None;
+    wait_until("the server to exit", || {
+        status = server.child().try_wait().expect("wait");
+        status.is_some()
+    })
+    .await;
+    let took = started.elapsed();
+    eprintln!("SIGTERM to exit: {took:?}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit status {status:?}"
+    );
+    assert!(
+        took < Duration::from_secs(8),
+        "SIGTERM took {took:?} with a client that never reads"
+    );
+}
