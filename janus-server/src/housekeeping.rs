@@ -109,20 +109,27 @@ fn check(shared: &Shared, session: &Arc<Session>, now: u32) {
     let status = session.outbound.status();
     let stalled =
         |limit: Duration| status.parked && stamp_elapsed(status.parked_since, now) >= limit;
+    if let Some(since) = session.detached_since() {
+        // Waiting for a resume: nothing is written and no task looks after
+        // it; it goes when its TTL is up, or at once if it was closed meanwhile
+        // (a kick, a shutdown), since there is nobody to say goodbye to.
+        let expired = crate::metrics::millis_now().wrapping_sub(since)
+            >= u32::try_from(config.session_ttl.as_millis()).unwrap_or(u32::MAX);
+        if expired || status.end != End::Open {
+            tracing::debug!(token = %session.token, "detached session ends");
+            if expired {
+                shared
+                    .stats
+                    .sessions_expired
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            shared.forget(session);
+        }
+        return;
+    }
     match status.end {
         End::Open => {
-            if let Some(since) = session.detached_since() {
-                if crate::metrics::secs_now().saturating_sub(since)
-                    >= u32::try_from(config.session_ttl.as_secs()).unwrap_or(u32::MAX)
-                {
-                    tracing::debug!(token = %session.token, "detached session expired");
-                    shared
-                        .stats
-                        .sessions_expired
-                        .fetch_add(1, Ordering::Relaxed);
-                    shared.forget(session);
-                }
-            } else if stalled(config.write_deadline) {
+            if stalled(config.write_deadline) {
                 tracing::info!(peer = %session.peer, token = %session.token, frames = status.frames,
                     "giving up on a client whose socket accepted nothing for the write deadline");
                 shared.give_up_connection(session);

@@ -52,6 +52,14 @@ pub fn secs_now() -> u32 {
     u32::try_from(secs).unwrap_or(u32::MAX)
 }
 
+/// Now, in milliseconds since [`STAMP_EPOCH`], wrapping every 49 days (only
+/// differences below that are used).
+pub fn millis_now() -> u32 {
+    let millis = STAMP_EPOCH.get_or_init(Instant::now).elapsed().as_millis();
+    // Truncation is the wrapping described above.
+    millis as u32
+}
+
 /// The time from stamp `from` to stamp `to` (correct below 71 minutes).
 pub fn stamp_elapsed(from: u32, to: u32) -> Duration {
     Duration::from_micros(u64::from(to.wrapping_sub(from)))

@@ -161,8 +161,8 @@ pub struct Session {
     offsets: AtomicBool,
     /// The connection serving this session now (see [`Session::owned_by`]).
     owner: AtomicU64,
-    /// Seconds stamp ([`crate::metrics::secs_now`]) since the session waits
-    /// for a resume without a connection; 0 while attached.
+    /// Milliseconds stamp ([`crate::metrics::millis_now`]) since the session
+    /// waits for a resume without a connection; 0 while attached.
     detached_since: AtomicU32,
     subscriptions: Mutex<Subscriptions>,
     /// The connection task, woken when the outbound side needs it.
@@ -236,10 +236,10 @@ impl Session {
     /// Notes that the session lost its connection and waits for a resume.
     pub(crate) fn mark_detached(&self) {
         self.detached_since
-            .store(crate::metrics::secs_now().max(1), Ordering::Relaxed);
+            .store(crate::metrics::millis_now().max(1), Ordering::Relaxed);
     }
 
-    /// Seconds stamp since the session waits without a connection, if it does.
+    /// Milliseconds stamp since the session waits without a connection, if it does.
     pub fn detached_since(&self) -> Option<u32> {
         Some(self.detached_since.load(Ordering::Relaxed)).filter(|s| *s > 0)
     }

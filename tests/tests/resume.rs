@@ -287,3 +287,30 @@ async fn token_resume_after_the_ttl_is_unknown_and_the_session_is_freed() {
     c.expect_error("unknown_session").await;
     c.expect_open().await;
 }
+
+#[tokio::test]
+async fn a_detached_session_that_is_kicked_is_freed() {
+    let server = TestServer::start().await;
+    let mut c = Client::connect(server.addr()).await;
+    c.subscribe("t").await;
+    let token = c.token.parse().expect("token");
+    lose(c);
+    let shared = server.shared().clone();
+    wait_until("the session to be detached", || {
+        shared
+            .sessions
+            .get(&token)
+            .is_some_and(|s| s.detached_since().is_some())
+    })
+    .await;
+    let session = shared.sessions.get(&token).expect("session");
+    assert!(shared.close_session(
+        &session,
+        &janus_server::session::CloseReason::Kicked("bye".into())
+    ));
+    drop(session);
+    wait_until("the kicked detached session to be freed", || {
+        shared.sessions.get(&token).is_none()
+    })
+    .await;
+}
