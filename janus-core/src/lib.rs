@@ -30,7 +30,7 @@ pub mod topic;
 
 pub use codec::{ClientCodec, CodecError, ServerCodec};
 pub use message::{ClientMessage, ErrorCode, ProtocolError, Publish, ServerMessage};
-pub use time::{Timestamp, UtcDateTime};
+pub use time::Timestamp;
 pub use token::Token;
 pub use topic::{validate_topic, Subscriber, TopicManager};
 

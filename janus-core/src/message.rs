@@ -560,10 +560,11 @@ struct AnyServerObject {
 }
 
 impl ServerMessage {
-    /// An error frame for `err`, stamped now.
-    pub fn error(err: &ProtocolError) -> Self {
+    /// An error frame for `err`, stamped with `timestamp` (the caller reads
+    /// the clock, as for [`Publish::encode_delivery`]).
+    pub fn error(err: &ProtocolError, timestamp: Timestamp) -> Self {
         ServerMessage::Error {
-            timestamp: Timestamp::now(),
+            timestamp,
             code: err.code.as_str().to_owned(),
             reason: err.reason.clone(),
         }

@@ -230,7 +230,7 @@ impl Connection {
     fn send_error(&mut self, err: &ProtocolError) {
         self.shared.stats.error_sent(err.code);
         self.session
-            .push_control(ServerMessage::error(err).to_bytes());
+            .push_control(ServerMessage::error(err, Timestamp::now()).to_bytes());
         if err.close {
             self.finish();
         }
@@ -393,7 +393,7 @@ impl Connection {
         self.finish();
         self.shared.stats.error_sent(err.code);
         self.pending.push_back(Outgoing {
-            frame: ServerMessage::error(&err).to_bytes(),
+            frame: ServerMessage::error(&err, Timestamp::now()).to_bytes(),
             alone: true,
             enqueued: 0,
         });
@@ -464,7 +464,7 @@ fn read_once(stream: &tokio::net::TcpStream, buf: &mut [u8]) -> io::Result<usize
 pub(crate) fn refuse(stream: &std::net::TcpStream, reason: &str) {
     use std::io::Write;
     let err = ProtocolError::new(ErrorCode::NotAllowed, reason);
-    let frame = ServerMessage::error(&err).to_bytes();
+    let frame = ServerMessage::error(&err, Timestamp::now()).to_bytes();
     let _ = stream.set_nonblocking(true);
     let _ = (&*stream).write(&frame);
     let _ = stream.shutdown(std::net::Shutdown::Write);

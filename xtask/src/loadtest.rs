@@ -566,13 +566,15 @@ fn utc_now() -> String {
     format_utc(secs)
 }
 
-/// Unix seconds as `YYYY-MM-DD HH:MM:SS` (proleptic Gregorian, UTC).
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS` (UTC).
 fn format_utc(secs: u64) -> String {
-    let d = janus_core::UtcDateTime::from_unix_secs(secs);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        d.year, d.month, d.day, d.hour, d.minute, d.second
-    )
+    let t = UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    // RFC 3339 with whole seconds is `YYYY-MM-DDTHH:MM:SSZ`.
+    humantime::format_rfc3339_seconds(t)
+        .to_string()
+        .replacen('T', " ", 1)
+        .trim_end_matches('Z')
+        .to_owned()
 }
 
 #[cfg(test)]
