@@ -6,7 +6,7 @@
 //! (P6), error (P7) and resumed (X1).
 //!
 //! Key order matters to 2009 clients, so server messages are written by hand
-//! in the exact order of PROTOCOL.md rather than through a serializer whose
+//! in the exact order of docs/protocol.md rather than through a serializer whose
 //! order could drift; strings still go through `serde_json` for escaping.
 
 use std::fmt;

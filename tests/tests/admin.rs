@@ -12,7 +12,10 @@ use std::sync::atomic::Ordering;
 use janus_core::{ClientMessage, Publish, ServerMessage};
 use janus_server::stats::Stats;
 use janus_server::Config;
-use janus_tests::{cargo_bin, publish, test_config, wait_until, Client, TestServer, TIMEOUT};
+use janus_tests::{
+    cargo_bin, exit_code, lines_of, next_line, publish, test_config, wait_until, Client,
+    TestServer, TIMEOUT,
+};
 use serde_json::{json, Value};
 
 /// A test configuration with the admin API on an ephemeral loopback port.
@@ -842,31 +845,6 @@ async fn cli_commands() {
     server.stop().await;
 }
 
-/// Reads lines from a child's pipe into a channel, so a test can wait for one with a deadline.
-fn lines_of(
-    pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static,
-) -> tokio::sync::mpsc::UnboundedReceiver<String> {
-    use tokio::io::AsyncBufReadExt;
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut lines = tokio::io::BufReader::new(pipe).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// The next line from a child's pipe, failing the test after [`TIMEOUT`].
-async fn next_line(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
-    tokio::time::timeout(TIMEOUT, rx.recv())
-        .await
-        .expect("a line in time")
-        .expect("a line, not the end of the output")
-}
-
 /// Starts `janus-admin subscribe` on the test server's client port.
 fn spawn_subscriber(server: &TestServer, args: &[&str]) -> tokio::process::Child {
     tokio::process::Command::new(cargo_bin("janus-admin"))
@@ -880,16 +858,6 @@ fn spawn_subscriber(server: &TestServer, args: &[&str]) -> tokio::process::Child
         .kill_on_drop(true)
         .spawn()
         .expect("spawn janus-admin subscribe")
-}
-
-/// Waits for a child to exit, returning its exit code.
-async fn exit_code(child: &mut tokio::process::Child) -> i32 {
-    tokio::time::timeout(TIMEOUT, child.wait())
-        .await
-        .expect("janus-admin exits in time")
-        .expect("wait for janus-admin")
-        .code()
-        .unwrap_or(-1)
 }
 
 /// The README's pair: `janus-admin subscribe` in one terminal, `janus-admin

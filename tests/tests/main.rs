@@ -3,5 +3,6 @@
 mod admin;
 mod binary;
 mod bot;
+mod example;
 mod protocol;
 mod server;
