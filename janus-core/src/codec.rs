@@ -13,8 +13,12 @@
 //! client can never make the server buffer more than `max_frame` bytes.
 //!
 //! [`ServerCodec`] is the server's side: it decodes client frames into
-//! [`ClientMessage`]s, including the two-frame `PUBLISH` form whose body may be
-//! ended by end of stream instead of `0x00`. Client mistakes that keep the
+//! [`ClientMessage`]s, including the two-frame `PUBLISH` form. A `PUBLISH`
+//! body is complete as soon as its bytes form one JSON object, whatever
+//! follows (a `0x00`, the end of the stream, or nothing yet): 2009
+//! publishers do not terminate it, and some wait for the server to close
+//! (PROTOCOL P5). [`JsonEnd`] finds that end incrementally, so a body arriving
+//! byte by byte is scanned once. Client mistakes that keep the
 //! connection open come out as `Ok(Some(Err(ProtocolError)))`; only mistakes
 //! that end the connection are decoder errors ([`CodecError`]).
 //! [`ClientCodec`] is the client's (and the load bot's) side.
@@ -119,12 +123,71 @@ fn payload_text(frame: &[u8]) -> Result<&str, CodecError> {
     Ok(text)
 }
 
+/// Where one JSON object ends in a byte stream, found incrementally: it
+/// tracks nesting and strings across calls and never rescans a byte.
+#[derive(Debug, Clone, Default)]
+struct JsonEnd {
+    /// Bytes of the buffer already scanned.
+    scanned: usize,
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+}
+
+/// What [`JsonEnd::scan`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    /// The value ends right before this position.
+    Complete(usize),
+    /// A `0x00` at this position came before the value was complete.
+    Cut(usize),
+    /// More bytes are needed.
+    Incomplete,
+}
+
+impl JsonEnd {
+    /// Scans `buf`, which starts with `{` and grows between calls.
+    fn scan(&mut self, buf: &[u8]) -> Scan {
+        for (i, &b) in buf.iter().enumerate().skip(self.scanned) {
+            if b == 0 {
+                *self = JsonEnd::default();
+                return Scan::Cut(i);
+            }
+            if self.in_string {
+                match b {
+                    _ if self.escaped => self.escaped = false,
+                    b'\\' => self.escaped = true,
+                    b'"' => self.in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    if self.depth == 0 {
+                        *self = JsonEnd::default();
+                        return Scan::Complete(i + 1);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.scanned = buf.len();
+        Scan::Incomplete
+    }
+}
+
 /// The server side of the protocol: decodes client frames, encodes server frames.
 #[derive(Debug, Clone)]
 pub struct ServerCodec {
     splitter: Splitter,
-    /// A `PUBLISH` frame was seen; the next frame is its JSON body.
+    /// A `PUBLISH` frame was seen; its JSON body comes next.
     publish_pending: bool,
+    /// How far the pending `PUBLISH` body has been scanned.
+    body: JsonEnd,
 }
 
 impl Default for ServerCodec {
@@ -139,12 +202,101 @@ impl ServerCodec {
         Self {
             splitter: Splitter::new(CLIENT_TERMINATOR, max_frame),
             publish_pending: false,
+            body: JsonEnd::default(),
         }
     }
 
     /// Whether a `PUBLISH` keyword was read and its body is still awaited.
     pub fn publish_pending(&self) -> bool {
         self.publish_pending
+    }
+
+    /// Decodes the body of a `PUBLISH`: one JSON object, complete as soon as
+    /// its closing brace arrives. Markers, empty frames and whitespace before
+    /// it are skipped; a body that is not an object is read up to its
+    /// terminator (or the end of the stream) and rejected.
+    fn decode_publish_body(
+        &mut self,
+        buf: &mut BytesMut,
+        eof: bool,
+    ) -> Result<Option<Result<ClientMessage, ProtocolError>>, CodecError> {
+        if self.body.scanned == 0 {
+            loop {
+                let skip = buf
+                    .iter()
+                    .take_while(|b| **b == CLIENT_TERMINATOR || b.is_ascii_whitespace())
+                    .count();
+                buf.advance(skip);
+                if buf.starts_with(REGULAR_SOCKET_MARKER) {
+                    buf.advance(REGULAR_SOCKET_MARKER.len());
+                    continue;
+                }
+                if !buf.is_empty() && REGULAR_SOCKET_MARKER.starts_with(buf) && !eof {
+                    return Ok(None);
+                }
+                break;
+            }
+            self.splitter.searched = 0;
+            match buf.first() {
+                None if eof => {
+                    self.publish_pending = false;
+                    return Ok(Some(Err(ProtocolError::new(
+                        ErrorCode::BadJson,
+                        "the stream ended before the PUBLISH body",
+                    )
+                    .closing())));
+                }
+                None => return Ok(None),
+                Some(b'{') => {}
+                Some(_) => {
+                    // Not an object: take it up to its terminator, as a
+                    // 2009 server would have, and reject it.
+                    let text = match self.splitter.next_frame(buf)? {
+                        Some(frame) => frame,
+                        None if eof => buf.split(),
+                        None => return Ok(None),
+                    };
+                    let text = String::from_utf8_lossy(&text).into_owned();
+                    return Ok(Some(self.publish_body(&text)));
+                }
+            }
+        }
+        match self.body.scan(buf) {
+            Scan::Complete(end) => {
+                let body = buf.split_to(end);
+                if buf.first() == Some(&CLIENT_TERMINATOR) {
+                    buf.advance(1);
+                }
+                let text = std::str::from_utf8(&body)
+                    .map_err(|e| CodecError::BadFrame(format!("frame is not UTF-8: {e}")))?;
+                Ok(Some(self.publish_body(text)))
+            }
+            Scan::Cut(at) => {
+                buf.advance(at + 1);
+                self.publish_pending = false;
+                Ok(Some(Err(ProtocolError::new(
+                    ErrorCode::BadJson,
+                    "the PUBLISH body ended (0x00) before its JSON object was complete",
+                )
+                .closing())))
+            }
+            Scan::Incomplete if buf.len() > self.splitter.max_frame => {
+                Err(CodecError::FrameTooLarge {
+                    max: self.splitter.max_frame,
+                })
+            }
+            Scan::Incomplete if eof => {
+                buf.clear();
+                self.body = JsonEnd::default();
+                self.publish_pending = false;
+                Ok(Some(Err(ProtocolError::new(
+                    ErrorCode::BadJson,
+                    "the stream ended before the PUBLISH body's JSON object was complete",
+                )
+                .closing())))
+            }
+            Scan::Incomplete => Ok(None),
+        }
     }
 
     fn publish_body(&mut self, text: &str) -> Result<ClientMessage, ProtocolError> {
@@ -166,15 +318,15 @@ impl Decoder for ServerCodec {
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, CodecError> {
         loop {
+            if self.publish_pending {
+                return self.decode_publish_body(buf, false);
+            }
             let Some(frame) = self.splitter.next_frame(buf)? else {
                 return Ok(None);
             };
             let text = payload_text(&frame)?;
             if text.is_empty() {
                 continue;
-            }
-            if self.publish_pending {
-                return Ok(Some(self.publish_body(text)));
             }
             if text == "PUBLISH" {
                 self.publish_pending = true;
@@ -188,16 +340,11 @@ impl Decoder for ServerCodec {
         if let Some(item) = self.decode(buf)? {
             return Ok(Some(item));
         }
-        // The 2009 publisher ends its JSON body by closing the socket.
-        if buf.is_empty() {
-            return Ok(None);
-        }
-        let rest = buf.split();
-        let text = payload_text(&rest)?;
-        if self.publish_pending && !text.is_empty() {
-            return Ok(Some(self.publish_body(text)));
+        if self.publish_pending {
+            return self.decode_publish_body(buf, true);
         }
         // An unterminated fragment from a client that went away is not a request.
+        buf.clear();
         Ok(None)
     }
 }
@@ -300,6 +447,13 @@ mod tests {
         assert_eq!(got, expected, "input {:?}", String::from_utf8_lossy(input));
     }
 
+    fn publish_with_data(topic: &str, data: &str) -> ClientMessage {
+        ClientMessage::Publish {
+            publish: Publish::new(topic, "", "", data).unwrap(),
+            one_shot: true,
+        }
+    }
+
     fn publish(topic: &str, data: &str, one_shot: bool) -> ClientMessage {
         ClientMessage::Publish {
             publish: Publish::new(topic, "e", "1", data).unwrap(),
@@ -341,10 +495,11 @@ mod tests {
 
     #[test]
     fn every_strict_prefix_needs_more() {
+        // A PUBLISH body is complete at its closing brace (P5), NUL or not.
         let frames: [&[u8]; 3] = [
             SUB,
             b"PING\0",
-            b"<regular-socket/>\0PUBLISH\0{\"topic\":\"t\"}\0",
+            b"<regular-socket/>\0PUBLISH\0{\"topic\":\"t\"}",
         ];
         for frame in frames {
             for cut in 0..frame.len() {
@@ -384,6 +539,70 @@ mod tests {
             }
         }
         assert_eq!(got, whole);
+    }
+
+    /// Decodes `input` without an end of stream: what a server that is still
+    /// waiting for more bytes would have handled.
+    fn decode_open(input: &[u8]) -> Vec<Result<ClientMessage, ProtocolError>> {
+        let mut codec = ServerCodec::new(1024);
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        while let Some(item) = codec.decode(&mut buf).unwrap() {
+            out.push(item);
+        }
+        out
+    }
+
+    #[test]
+    fn a_publish_body_is_complete_at_its_closing_brace() {
+        let tricky = b"{\"topic\":\"t\",\"data\":\"}{\\\"]\"}";
+        let expected = || publish_with_data("t", "\"}{\\\"]\"");
+        // No terminator and no end of stream: handled at once.
+        let mut input = b"<regular-socket/>\0PUBLISH\0".to_vec();
+        input.extend_from_slice(tricky);
+        assert_eq!(decode_open(&input), [Ok(expected())]);
+        // Byte by byte, the same.
+        let mut codec = ServerCodec::new(1024);
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for b in &input {
+            buf.put_u8(*b);
+            while let Some(item) = codec.decode(&mut buf).unwrap() {
+                got.push(item);
+            }
+        }
+        assert_eq!(got, [Ok(expected())]);
+        // Whatever follows the body does not matter.
+        input.extend_from_slice(b"garbage");
+        assert_eq!(decode_open(&input)[0], Ok(expected()));
+        // Markers, empty frames and whitespace before the body are skipped.
+        let mut input = b"PUBLISH\0\0 <regular-socket/>\0\n".to_vec();
+        input.extend_from_slice(tricky);
+        assert_eq!(decode_open(&input), [Ok(expected())]);
+    }
+
+    #[test]
+    fn a_publish_body_cut_short_is_bad_json() {
+        for input in [
+            &b"PUBLISH\0{\"topic\":\"t\",\0"[..],
+            b"PUBLISH\0{\"topic\":\"t\"",
+            b"PUBLISH\0[1,2]\0",
+            b"PUBLISH\0nope",
+            b"PUBLISH\0",
+        ] {
+            let items = decode_all(input);
+            assert_eq!(items.len(), 1, "{input:?}");
+            let err = items[0].as_ref().unwrap_err();
+            assert_eq!(err.code, ErrorCode::BadJson, "{input:?}");
+            assert!(err.close, "{input:?}");
+        }
+        // An unterminated body longer than the frame limit is fatal.
+        let mut codec = ServerCodec::new(16);
+        let mut buf = BytesMut::from(&b"PUBLISH\0{\"topic\":\"xxxxxxxxxxxxxxxxx"[..]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(CodecError::FrameTooLarge { max: 16 })
+        ));
     }
 
     #[test]

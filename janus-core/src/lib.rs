@@ -29,10 +29,12 @@ pub mod token;
 pub mod topic;
 
 pub use codec::{ClientCodec, CodecError, ServerCodec};
-pub use message::{ClientMessage, ErrorCode, ProtocolError, Publish, ServerMessage};
+pub use message::{
+    ClientMessage, ErrorCode, ProtocolError, Publish, Resume, ServerMessage, TopicPosition,
+};
 pub use time::Timestamp;
 pub use token::Token;
-pub use topic::{validate_topic, Subscriber, TopicManager};
+pub use topic::{validate_topic, TopicManager};
 
 /// Terminator of every frame a client sends (PROTOCOL P1).
 pub const CLIENT_TERMINATOR: u8 = 0x00;

@@ -45,11 +45,15 @@ pub enum ErrorCode {
     Kicked,
     /// The server is shutting down. Connection closes.
     ServerShutdown,
+    /// The server cannot take this request right now (in a cluster: the
+    /// broker is unreachable; or a server-wide limit is reached). Nothing was
+    /// half-done; the client may retry. Connection stays open.
+    Unavailable,
 }
 
 impl ErrorCode {
     /// Every code, in the order PROTOCOL P7 lists them.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::BadJson,
         ErrorCode::BadFrame,
         ErrorCode::FrameTooLarge,
@@ -61,6 +65,7 @@ impl ErrorCode {
         ErrorCode::SlowConsumer,
         ErrorCode::Kicked,
         ErrorCode::ServerShutdown,
+        ErrorCode::Unavailable,
     ];
 
     /// The code as written on the wire.
@@ -77,6 +82,7 @@ impl ErrorCode {
             ErrorCode::SlowConsumer => "slow_consumer",
             ErrorCode::Kicked => "kicked",
             ErrorCode::ServerShutdown => "server_shutdown",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 
@@ -88,6 +94,7 @@ impl ErrorCode {
                 | ErrorCode::UnknownAction
                 | ErrorCode::BadTopic
                 | ErrorCode::UnknownSession
+                | ErrorCode::Unavailable
         )
     }
 }
@@ -291,12 +298,19 @@ impl Publish {
 
     /// Encodes the delivery of this publish, once, for every subscriber (P6).
     pub fn encode_delivery(&self, timestamp: Timestamp) -> Bytes {
-        encode_delivery(
+        self.encode_delivery_at(timestamp, None)
+    }
+
+    /// As [`Publish::encode_delivery`], with the topic offset for clients
+    /// that opted in (X1).
+    pub fn encode_delivery_at(&self, timestamp: Timestamp, offset: Option<u64>) -> Bytes {
+        encode_delivery_at(
             timestamp,
             &self.topic,
             &self.event,
             &self.message_id,
             self.data.get(),
+            offset,
         )
     }
 }
@@ -316,8 +330,21 @@ pub fn encode_delivery(
     message_id: &str,
     data: &str,
 ) -> Bytes {
+    encode_delivery_at(timestamp, topic, event, message_id, data, None)
+}
+
+/// As [`encode_delivery`], with `"offset":N` as the last key when `offset`
+/// is given (X1: only for clients that opted in).
+pub fn encode_delivery_at(
+    timestamp: Timestamp,
+    topic: &str,
+    event: &str,
+    message_id: &str,
+    data: &str,
+    offset: Option<u64>,
+) -> Bytes {
     let mut out =
-        Vec::with_capacity(96 + topic.len() + event.len() + message_id.len() + data.len());
+        Vec::with_capacity(120 + topic.len() + event.len() + message_id.len() + data.len());
     out.extend_from_slice(b"{\"timestamp\":");
     out.extend_from_slice(timestamp.to_string().as_bytes());
     out.extend_from_slice(b",\"topic\":");
@@ -328,6 +355,10 @@ pub fn encode_delivery(
     push_json_str(&mut out, message_id);
     out.extend_from_slice(b",\"data\":");
     out.extend_from_slice(data.as_bytes());
+    if let Some(offset) = offset {
+        out.extend_from_slice(b",\"offset\":");
+        out.extend_from_slice(offset.to_string().as_bytes());
+    }
     out.extend_from_slice(b"}\x01");
     Bytes::from(out)
 }
@@ -351,8 +382,62 @@ pub enum ClientMessage {
         /// True for the `PUBLISH` form, after which the connection closes.
         one_shot: bool,
     },
-    /// `{"action":"resume","data":"TOKEN"}` (X1).
-    Resume(String),
+    /// `{"action":"options","data":{"offsets":true}}` (X1): opt in to offsets.
+    Options {
+        /// Deliveries carry their topic offset, and subscribes are answered
+        /// `subscribed`; `None` leaves the setting as it is.
+        offsets: Option<bool>,
+    },
+    /// `{"action":"resume",...}` (X1), as the first frame of a connection.
+    Resume(Resume),
+}
+
+/// What a client resumes (X1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// `"data":"TOKEN"`: re-attach a detached session with what was queued for it.
+    Token(String),
+    /// `"data":{"token":"T","topics":{"TOPIC":{"epoch":"E","offset":N},…}}`:
+    /// the session `T`, subscribed to these topics, with everything published
+    /// on them after the given positions.
+    Positions {
+        /// The session token.
+        token: String,
+        /// Where the client is in each topic, in the order given.
+        topics: Vec<TopicPosition>,
+    },
+}
+
+/// A client's position in one topic's stream (X1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicPosition {
+    /// The topic.
+    pub topic: String,
+    /// The stream the offset belongs to.
+    pub epoch: String,
+    /// The last offset the client has.
+    pub offset: u64,
+}
+
+/// The object of a positional resume.
+#[derive(Deserialize)]
+struct ResumeBody {
+    token: String,
+    #[serde(default)]
+    topics: std::collections::BTreeMap<String, PositionBody>,
+}
+
+#[derive(Deserialize)]
+struct PositionBody {
+    epoch: String,
+    offset: u64,
+}
+
+/// The object of an `options` request.
+#[derive(Deserialize)]
+struct OptionsBody {
+    #[serde(default)]
+    offsets: Option<bool>,
 }
 
 /// The generic shape of an action frame.
@@ -415,17 +500,18 @@ impl ClientMessage {
                     one_shot: false,
                 })
             }
-            "resume" => {
-                let token = frame
-                    .data
-                    .and_then(|d| serde_json::from_str::<String>(d.get()).ok())
-                    .ok_or_else(|| {
-                        ProtocolError::new(
-                            ErrorCode::UnknownSession,
-                            "resume needs a token string in \"data\"",
-                        )
-                    })?;
-                Ok(ClientMessage::Resume(token))
+            "resume" => parse_resume(frame.data),
+            "options" => {
+                let data = frame.data.map_or("{}", RawValue::get);
+                let body: OptionsBody = serde_json::from_str(data).map_err(|e| {
+                    ProtocolError::new(
+                        ErrorCode::BadJson,
+                        format!("options take an object such as {{\"offsets\":true}}: {e}"),
+                    )
+                })?;
+                Ok(ClientMessage::Options {
+                    offsets: body.offsets,
+                })
             }
             // The 2009 server accepted "ping" and "pong" actions from some clients.
             "ping" => Ok(ClientMessage::Ping),
@@ -453,10 +539,32 @@ impl ClientMessage {
                 push_json_str(&mut json, t);
                 json.push(b'}');
             }
-            ClientMessage::Resume(t) => {
+            ClientMessage::Resume(Resume::Token(t)) => {
                 json.extend_from_slice(b"{\"action\":\"resume\",\"data\":");
                 push_json_str(&mut json, t);
                 json.push(b'}');
+            }
+            ClientMessage::Resume(Resume::Positions { token, topics }) => {
+                json.extend_from_slice(b"{\"action\":\"resume\",\"data\":{\"token\":");
+                push_json_str(&mut json, token);
+                json.extend_from_slice(b",\"topics\":{");
+                for (i, p) in topics.iter().enumerate() {
+                    if i > 0 {
+                        json.push(b',');
+                    }
+                    push_json_str(&mut json, &p.topic);
+                    json.extend_from_slice(b":{\"epoch\":");
+                    push_json_str(&mut json, &p.epoch);
+                    json.extend_from_slice(format!(",\"offset\":{}}}", p.offset).as_bytes());
+                }
+                json.extend_from_slice(b"}}}");
+            }
+            ClientMessage::Options { offsets } => {
+                json.extend_from_slice(b"{\"action\":\"options\",\"data\":{");
+                if let Some(on) = offsets {
+                    json.extend_from_slice(format!("\"offsets\":{on}").as_bytes());
+                }
+                json.extend_from_slice(b"}}");
             }
             ClientMessage::Ping => json.extend_from_slice(b"PING"),
             ClientMessage::Pong => json.extend_from_slice(b"PONG"),
@@ -485,6 +593,37 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// The two forms of `resume` (X1). A resume the server cannot read is
+/// `unknown_session`: the connection goes on as a fresh session.
+fn parse_resume(data: Option<&RawValue>) -> Result<ClientMessage, ProtocolError> {
+    let unknown = |why: String| ProtocolError::new(ErrorCode::UnknownSession, why);
+    let data = data.ok_or_else(|| unknown("resume needs \"data\"".into()))?;
+    let text = data.get();
+    if text.starts_with('"') {
+        let token: String =
+            serde_json::from_str(text).map_err(|e| unknown(format!("resume token: {e}")))?;
+        return Ok(ClientMessage::Resume(Resume::Token(token)));
+    }
+    let body: ResumeBody = serde_json::from_str(text).map_err(|e| {
+        unknown(format!(
+            "resume takes a token or {{\"token\":..,\"topics\":{{TOPIC:{{\"epoch\":..,\"offset\":N}}}}}}: {e}"
+        ))
+    })?;
+    let mut topics = Vec::with_capacity(body.topics.len());
+    for (topic, position) in body.topics {
+        validate_topic(&topic)?;
+        topics.push(TopicPosition {
+            topic,
+            epoch: position.epoch,
+            offset: position.offset,
+        });
+    }
+    Ok(ClientMessage::Resume(Resume::Positions {
+        token: body.token,
+        topics,
+    }))
+}
+
 fn topic_of(data: Option<&RawValue>) -> Result<String, ProtocolError> {
     let data =
         data.ok_or_else(|| ProtocolError::new(ErrorCode::BadTopic, "missing topic in \"data\""))?;
@@ -507,6 +646,8 @@ pub struct Delivery {
     pub message_id: String,
     /// The payload as JSON text.
     pub data: String,
+    /// The message's position in its topic (X1), for clients that opted in.
+    pub offset: Option<u64>,
 }
 
 /// What the server sends a client.
@@ -540,8 +681,22 @@ pub enum ServerMessage {
         timestamp: Timestamp,
         /// The resumed token.
         token: String,
-        /// Messages about to be replayed, or -1 if some were lost.
-        missed: i64,
+        /// Whether everything missed follows (`missed` messages); if not,
+        /// nothing is replayed and the client must resync.
+        recovered: bool,
+        /// Messages about to be replayed.
+        missed: u64,
+    },
+    /// A subscription is live, for a client that opted in to offsets (X1).
+    Subscribed {
+        /// Server wall clock.
+        timestamp: Timestamp,
+        /// The topic.
+        topic: String,
+        /// The topic's stream.
+        epoch: String,
+        /// The topic's latest offset (0: nothing published yet).
+        offset: u64,
     },
 }
 
@@ -556,7 +711,11 @@ struct AnyServerObject {
     error: Option<String>,
     reason: Option<String>,
     resumed: Option<String>,
-    missed: Option<i64>,
+    recovered: Option<bool>,
+    missed: Option<u64>,
+    subscribed: Option<String>,
+    epoch: Option<String>,
+    offset: Option<u64>,
 }
 
 impl ServerMessage {
@@ -597,7 +756,16 @@ impl ServerMessage {
             return Ok(ServerMessage::Resumed {
                 timestamp,
                 token,
+                recovered: obj.recovered.unwrap_or(false),
                 missed: obj.missed.unwrap_or(0),
+            });
+        }
+        if let Some(topic) = obj.subscribed {
+            return Ok(ServerMessage::Subscribed {
+                timestamp,
+                topic,
+                epoch: obj.epoch.unwrap_or_default(),
+                offset: obj.offset.unwrap_or(0),
             });
         }
         if let Some(topic) = obj.topic {
@@ -610,6 +778,7 @@ impl ServerMessage {
                     .data
                     .map(|d| d.get().to_owned())
                     .unwrap_or_else(|| "null".into()),
+                offset: obj.offset,
             }));
         }
         match obj.token {
@@ -644,8 +813,14 @@ impl ServerMessage {
             ServerMessage::Ack => out.extend_from_slice(b"ACK"),
             ServerMessage::Ping => out.extend_from_slice(b"PING"),
             ServerMessage::Delivery(d) => {
-                let bytes =
-                    encode_delivery(d.timestamp, &d.topic, &d.event, &d.message_id, &d.data);
+                let bytes = encode_delivery_at(
+                    d.timestamp,
+                    &d.topic,
+                    &d.event,
+                    &d.message_id,
+                    &d.data,
+                    d.offset,
+                );
                 dst.put_slice(&bytes);
                 return;
             }
@@ -665,15 +840,30 @@ impl ServerMessage {
             ServerMessage::Resumed {
                 timestamp,
                 token,
+                recovered,
                 missed,
             } => {
                 out.extend_from_slice(b"{\"timestamp\":");
                 out.extend_from_slice(timestamp.to_string().as_bytes());
                 out.extend_from_slice(b",\"resumed\":");
                 push_json_str(&mut out, token);
-                out.extend_from_slice(b",\"missed\":");
-                out.extend_from_slice(missed.to_string().as_bytes());
-                out.push(b'}');
+                out.extend_from_slice(
+                    format!(",\"recovered\":{recovered},\"missed\":{missed}}}").as_bytes(),
+                );
+            }
+            ServerMessage::Subscribed {
+                timestamp,
+                topic,
+                epoch,
+                offset,
+            } => {
+                out.extend_from_slice(b"{\"timestamp\":");
+                out.extend_from_slice(timestamp.to_string().as_bytes());
+                out.extend_from_slice(b",\"subscribed\":");
+                push_json_str(&mut out, topic);
+                out.extend_from_slice(b",\"epoch\":");
+                push_json_str(&mut out, epoch);
+                out.extend_from_slice(format!(",\"offset\":{offset}}}").as_bytes());
             }
         }
         dst.put_slice(&out);
@@ -770,7 +960,31 @@ mod tests {
         ok("PONG", ClientMessage::Pong);
         ok(
             r#"{"action":"resume","data":"abc"}"#,
-            ClientMessage::Resume("abc".into()),
+            ClientMessage::Resume(Resume::Token("abc".into())),
+        );
+        ok(
+            r#"{"action":"resume","data":{"token":"abc","topics":{"b":{"epoch":"e2","offset":7},"a":{"offset":0,"epoch":"e1"}}}}"#,
+            ClientMessage::Resume(Resume::Positions {
+                token: "abc".into(),
+                topics: vec![
+                    TopicPosition {
+                        topic: "a".into(),
+                        epoch: "e1".into(),
+                        offset: 0,
+                    },
+                    TopicPosition {
+                        topic: "b".into(),
+                        epoch: "e2".into(),
+                        offset: 7,
+                    },
+                ],
+            }),
+        );
+        ok(
+            r#"{"action":"options","data":{"offsets":true,"future":1}}"#,
+            ClientMessage::Options {
+                offsets: Some(true),
+            },
         );
         let m = ClientMessage::parse(r#"{"action":"publish","data":{"topic":"t","data":[1]}}"#)
             .unwrap();
@@ -790,6 +1004,15 @@ mod tests {
         err(r#"{"action":"dance","data":"x"}"#, ErrorCode::UnknownAction);
         err(r#"{"action":7}"#, ErrorCode::UnknownAction);
         err(r#"{"data":"x"}"#, ErrorCode::UnknownAction);
+        err(
+            r#"{"action":"resume","data":{"topics":{}}}"#,
+            ErrorCode::UnknownSession,
+        );
+        err(
+            r#"{"action":"resume","data":{"token":"t","topics":{"a":{"epoch":"e","offset":-1}}}}"#,
+            ErrorCode::UnknownSession,
+        );
+        err(r#"{"action":"options","data":[1]}"#, ErrorCode::BadJson);
         err(r#"{"action":"subscribe"}"#, ErrorCode::BadTopic);
         err(r#"{"action":"subscribe","data":""}"#, ErrorCode::BadTopic);
         err(
@@ -808,7 +1031,18 @@ mod tests {
             ClientMessage::Subscribe("a \"b\"".into()),
             ClientMessage::Unsubscribe("ü".into()),
             ClientMessage::Ping,
-            ClientMessage::Resume("t".into()),
+            ClientMessage::Resume(Resume::Token("t".into())),
+            ClientMessage::Resume(Resume::Positions {
+                token: "t".into(),
+                topics: vec![TopicPosition {
+                    topic: "x \"y\"".into(),
+                    epoch: "e".into(),
+                    offset: 42,
+                }],
+            }),
+            ClientMessage::Options {
+                offsets: Some(true),
+            },
             ClientMessage::Publish {
                 publish: Publish::new("t", "e", "1", "{\"x\":1}").unwrap(),
                 one_shot: false,
@@ -840,7 +1074,14 @@ mod tests {
             ServerMessage::Resumed {
                 timestamp: ts,
                 token: "ab".into(),
-                missed: -1,
+                recovered: true,
+                missed: 12,
+            },
+            ServerMessage::Subscribed {
+                timestamp: ts,
+                topic: "t".into(),
+                epoch: "e".into(),
+                offset: 3,
             },
             ServerMessage::Delivery(Delivery {
                 timestamp: ts,
@@ -848,6 +1089,15 @@ mod tests {
                 event: "e".into(),
                 message_id: "m".into(),
                 data: "[true]".into(),
+                offset: None,
+            }),
+            ServerMessage::Delivery(Delivery {
+                timestamp: ts,
+                topic: "t".into(),
+                event: "e".into(),
+                message_id: "m".into(),
+                data: "{}".into(),
+                offset: Some(9),
             }),
         ] {
             let b = m.to_bytes();
@@ -857,6 +1107,38 @@ mod tests {
                 m
             );
         }
+    }
+
+    #[test]
+    fn x1_frames_have_the_documented_key_order() {
+        let ts = Timestamp::from_parts(1, 2, 3);
+        let subscribed = ServerMessage::Subscribed {
+            timestamp: ts,
+            topic: "t".into(),
+            epoch: "e".into(),
+            offset: 3,
+        };
+        assert_eq!(
+            text(&subscribed.to_bytes()),
+            "{\"timestamp\":[1,2,3],\"subscribed\":\"t\",\"epoch\":\"e\",\"offset\":3}\u{1}"
+        );
+        let resumed = ServerMessage::Resumed {
+            timestamp: ts,
+            token: "ab".into(),
+            recovered: false,
+            missed: 0,
+        };
+        assert_eq!(
+            text(&resumed.to_bytes()),
+            "{\"timestamp\":[1,2,3],\"resumed\":\"ab\",\"recovered\":false,\"missed\":0}\u{1}"
+        );
+        let publish = Publish::new("t", "e", "1", "[1]").unwrap();
+        let plain = publish.encode_delivery(ts);
+        let with = publish.encode_delivery_at(ts, Some(9));
+        assert_eq!(
+            text(&with),
+            format!("{},\"offset\":9}}\u{1}", &text(&plain)[..plain.len() - 2])
+        );
     }
 
     #[test]
@@ -886,7 +1168,8 @@ mod tests {
                 ErrorCode::BadJson,
                 ErrorCode::UnknownAction,
                 ErrorCode::BadTopic,
-                ErrorCode::UnknownSession
+                ErrorCode::UnknownSession,
+                ErrorCode::Unavailable
             ]
         );
     }

@@ -1,25 +1,25 @@
 //! Topic validation (PROTOCOL P3) and the topic manager: topic → subscribers.
 //!
-//! The manager is generic over the subscriber handle ([`Subscriber`]), so the
-//! server can plug in its session queues while tests plug in plain vectors.
+//! The manager is generic over the subscriber handle, so the server can plug
+//! in its sessions while tests plug in plain vectors.
 //! Topics are created on first subscribe and dropped the moment their last
 //! subscriber leaves, so a churning population leaves nothing behind.
 //!
-//! A publish encodes its delivery **once** and hands every subscriber a clone
-//! of the same `Bytes` (a reference-count increment, no copy, no
-//! serialization). The topics are split over shards, each behind a short
-//! `std::sync::Mutex`; a publish holds its topic's shard lock while it hands
-//! out the frame, which is what makes per-topic order total: two publishes to
-//! one topic reach every subscriber in the same order, and a subscriber that
-//! was acknowledged before a publish began receives it.
+//! The manager does not deliver anything itself: [`TopicManager::publish`]
+//! lends the caller the topic's subscriber list while the topic is locked,
+//! and the caller (the server's fan-out) hands each subscriber the same
+//! already-encoded bytes. The topics are split over shards, each behind a
+//! short `std::sync::Mutex`; because a publish runs under its topic's shard
+//! lock, per-topic order is total: two publishes to one topic reach every
+//! subscriber in the same order, and a subscriber whose subscription was
+//! registered (and acknowledged, see [`TopicManager::subscribe`]) before a
+//! publish began receives it.
 
 use std::collections::hash_map::{Entry, RandomState};
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-
-use bytes::Bytes;
 
 use crate::message::{ErrorCode, ProtocolError};
 
@@ -54,15 +54,6 @@ pub fn validate_topic(topic: &str) -> Result<(), ProtocolError> {
 
 /// Identifies one subscriber (a session) across topics.
 pub type SubscriberId = u64;
-
-/// Something a delivery can be handed to.
-///
-/// `deliver` runs while the topic's shard is locked: it must be quick and
-/// must not block (push onto a queue and wake a writer, nothing more).
-pub trait Subscriber: Clone {
-    /// Hands over one encoded frame; the handle decides what to do when full.
-    fn deliver(&self, frame: &Bytes);
-}
 
 /// One topic's subscribers, kept in a vector for a tight fan-out loop.
 struct Topic<S> {
@@ -106,9 +97,16 @@ pub struct TopicInfo {
 
 type Shard<S> = HashMap<Box<str>, Topic<S>>;
 
-/// Maps topics to subscribers and fans deliveries out to them.
+/// A subscription was refused: creating its topic would exceed the
+/// manager's topic limit (the value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the topic limit of {0} is reached")]
+pub struct TopicLimit(pub usize);
+
+/// Maps topics to subscribers, and lends a publish the subscriber list of its topic.
 pub struct TopicManager<S> {
     shards: Box<[Mutex<Shard<S>>]>,
+    max_topics: usize,
     hasher: RandomState,
     topics: AtomicUsize,
     subscriptions: AtomicUsize,
@@ -123,7 +121,7 @@ impl<S> std::fmt::Debug for TopicManager<S> {
     }
 }
 
-impl<S: Subscriber> Default for TopicManager<S> {
+impl<S: Clone> Default for TopicManager<S> {
     fn default() -> Self {
         Self::new()
     }
@@ -132,11 +130,17 @@ impl<S: Subscriber> Default for TopicManager<S> {
 /// Shard count: enough that unrelated topics rarely share a lock.
 const SHARDS: usize = 64;
 
-impl<S: Subscriber> TopicManager<S> {
-    /// An empty manager.
+impl<S: Clone> TopicManager<S> {
+    /// An empty manager without a topic limit.
     pub fn new() -> Self {
+        Self::with_max_topics(usize::MAX)
+    }
+
+    /// An empty manager holding at most `max_topics` topics at a time.
+    pub fn with_max_topics(max_topics: usize) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            max_topics,
             hasher: RandomState::new(),
             topics: AtomicUsize::new(0),
             subscriptions: AtomicUsize::new(0),
@@ -158,18 +162,27 @@ impl<S: Subscriber> TopicManager<S> {
     /// locked, so whatever it enqueues (the `ACK`) is ordered before any
     /// delivery of a later publish. Returns `true` if the subscription is new,
     /// `false` if `id` was already subscribed (the handle is kept).
+    ///
+    /// # Errors
+    /// [`TopicLimit`] when the topic does not exist and the manager already
+    /// holds its maximum number of topics (`on_live` is not called).
     pub fn subscribe(
         &self,
         topic: &str,
         id: SubscriberId,
         subscriber: S,
         on_live: impl FnOnce(),
-    ) -> bool {
+    ) -> Result<bool, TopicLimit> {
         let mut shard = self.shard(topic);
         let entry = match shard.entry(topic.into()) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
-                self.topics.fetch_add(1, Ordering::Relaxed);
+                // Reserve a slot first, so concurrent creations cannot overshoot.
+                let before = self.topics.fetch_add(1, Ordering::Relaxed);
+                if before >= self.max_topics {
+                    self.topics.fetch_sub(1, Ordering::Relaxed);
+                    return Err(TopicLimit(self.max_topics));
+                }
                 e.insert(Topic::new())
             }
         };
@@ -183,7 +196,7 @@ impl<S: Subscriber> TopicManager<S> {
             }
         };
         on_live();
-        added
+        Ok(added)
     }
 
     /// Removes `id` from `topic`; drops the topic when it empties.
@@ -204,20 +217,21 @@ impl<S: Subscriber> TopicManager<S> {
         removed
     }
 
-    /// Publishes to `topic`: calls `encode` once (only if there are
-    /// subscribers) and hands the frame to each. Returns how many subscribers
-    /// it reached.
-    pub fn publish(&self, topic: &str, encode: impl FnOnce() -> Bytes) -> usize {
+    /// Publishes to `topic`: runs `fanout` with the topic's subscribers while
+    /// the topic is locked, and counts the publish. Returns `None` (without
+    /// calling `fanout`) when the topic has no subscribers.
+    ///
+    /// `fanout` runs under a shard lock shared with other topics: it must
+    /// only queue (no I/O, no blocking, no other shard's lock).
+    pub fn publish<R>(
+        &self,
+        topic: &str,
+        fanout: impl FnOnce(&[(SubscriberId, S)]) -> R,
+    ) -> Option<R> {
         let mut shard = self.shard(topic);
-        let Some(entry) = shard.get_mut(topic) else {
-            return 0;
-        };
+        let entry = shard.get_mut(topic)?;
         entry.published += 1;
-        let frame = encode();
-        for (_, subscriber) in &entry.subscribers {
-            subscriber.deliver(&frame);
-        }
-        entry.subscribers.len()
+        Some(fanout(&entry.subscribers))
     }
 
     /// Number of live topics.
@@ -270,22 +284,33 @@ impl<S: Subscriber> TopicManager<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use std::sync::Arc;
 
     /// A subscriber that records the frames it is handed.
     #[derive(Clone, Default)]
     struct Inbox(Arc<Mutex<Vec<Bytes>>>);
 
-    impl Subscriber for Inbox {
+    impl Inbox {
         fn deliver(&self, frame: &Bytes) {
             self.0.lock().unwrap().push(frame.clone());
         }
-    }
 
-    impl Inbox {
         fn frames(&self) -> Vec<Bytes> {
             self.0.lock().unwrap().clone()
         }
+    }
+
+    /// Publishes `frame` to every subscriber of `topic`, as the server's fan-out does.
+    fn publish(m: &TopicManager<Inbox>, topic: &str, frame: &'static [u8]) -> usize {
+        m.publish(topic, |subscribers| {
+            let frame = Bytes::from_static(frame);
+            for (_, inbox) in subscribers {
+                inbox.deliver(&frame);
+            }
+            subscribers.len()
+        })
+        .unwrap_or(0)
     }
 
     #[test]
@@ -310,14 +335,10 @@ mod tests {
         let m = TopicManager::new();
         let inboxes: Vec<Inbox> = (0..5).map(|_| Inbox::default()).collect();
         for (i, inbox) in inboxes.iter().enumerate() {
-            assert!(m.subscribe("t", i as u64, inbox.clone(), || {}));
+            assert!(m.subscribe("t", i as u64, inbox.clone(), || {}).unwrap());
         }
-        let mut encodes = 0;
-        let reached = m.publish("t", || {
-            encodes += 1;
-            Bytes::from_static(b"frame")
-        });
-        assert_eq!((reached, encodes), (5, 1));
+        let reached = publish(&m, "t", b"frame");
+        assert_eq!(reached, 5);
         let first = inboxes[0].frames()[0].as_ptr();
         assert!(
             inboxes.iter().all(|i| i.frames()[0].as_ptr() == first),
@@ -330,11 +351,11 @@ mod tests {
         let m = TopicManager::new();
         let inbox = Inbox::default();
         let mut acks = 0;
-        assert!(m.subscribe("t", 1, inbox.clone(), || acks += 1));
-        assert!(!m.subscribe("t", 1, inbox.clone(), || acks += 1));
+        assert!(m.subscribe("t", 1, inbox.clone(), || acks += 1).unwrap());
+        assert!(!m.subscribe("t", 1, inbox.clone(), || acks += 1).unwrap());
         assert_eq!(acks, 2);
         assert_eq!(m.subscription_count(), 1);
-        m.publish("t", || Bytes::from_static(b"x"));
+        publish(&m, "t", b"x");
         assert_eq!(inbox.frames().len(), 1);
     }
 
@@ -342,18 +363,17 @@ mod tests {
     fn topics_vanish_when_empty_and_are_isolated() {
         let m = TopicManager::new();
         let (a, b) = (Inbox::default(), Inbox::default());
-        m.subscribe("a", 1, a.clone(), || {});
-        m.subscribe("b", 2, b.clone(), || {});
-        m.subscribe("b", 3, a.clone(), || {});
+        m.subscribe("a", 1, a.clone(), || {}).unwrap();
+        m.subscribe("b", 2, b.clone(), || {}).unwrap();
+        m.subscribe("b", 3, a.clone(), || {}).unwrap();
         assert_eq!((m.topic_count(), m.subscription_count()), (2, 3));
-        assert_eq!(m.publish("a", || Bytes::from_static(b"1")), 1);
+        assert_eq!(publish(&m, "a", b"1"), 1);
         assert_eq!(b.frames().len(), 0);
         assert!(m.unsubscribe("a", 1));
         assert!(!m.unsubscribe("a", 1));
-        assert_eq!(
-            m.publish("a", || unreachable!("no subscribers, no encode")),
-            0
-        );
+        assert!(m
+            .publish("a", |_| unreachable!("no subscribers, no fan-out"))
+            .is_none());
         assert!(m.unsubscribe("b", 2));
         let (info, subs) = m.topic("b").unwrap();
         assert_eq!((info.subscribers, subs[0].0), (1, 3));
@@ -363,16 +383,35 @@ mod tests {
     }
 
     #[test]
+    fn the_topic_limit_refuses_new_topics_only() {
+        let m = TopicManager::with_max_topics(2);
+        let inbox = Inbox::default();
+        m.subscribe("a", 1, inbox.clone(), || {}).unwrap();
+        m.subscribe("b", 1, inbox.clone(), || {}).unwrap();
+        let mut acked = false;
+        assert_eq!(
+            m.subscribe("c", 1, inbox.clone(), || acked = true),
+            Err(TopicLimit(2))
+        );
+        assert!(!acked, "no ACK for a refused subscription");
+        // Existing topics still take subscribers, and a freed slot can be reused.
+        assert_eq!(m.subscribe("a", 2, inbox.clone(), || {}), Ok(true));
+        m.unsubscribe("b", 1);
+        assert_eq!(m.subscribe("c", 1, inbox, || {}), Ok(true));
+        assert_eq!(m.topic_count(), 2);
+    }
+
+    #[test]
     fn swap_remove_keeps_index_consistent() {
         let m = TopicManager::new();
         let inboxes: Vec<Inbox> = (0..10).map(|_| Inbox::default()).collect();
         for (i, inbox) in inboxes.iter().enumerate() {
-            m.subscribe("t", i as u64, inbox.clone(), || {});
+            m.subscribe("t", i as u64, inbox.clone(), || {}).unwrap();
         }
         for i in [0u64, 5, 9, 3] {
             assert!(m.unsubscribe("t", i));
         }
-        m.publish("t", || Bytes::from_static(b"x"));
+        publish(&m, "t", b"x");
         for (i, inbox) in inboxes.iter().enumerate() {
             let expect = usize::from(![0, 5, 9, 3].contains(&i));
             assert_eq!(inbox.frames().len(), expect, "subscriber {i}");
@@ -384,9 +423,9 @@ mod tests {
     fn topic_listing_filters_sorts_and_limits() {
         let m = TopicManager::new();
         for name in ["news/b", "news/a", "sport", "news/c"] {
-            m.subscribe(name, 1, Inbox::default(), || {});
+            m.subscribe(name, 1, Inbox::default(), || {}).unwrap();
         }
-        m.publish("news/a", || Bytes::from_static(b"x"));
+        publish(&m, "news/a", b"x");
         let list = m.topics("news/", 2);
         assert_eq!(
             list.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),

@@ -1,75 +1,120 @@
-//! One client connection: reads its frames, writes its queue, keeps its heartbeat.
+//! One client connection: reads its requests, answers them, and waits on its
+//! socket when the socket is full.
 //!
-//! Each connection is a single task over the socket (no reader/writer split,
-//! no per-connection buffers allocated up front): it waits on whichever of
-//! "bytes to read", "frames queued", "socket writable again", the heartbeat
-//! timer and shutdown comes first. Everything that must survive a
-//! cancelled `select!` branch (the read buffer, partially written frames,
-//! the codec state) lives in [`Connection`], never in locals.
+//! Each connection is one task. It waits, in one `poll_fn`, for the first of:
+//! the socket readable (when reading is allowed), the socket writable (when
+//! its session's write token is parked on a full socket), or a wake-up from
+//! whoever changed the session's outbound side (a writer that parked or
+//! finished, a kick, a slow-consumer cut, the housekeeping sweep). The task
+//! holds no timer, no per-connection buffer while idle and no future per
+//! event source: an idle subscriber costs its `Session`, this small state
+//! and the socket.
 //!
-//! Writing is normally done by the writer threads ([`crate::writer`]); the
-//! task writes only when the socket was full (it waits for writability,
-//! writes the backlog and hands the socket back) or when the connection is
-//! closing. Either way everything queued goes out in `writev`s of up to
-//! [`crate::session::MAX_IOVECS`] frames, a partial write keeps its position
-//! by advancing the front `Bytes`, and control frames (hello, `ACK`, errors,
-//! `PING`) are written alone (PROTOCOL P9).
+//! Reading is allowed while the session is open and under its budget: a
+//! client that sends requests but does not read the answers stops being
+//! read once the answers fill its budget, and is read again when it has
+//! drained to half (PROTOCOL P8). Replies (`ACK`, errors) are queued on the
+//! session's outbound side like everything else and, when nothing else is
+//! being written, written at once by this task; deliveries are written by
+//! the writer threads.
 //!
-//! Closing: after an error that closes (P7), a one-shot `PUBLISH`, a slow
-//! consumer, a kick or shutdown, the connection first unsubscribes (so no new
-//! deliveries arrive), writes what is queued, then half-closes and reads the
-//! peer's remaining bytes for a moment, so the final error frame is not
-//! destroyed by a TCP reset.
+//! Work per wake-up is bounded: at most [`READS_PER_WAKEUP`] reads, and a
+//! publisher that pipelines a burst is paused (the rest stays in the read
+//! buffer) once its publishes have queued [`FANOUT_BUDGET`] deliveries, so
+//! that every other connection gets its turn.
+//!
+//! Closing: an error that closes (P7), a one-shot `PUBLISH`, the end of the
+//! client's stream, the idle timeout, a kick, a slow-consumer cut or
+//! shutdown all close the session's outbound side; once its final frame is
+//! written the task half-closes and reads the peer's remaining bytes for a
+//! moment, so that the final frame is not destroyed by a TCP reset. An
+//! aborted session (write deadline, socket error) is dropped at once.
 
-use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::io;
-use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use janus_core::{
-    ClientMessage, ErrorCode, ProtocolError, Publish, ServerCodec, ServerMessage, Timestamp,
+    ClientMessage, ErrorCode, ProtocolError, Publish, Resume, ServerCodec, ServerMessage, Timestamp,
 };
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::{sleep_until, Instant, Sleep};
 use tokio_util::codec::Decoder;
 
-use crate::session::{write_run, CloseReason, Outgoing, Session, SessionHandle};
+use crate::outbound::{End, Flushed, Push, Tally};
+use crate::session::{Session, SessionHandle, Socket};
 use crate::Shared;
 
-/// Most reads handled per wakeup before giving other tasks a turn.
+/// Most reads handled per wake-up before other connections get a turn.
 const READS_PER_WAKEUP: usize = 16;
 
-/// How long a closing connection waits for the peer to read its last frames.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Deliveries a connection's publishes may queue per wake-up before it
+/// yields to the other connections.
+const FANOUT_BUDGET: usize = 64 * 1024;
 
-/// Where the connection is in its life.
+/// Writes the task makes itself for a reply before leaving the rest to the writers.
+const IN_PLACE_WRITES: usize = 2;
+
+/// How long a closing connection reads what its peer still sends.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// What woke the connection task.
+enum Event {
+    /// The socket has bytes (or an error) to read.
+    Readable,
+    /// The socket drained while the write token was parked on it.
+    Writable,
+    /// Buffered requests can be decoded again.
+    Backlog,
+    /// Everything, the final frame included, is written.
+    Done,
+    /// The session was aborted.
+    Aborted,
+    /// The socket failed, or was given up on (write deadline): the
+    /// connection is lost, the session may wait for a resume.
+    Lost,
+    /// A resume on another connection took the session over.
+    TakenOver,
+}
+
+/// How the connection ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Reading requests and writing deliveries.
-    Open,
-    /// No more reading or new deliveries: write what is queued, then close.
-    Finishing,
+enum Ending {
+    /// The session is done: half-close and let the peer read the last frames.
+    Graceful,
+    /// The session is aborted: drop the socket now (with a reset).
+    Abort,
+    /// The connection is lost: the session waits for a resume if it is worth
+    /// keeping; the socket is dropped with a reset.
+    Lost,
+    /// The session belongs to another connection now: only the socket goes.
+    TakenOver,
 }
 
 /// The state of one client connection.
 pub(crate) struct Connection {
+    /// This connection's id (its first session's id): see [`Session::owned_by`].
+    id: u64,
     session: Arc<Session>,
+    socket: Socket,
+    /// The client's address (a resumed session keeps the address it was created from).
+    peer: std::net::SocketAddr,
     shared: Arc<Shared>,
     codec: ServerCodec,
-    /// Bytes read but not yet decoded; empty (unallocated) between requests.
+    /// Bytes read but not yet decoded; unallocated between requests.
     read_buf: BytesMut,
-    /// Frames taken from the session queue and not yet completely written.
-    pending: VecDeque<Outgoing>,
-    phase: Phase,
-    /// When the heartbeat was last checked or a `PING` queued.
-    heartbeat_checked: Instant,
-    last_read: Instant,
-    /// When a finishing connection gives up on a peer that does not read.
-    finish_deadline: Option<Instant>,
-    /// Whether a `server_shutdown` frame has been queued.
-    shutdown_sent: bool,
+    /// The client's stream ended (or failed): nothing more will be read.
+    eof: bool,
+    /// Complete requests wait in `read_buf` (the fan-out budget ran out, or
+    /// the client went over its budget).
+    backlog: bool,
+    /// The socket failed or the session was aborted: what the client sent
+    /// before is still decoded (a 2009 publisher's reset must not lose its
+    /// publish), though nothing more can be written.
+    salvaging: bool,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -77,213 +122,220 @@ impl Connection {
     /// A connection around an accepted socket whose session is registered.
     pub(crate) fn new(
         session: Arc<Session>,
+        socket: Socket,
         shared: Arc<Shared>,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Self {
-        let now = Instant::now();
         let codec = ServerCodec::new(shared.config.max_frame);
         Self {
+            id: session.id,
+            peer: session.peer,
             session,
+            socket,
             shared,
             codec,
             read_buf: BytesMut::new(),
-            pending: VecDeque::new(),
-            phase: Phase::Open,
-            heartbeat_checked: now,
-            last_read: now,
-            finish_deadline: None,
-            shutdown_sent: false,
+            eof: false,
+            backlog: false,
+            salvaging: false,
             _permit: permit,
         }
     }
 
-    /// Serves the connection until it closes. Never returns an error: what
-    /// goes wrong on one connection ends that connection and is logged.
-    pub(crate) async fn run(mut self) {
+    /// Sends the hello (P2) at once, from the accept loop: the client waits
+    /// for it before it says anything, so it must not wait behind the other
+    /// connections accepted in the same burst.
+    pub(crate) fn greet(&mut self) {
         let hello = ServerMessage::Hello {
             timestamp: Timestamp::now(),
             token: self.session.token.to_string(),
         };
-        self.session.push_control(hello.to_bytes());
-        if let Err(e) = self.serve().await {
-            tracing::debug!(peer = %self.session.peer, error = %e, "connection ended with an error");
-        }
-        self.cleanup();
-        if self.phase == Phase::Finishing {
-            self.linger().await;
-        }
+        self.reply(hello.to_bytes());
     }
 
-    async fn serve(&mut self) -> io::Result<()> {
-        let mut timer: Pin<Box<Sleep>> = Box::pin(sleep_until(self.next_deadline()));
-        // Created once: a fresh `cancelled()` per loop turn would register and
-        // deregister with the token's waiter list, a lock shared by every
-        // connection, on every wakeup.
-        let cancelled = self.shared.shutdown.clone().cancelled_owned();
-        tokio::pin!(cancelled);
+    /// Serves the connection until it closes. What goes wrong on one
+    /// connection ends that connection and is logged, nothing more.
+    pub(crate) async fn run(mut self) {
+        let ending = self.serve().await;
+        match ending {
+            Ending::Graceful | Ending::Abort => self.shared.forget(&self.session),
+            Ending::Lost => self.shared.connection_lost(&self.session),
+            Ending::TakenOver => {}
+        }
+        match ending {
+            // Boxed: the lingering futures (a timer among them) would
+            // otherwise sit in every connection's task for its whole life.
+            Ending::Graceful => Box::pin(self.linger()).await,
+            Ending::Abort | Ending::Lost | Ending::TakenOver => {
+                // A reset frees the kernel's buffers for this socket at once.
+                let _ = socket2::SockRef::from(&*self.socket).set_linger(Some(Duration::ZERO));
+            }
+        }
+        self.shared.connection_closed(self.peer);
+    }
+
+    async fn serve(&mut self) -> Ending {
         loop {
-            self.flush()?;
-            if self.phase == Phase::Finishing
-                && self.pending.is_empty()
-                && self.session.drained_by_task()
-            {
-                return Ok(());
-            }
-            let want_write = !self.pending.is_empty();
-            let reading = self.phase == Phase::Open;
-            tokio::select! {
-                biased;
-                () = &mut cancelled, if !self.shutdown_sent => {
-                    self.begin_shutdown();
-                }
-                r = self.session.stream.writable(), if want_write => r?,
-                _ = self.session.woken(), if !want_write => {}
-                r = self.session.stream.readable(), if reading => {
-                    r?;
-                    self.read_ready()?;
-                }
-                _ = &mut timer => {
-                    if self.on_timer() {
-                        return Ok(());
+            match poll_fn(|cx| self.poll_event(cx)).await {
+                Event::Readable => self.read_ready(),
+                Event::Backlog => {
+                    self.decode_frames();
+                    self.close_at_eof();
+                    if self.backlog {
+                        // Let every other connection have its turn first.
+                        tokio::task::yield_now().await;
                     }
-                    timer.as_mut().reset(self.next_deadline());
                 }
-            }
-            if self.finish_deadline.is_some() && timer.deadline() > self.next_deadline() {
-                timer.as_mut().reset(self.next_deadline());
-            }
-        }
-    }
-
-    /// The next time the timer must look at this connection.
-    fn next_deadline(&self) -> Instant {
-        let mut next = self.last_activity() + self.shared.config.heartbeat;
-        if let Some(idle) = self.shared.config.idle_timeout {
-            next = next.min(self.last_read + idle);
-        }
-        if let Some(deadline) = self.finish_deadline {
-            next = next.min(deadline);
-        }
-        next
-    }
-
-    /// Handles a timer expiry; returns `true` when the connection must end now.
-    fn on_timer(&mut self) -> bool {
-        let now = Instant::now();
-        if self.finish_deadline.is_some_and(|d| now >= d) {
-            tracing::debug!(peer = %self.session.peer, "closing: peer did not read its last frames in time");
-            return true;
-        }
-        if self.phase == Phase::Open {
-            if let Some(idle) = self.shared.config.idle_timeout {
-                if now >= self.last_read + idle {
-                    tracing::debug!(peer = %self.session.peer, "closing idle connection");
-                    self.finish();
-                    return false;
+                Event::Writable => {
+                    if self.session.outbound.unpark() {
+                        self.shared.writers.queue().schedule(self.session.clone());
+                    }
                 }
+                Event::Done => return Ending::Graceful,
+                Event::Aborted => {
+                    self.salvage();
+                    return Ending::Abort;
+                }
+                Event::Lost => {
+                    self.salvage();
+                    return Ending::Lost;
+                }
+                Event::TakenOver => return Ending::TakenOver,
             }
         }
-        if now >= self.last_activity() + self.shared.config.heartbeat && self.pending.is_empty() {
-            self.session.push_control(ServerMessage::Ping.to_bytes());
-            // Counts as sending something; the write itself updates it again.
-            self.heartbeat_checked = now;
+    }
+
+    /// What to do next; registers for every wake-up that could change it.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        self.session.register_task(cx.waker());
+        if !self.session.owned_by(self.id) {
+            return Poll::Ready(Event::TakenOver);
         }
-        false
+        let status = self.session.outbound.status();
+        match status.end {
+            End::Done => return Poll::Ready(Event::Done),
+            End::Aborted => return Poll::Ready(Event::Aborted),
+            End::Open | End::Closing if !status.attached => return Poll::Ready(Event::Lost),
+            End::Open | End::Closing => {}
+        }
+        if status.parked && self.socket.poll_write_ready(cx).is_ready() {
+            return Poll::Ready(Event::Writable);
+        }
+        if status.end == End::Open && self.session.outbound.may_read() {
+            if self.backlog {
+                return Poll::Ready(Event::Backlog);
+            }
+            if !self.eof && self.socket.poll_read_ready(cx).is_ready() {
+                return Poll::Ready(Event::Readable);
+            }
+        }
+        Poll::Pending
     }
 
-    /// The later of the last write (by anyone) and the last `PING` queued.
-    fn last_activity(&self) -> Instant {
-        let wrote = Instant::now()
-            .checked_sub(self.session.since_last_write())
-            .unwrap_or(self.heartbeat_checked);
-        wrote.max(self.heartbeat_checked)
+    /// Whether requests may be taken from the client now.
+    fn reading(&self) -> bool {
+        self.salvaging
+            || (self.session.outbound.status().end == End::Open && self.session.outbound.may_read())
     }
 
-    /// Stops reading and taking deliveries; what is queued still goes out.
-    fn finish(&mut self) {
-        if self.phase == Phase::Finishing {
+    /// The session is aborted (often because the peer reset the connection
+    /// before reading anything): handles what it sent before the end.
+    fn salvage(&mut self) {
+        if self.eof {
             return;
         }
-        self.phase = Phase::Finishing;
-        self.unsubscribe_all();
-        self.session.request_handover();
-        self.read_buf = BytesMut::new();
-        let limit = if self.shared.shutdown.is_cancelled() {
-            self.shared.config.shutdown_timeout
-        } else {
-            CLOSE_GRACE
-        };
-        self.finish_deadline = Some(Instant::now() + limit);
-    }
-
-    fn begin_shutdown(&mut self) {
-        self.shutdown_sent = true;
-        self.finish();
-        self.finish_deadline = Some(Instant::now() + self.shared.config.shutdown_timeout);
-        self.send_error(&ProtocolError::new(
-            ErrorCode::ServerShutdown,
-            "the server is shutting down",
-        ));
-    }
-
-    /// Queues an error frame, counts it, and starts closing if the code says so.
-    fn send_error(&mut self, err: &ProtocolError) {
-        self.shared.stats.error_sent(err.code);
-        self.session
-            .push_control(ServerMessage::error(err, Timestamp::now()).to_bytes());
-        if err.close {
-            self.finish();
+        self.salvaging = true;
+        self.backlog = false;
+        self.read_ready();
+        if !self.eof {
+            self.eof = true;
+            self.decode_frames();
         }
     }
 
-    /// Reads what the socket has, decoding and handling each complete frame.
-    fn read_ready(&mut self) -> io::Result<()> {
+    /// Reads what the socket has, decoding and handling each complete request.
+    fn read_ready(&mut self) {
         let mut chunk = [0u8; 8192];
         for _ in 0..READS_PER_WAKEUP {
-            if self.phase != Phase::Open {
-                return Ok(());
+            if self.eof || self.backlog || !self.reading() {
+                break;
             }
-            match read_once(&self.session.stream, &mut chunk) {
+            match read_once(&self.socket, &mut chunk) {
                 Ok(0) => {
-                    self.decode_frames(true);
-                    self.finish();
-                    return Ok(());
+                    self.eof = true;
+                    self.decode_frames();
+                    self.close_at_eof();
                 }
                 Ok(n) => {
-                    self.last_read = Instant::now();
                     self.read_buf.extend_from_slice(&chunk[..n]);
-                    self.decode_frames(false);
+                    self.decode_frames();
                     if n < chunk.len() {
                         break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Bytes that arrived before a reset still count (P5): a
+                    // 2009 publisher closes without reading, often with a reset.
+                    tracing::debug!(peer = %self.peer, error = %e, "read failed");
+                    self.eof = true;
+                    self.decode_frames();
+                    if !self.salvaging {
+                        self.shared.give_up_connection(&self.session);
+                    }
+                    return;
+                }
             }
         }
         if self.read_buf.is_empty() && self.read_buf.capacity() > 0 {
             // Idle connections hold no read buffer.
             self.read_buf = BytesMut::new();
         }
-        Ok(())
     }
 
-    fn decode_frames(&mut self, eof: bool) {
-        while self.phase == Phase::Open {
-            let item = if eof {
+    /// Once the client's stream has ended and every request in it is handled,
+    /// the session closes (after writing what is queued).
+    fn close_at_eof(&mut self) {
+        if self.eof && !self.backlog {
+            self.close(None);
+        }
+    }
+
+    /// Decodes and handles buffered requests until none is complete, the
+    /// session stops being readable, or this wake-up's fan-out budget is spent.
+    fn decode_frames(&mut self) {
+        self.backlog = false;
+        let mut work = 0;
+        loop {
+            if !self.reading() {
+                // Over budget or closing: what is buffered waits (or is dropped on close).
+                self.backlog = !self.read_buf.is_empty();
+                return;
+            }
+            if work >= FANOUT_BUDGET {
+                self.backlog = true;
+                return;
+            }
+            let item = if self.eof {
                 self.codec.decode_eof(&mut self.read_buf)
             } else {
                 self.codec.decode(&mut self.read_buf)
             };
             match item {
-                Ok(Some(Ok(message))) => self.handle(message),
-                Ok(Some(Err(err))) => self.send_error(&err),
+                Ok(Some(Ok(message))) => {
+                    self.session.touch();
+                    work += 1 + self.handle(message);
+                }
+                Ok(Some(Err(err))) => {
+                    self.session.touch();
+                    self.send_error(&err);
+                }
                 Ok(None) => return,
                 Err(err) => {
                     match err.protocol_error() {
                         Some(p) => self.send_error(&p.closing()),
-                        None => self.finish(),
+                        None => self.close(None),
                     }
                     return;
                 }
@@ -291,26 +343,114 @@ impl Connection {
         }
     }
 
-    fn handle(&mut self, message: ClientMessage) {
+    /// Handles one request; returns the deliveries it queued.
+    fn handle(&mut self, message: ClientMessage) -> usize {
         match message {
             ClientMessage::Subscribe(topic) => self.subscribe(topic),
             ClientMessage::Unsubscribe(topic) => {
-                if self.session.subscriptions().remove(topic.as_str()) {
+                let mut subs = self.session.subscriptions();
+                if let Some(pos) = subs.iter().position(|t| **t == *topic) {
+                    subs.swap_remove(pos);
                     self.shared.topics.unsubscribe(&topic, self.session.id);
                 }
             }
             ClientMessage::Ping | ClientMessage::Pong => {}
-            ClientMessage::Publish { publish, one_shot } => self.publish(&publish, one_shot),
-            ClientMessage::Resume(_) => self.send_error(&ProtocolError::new(
+            ClientMessage::Options { offsets } => {
+                if let Some(on) = offsets {
+                    self.session.set_offsets(on);
+                }
+                self.reply(Bytes::from_static(b"ACK\x01"));
+            }
+            ClientMessage::Publish { publish, one_shot } => {
+                return self.publish(&publish, one_shot);
+            }
+            ClientMessage::Resume(Resume::Token(token)) => self.resume_token(&token),
+            ClientMessage::Resume(Resume::Positions { .. }) => self
+                .send_error(&ProtocolError::new(
                 ErrorCode::UnknownSession,
-                "no detached session with that token; continuing as a fresh session",
+                "resuming from topic positions is not supported yet; continuing as a fresh session",
             )),
         }
+        0
+    }
+
+    /// The token form of resume (X1): re-attaches a session that lost its
+    /// connection less than the session TTL ago, with what was queued for it.
+    fn resume_token(&mut self, token: &str) {
+        let shared = self.shared.clone();
+        let stats = &shared.stats;
+        stats.resumes.fetch_add(1, Ordering::Relaxed);
+        let Some(old) = self.resumable_session(token) else {
+            stats.resumes_unknown.fetch_add(1, Ordering::Relaxed);
+            self.send_error(&ProtocolError::new(
+                ErrorCode::UnknownSession,
+                "no session to resume with that token (it expired, or resume was not \
+                 the connection's first request); continuing as a fresh session",
+            ));
+            return;
+        };
+        let fresh = self.take_over(old);
+        shared.forget(&fresh);
+        let token = self.session.token.to_string();
+        let attached = self
+            .session
+            .outbound
+            .attach(self.socket.clone(), |recovered, missed| {
+                ServerMessage::Resumed {
+                    timestamp: Timestamp::now(),
+                    token,
+                    recovered,
+                    missed: missed as u64,
+                }
+                .to_bytes()
+            });
+        let counter = if attached.overflowed {
+            &stats.resumes_not_recovered
+        } else {
+            &stats.resumes_recovered
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(peer = %self.peer, token = %self.session.token, missed = attached.missed,
+            recovered = !attached.overflowed, "session resumed");
+        if attached.claimed {
+            self.write_now();
+        }
+    }
+
+    /// The session `token` names, if this connection may take it over: it
+    /// exists, is open, is not this connection's own, and this connection
+    /// has done nothing yet with its fresh session (resume comes first).
+    fn resumable_session(&self, token: &str) -> Option<Arc<Session>> {
+        let token: janus_core::Token = token.parse().ok()?;
+        let old = self.shared.sessions.get(&token)?;
+        let fresh = self.session.outbound.status();
+        let untouched = fresh.frames == 0
+            && !fresh.parked
+            && self.session.subscriptions().is_empty()
+            && fresh.end == End::Open;
+        (old.id != self.session.id && old.outbound.status().end == End::Open && untouched)
+            .then_some(old)
+    }
+
+    /// This connection serves `session` from now on; a connection that served
+    /// it before lets it go. Returns the session the connection served until now.
+    fn take_over(&mut self, session: Arc<Session>) -> Arc<Session> {
+        session.take_over(self.id);
+        if session.outbound.detach() {
+            // It was still attached to a connection we outlived.
+            session.wake();
+        }
+        std::mem::replace(&mut self.session, session)
     }
 
     fn subscribe(&mut self, topic: String) {
         let mut subs = self.session.subscriptions();
-        if !subs.contains(topic.as_str()) && subs.len() >= self.shared.config.max_subscriptions {
+        if self.session.outbound.status().end != End::Open {
+            // Closing: a kick or cut already took the subscriptions away.
+            return;
+        }
+        let known = subs.iter().any(|t| **t == *topic);
+        if !known && subs.len() >= self.shared.config.max_subscriptions {
             drop(subs);
             let limit = self.shared.config.max_subscriptions;
             self.send_error(&ProtocolError::new(
@@ -320,118 +460,131 @@ impl Connection {
             return;
         }
         let session = &self.session;
-        self.shared
-            .topics
-            .subscribe(&topic, session.id, SessionHandle(session.clone()), || {
-                session.push_control(Bytes::from_static(b"ACK\x01"));
-            });
-        subs.insert(topic.into_boxed_str());
+        let mut claimed = false;
+        let subscribed = self.shared.topics.subscribe(
+            &topic,
+            session.id,
+            SessionHandle(session.clone()),
+            || {
+                // Queued under the topic's lock: ordered before any delivery of
+                // a publish that starts after the subscription is live.
+                claimed = session
+                    .outbound
+                    .push_control(Bytes::from_static(b"ACK\x01"))
+                    .claimed();
+            },
+        );
+        match subscribed {
+            Ok(_) => {
+                if !known {
+                    subs.push(topic.into_boxed_str());
+                }
+                drop(subs);
+                if claimed {
+                    self.write_now();
+                }
+            }
+            Err(limit) => {
+                drop(subs);
+                self.send_error(&ProtocolError::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "the server holds its maximum of {} topics; \
+                         a subscription to a new topic is refused for now",
+                        limit.0
+                    ),
+                ));
+            }
+        }
     }
 
-    fn publish(&mut self, publish: &Publish, one_shot: bool) {
-        let ip = self.session.peer.ip();
-        let keyed =
-            matches!((&self.shared.config.publish_key, &publish.key), (Some(k), Some(p)) if k == p);
-        if !keyed && !self.shared.config.may_publish(ip) {
+    fn publish(&mut self, publish: &Publish, one_shot: bool) -> usize {
+        let ip = self.peer.ip();
+        if !self.shared.may_publish(ip, publish.key.as_deref()) {
             self.send_error(
                 &ProtocolError::new(ErrorCode::NotAllowed, format!("{ip} may not publish"))
                     .closing(),
             );
-            return;
+            return 0;
         }
-        self.shared.publish(publish);
+        let reached = crate::fanout::publish(&self.shared, publish);
         if one_shot {
             // The 2009 publisher connection is one-shot (PROTOCOL P5).
-            self.finish();
+            self.close(None);
         } else {
-            self.session.push_control(Bytes::from_static(b"ACK\x01"));
+            self.reply(Bytes::from_static(b"ACK\x01"));
+        }
+        reached
+    }
+
+    /// Queues a reply and writes it now if nobody else is writing.
+    fn reply(&mut self, frame: Bytes) {
+        let mut tally = Tally::default();
+        let flushed = self.session.reply(frame, &mut tally, IN_PLACE_WRITES);
+        self.shared.stats.add_written(&mut tally);
+        if let Some(Flushed::More { .. }) = flushed {
+            self.shared.writers.queue().schedule(self.session.clone());
         }
     }
 
-    fn unsubscribe_all(&self) {
-        let topics: Vec<Box<str>> = self.session.subscriptions().drain().collect();
-        for topic in topics {
-            self.shared.topics.unsubscribe(&topic, self.session.id);
-        }
-    }
-
-    /// When the task owns the socket, writes as much as it takes without
-    /// blocking (otherwise the writer threads are on it).
-    fn flush(&mut self) -> io::Result<()> {
-        loop {
-            if self.pending.is_empty() {
-                let (owned, close) = self.session.take_for_task(&mut self.pending);
-                if !owned {
-                    return Ok(());
-                }
-                if let Some(reason) = close {
-                    self.close_for(&reason);
-                }
-                if self.pending.is_empty() {
-                    return Ok(());
-                }
-            }
-            match write_run(&self.session.stream, &self.pending) {
-                Ok(n) => self.session.consume_written(&mut self.pending, n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    fn close_for(&mut self, reason: &CloseReason) {
-        if self.phase == Phase::Finishing && self.shutdown_sent {
-            return;
-        }
-        let err = ProtocolError::new(reason.code(), reason.reason(self.shared.config.queue_limit));
-        if *reason == CloseReason::SlowConsumer {
-            tracing::info!(peer = %self.session.peer, token = %self.session.token, "disconnecting slow consumer");
-            // The queue was emptied when the policy fired; say so now, not after a backlog.
-            self.pending.retain(|o| o.alone);
-        }
-        self.finish();
+    /// Queues an error frame, counts it, and closes if the code says so.
+    fn send_error(&mut self, err: &ProtocolError) {
         self.shared.stats.error_sent(err.code);
-        self.pending.push_back(Outgoing {
-            frame: ServerMessage::error(&err, Timestamp::now()).to_bytes(),
-            alone: true,
-            enqueued: 0,
-        });
-    }
-
-    /// Removes the session from everything shared.
-    fn cleanup(&mut self) {
-        self.unsubscribe_all();
-        self.shared.sessions.remove(&self.session.token);
-        self.shared.stats.connection_closed();
-        let left = self.pending.len() + self.session.discard_queued();
-        if left > 0 {
-            tracing::debug!(peer = %self.session.peer, frames = left, "closed with frames unwritten");
+        let frame = ServerMessage::error(err, Timestamp::now()).to_bytes();
+        if err.close {
+            self.close(Some(frame));
+        } else {
+            self.reply(frame);
         }
-        self.pending.clear();
     }
 
-    /// Half-closes and drains the peer for a moment so the last frames are not
-    /// destroyed by a reset (closing with unread input sends RST).
+    /// Closes the session after what is queued (and `last`, if any) is written.
+    fn close(&mut self, last: Option<Bytes>) {
+        let push = self.session.outbound.close(last, false);
+        if push != Push::Refused {
+            self.session.unsubscribe_all(&self.shared.topics);
+        }
+        if push.claimed() {
+            self.write_now();
+        }
+    }
+
+    /// The task holds the write token: writes a little itself (a reply must
+    /// not wait behind a write round), and hands a longer backlog to the writers.
+    fn write_now(&mut self) {
+        let mut scratch = Vec::new();
+        let mut tally = Tally::default();
+        let flushed = self
+            .session
+            .flush(&mut scratch, &mut tally, IN_PLACE_WRITES);
+        self.shared.stats.add_written(&mut tally);
+        if let Flushed::More { .. } = flushed {
+            self.shared.writers.queue().schedule(self.session.clone());
+        }
+    }
+
+    /// Half-closes and drains the peer for a moment, so that the last frames
+    /// are not destroyed by a reset (closing with unread input sends one).
     async fn linger(&mut self) {
-        let _ = socket2::SockRef::from(&self.session.stream).shutdown(std::net::Shutdown::Write);
-        // On the heap, and only while lingering: an array here would sit in
-        // every connection's future for its whole life.
+        let _ = socket2::SockRef::from(&*self.socket).shutdown(std::net::Shutdown::Write);
+        // On the heap, and only while lingering.
         let mut sink = vec![0u8; 4096];
+        let socket = &self.socket;
         let drain = async {
             loop {
-                if self.session.stream.readable().await.is_err() {
+                if socket.readable().await.is_err() {
                     return;
                 }
-                match self.session.stream.try_read(&mut sink) {
+                match read_once(socket, &mut sink) {
                     Ok(0) => return,
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => return,
                 }
             }
         };
-        let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+        let _ = tokio::time::timeout(LINGER, drain).await;
     }
 }
 
@@ -441,7 +594,7 @@ impl Connection {
 /// `EAGAIN` (one wasted syscall per request). Data arriving after the read
 /// sets readiness again (edge-triggered, and tokio only clears a readiness it
 /// has not seen change).
-fn read_once(stream: &tokio::net::TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_once(stream: &tokio::net::TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     use std::io::Read;
     let sock = socket2::SockRef::from(stream);
     let mut got = 0;
@@ -458,20 +611,4 @@ fn read_once(stream: &tokio::net::TcpStream, buf: &mut [u8]) -> io::Result<usize
         Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
         other => other,
     }
-}
-
-/// Answers a connection the server cannot take, without keeping it.
-pub(crate) fn refuse(stream: &std::net::TcpStream, reason: &str) {
-    use std::io::Write;
-    let err = ProtocolError::new(ErrorCode::NotAllowed, reason);
-    let frame = ServerMessage::error(&err, Timestamp::now()).to_bytes();
-    let _ = stream.set_nonblocking(true);
-    let _ = (&*stream).write(&frame);
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-}
-
-/// Publishes a message the way a client `PUBLISH` does; used by connections and the admin API.
-pub(crate) fn publish_frame(publish: &Publish) -> impl FnOnce() -> Bytes + '_ {
-    let timestamp = Timestamp::now();
-    move || publish.encode_delivery(timestamp)
 }

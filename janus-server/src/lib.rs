@@ -21,22 +21,29 @@
 //! queue with one vectored write.
 
 pub mod admin;
+pub mod broker;
 pub mod config;
 mod connection;
+pub mod fanout;
+mod housekeeping;
 pub mod limits;
 pub mod metrics;
+pub mod outbound;
 pub mod session;
 pub mod stats;
 pub mod writer;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use janus_core::{Publish, Token, TopicManager};
+use bytes::Bytes;
+use futures_util::FutureExt;
+use janus_core::{ProtocolError, Publish, ServerMessage, Token, TopicManager};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -44,7 +51,8 @@ use tokio_util::task::TaskTracker;
 
 pub use config::{Config, SlowConsumerPolicy};
 use connection::Connection;
-use session::{Registry, Session, SessionHandle, SessionLimits};
+use outbound::{Budget, Push};
+use session::{CloseReason, Registry, Session, SessionHandle};
 use stats::Stats;
 
 /// State shared by the accept loop, every connection and the admin API.
@@ -72,9 +80,12 @@ pub struct Shared {
     admin_addr: Option<SocketAddr>,
     /// Set once the accept loop runs; `/ready` reports it (with draining).
     accepting: AtomicBool,
-    limits: Arc<SessionLimits>,
+    /// Every client's budget.
+    budget: Budget,
     /// The writer threads; stopped when the server has shut down.
     writers: writer::Writers,
+    /// Open connections per client address (for `max-connections-per-ip`).
+    per_ip: Mutex<HashMap<IpAddr, u32>>,
     next_id: AtomicU64,
 }
 
@@ -82,16 +93,154 @@ impl Shared {
     /// Publishes exactly like a client `PUBLISH`: one timestamp, one encoding,
     /// every local subscriber. Returns how many subscribers it reached.
     pub fn publish(&self, publish: &Publish) -> usize {
-        let reached = session::batched_fanout(&self.limits.writers, || {
-            metrics::during_fanout(|| {
-                self.topics
-                    .publish(&publish.topic, connection::publish_frame(publish))
-            })
-        });
-        self.stats
-            .messages_published
-            .fetch_add(1, Ordering::Relaxed);
-        reached
+        fanout::publish(self, publish)
+    }
+
+    /// Queues one delivery frame for one session (a unicast). Returns whether it was queued.
+    pub fn send(&self, session: &Arc<Session>, frame: &Bytes) -> bool {
+        fanout::send(self, session, frame)
+    }
+
+    /// Whether a publish from `ip`, carrying `key` (X4), is allowed. The key
+    /// is compared in constant time.
+    pub fn may_publish(&self, ip: IpAddr, key: Option<&str>) -> bool {
+        use subtle::ConstantTimeEq;
+        let keyed = match (&self.config.publish_key, key) {
+            (Some(expected), Some(given)) => {
+                bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
+            }
+            _ => false,
+        };
+        keyed || self.config.may_publish(ip)
+    }
+
+    /// Closes a session at once for `reason`: a kick or a slow-consumer cut
+    /// discards what is queued and sends the error first; a shutdown writes
+    /// what is queued first. Either way the session leaves every topic now;
+    /// it stays listed (as closing) until its connection has ended, which the
+    /// housekeeping sweep bounds. Returns false if it was already closing.
+    pub fn close_session(&self, session: &Arc<Session>, reason: &CloseReason) -> bool {
+        let err = ProtocolError::new(reason.code(), reason.reason(&self.budget));
+        let frame = ServerMessage::error(&err, janus_core::Timestamp::now()).to_bytes();
+        let discard = *reason != CloseReason::Shutdown;
+        let push = session.outbound.close(Some(frame), discard);
+        if push == Push::Refused {
+            return false;
+        }
+        self.stats.error_sent(err.code);
+        session.unsubscribe_all(&self.topics);
+        self.after_push(session, push);
+        true
+    }
+
+    /// Closes a session after what is queued, without a final frame.
+    fn close_quietly(&self, session: &Arc<Session>) {
+        let push = session.outbound.close(None, false);
+        if push != Push::Refused {
+            session.unsubscribe_all(&self.topics);
+        }
+        self.after_push(session, push);
+    }
+
+    /// A fan-out found `session` over its budget under the `disconnect`
+    /// policy (its outbound side already holds `slow_consumer`): it leaves
+    /// every topic, and its connection task closes it.
+    fn slow_consumer_cut(&self, session: &Arc<Session>) {
+        tracing::info!(peer = %session.peer, token = %session.token, "disconnecting slow consumer");
+        self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        self.stats.error_sent(janus_core::ErrorCode::SlowConsumer);
+        session.unsubscribe_all(&self.topics);
+        session.wake();
+    }
+
+    /// Gives up on a session at once: nothing more is written, it leaves
+    /// every topic, and its connection task drops the socket.
+    pub(crate) fn abort(&self, session: &Arc<Session>) {
+        let unwritten = session.outbound.abort();
+        if unwritten > 0 {
+            tracing::debug!(peer = %session.peer, frames = unwritten, "aborted with frames unwritten");
+        }
+        session.unsubscribe_all(&self.topics);
+        session.wake();
+    }
+
+    /// Queues a control frame from outside the connection task (a `PING`)
+    /// and makes sure it gets written.
+    fn push_control(&self, session: &Arc<Session>, frame: Bytes) {
+        let push = session.outbound.push_control(frame);
+        self.after_push(session, push);
+    }
+
+    /// After a push from outside the connection task: a claimed token goes to the writers.
+    fn after_push(&self, session: &Arc<Session>, push: Push) {
+        if push.claimed() {
+            self.writers.queue().schedule(session.clone());
+        } else {
+            session.wake();
+        }
+    }
+
+    /// The session is over: it leaves everything shared.
+    pub(crate) fn forget(&self, session: &Arc<Session>) {
+        if session.outbound.status().end != outbound::End::Done {
+            session.outbound.abort();
+        }
+        session.unsubscribe_all(&self.topics);
+        self.sessions.remove(session);
+    }
+
+    /// A connection ended (its session may live on, detached).
+    fn connection_closed(&self, peer: SocketAddr) {
+        self.release_ip(peer.ip());
+        self.stats.connection_closed();
+    }
+
+    /// The session's connection is lost: the session waits, subscribed,
+    /// for a resume (PROTOCOL X1) if it is worth keeping, else it goes.
+    fn connection_lost(&self, session: &Arc<Session>) {
+        session.outbound.detach();
+        if self.config.session_ttl.is_zero() || self.draining() || !session.resumable() {
+            self.forget(session);
+        } else {
+            session.mark_detached();
+            self.stats.sessions_detached.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The client's socket accepts nothing: the connection is given up on
+    /// (its connection task then ends it, and the session may wait for a resume).
+    fn give_up_connection(&self, session: &Arc<Session>) {
+        session.outbound.detach();
+        session.wake();
+    }
+
+    /// Counts a connection from `ip`; false if it already has the most allowed.
+    fn admit_ip(&self, ip: IpAddr) -> bool {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = per_ip.entry(ip).or_insert(0);
+        if *count as usize >= self.config.max_connections_per_ip {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    fn release_ip(&self, ip: IpAddr) {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = per_ip.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&ip);
+            }
+        }
+    }
+
+    /// Client addresses with at least one open connection.
+    pub fn client_addresses(&self) -> usize {
+        self.per_ip
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Whether the server is draining (no longer accepting).
@@ -112,6 +261,11 @@ impl Shared {
     /// Whether the server accepts clients: started and not draining.
     pub fn is_ready(&self) -> bool {
         self.accepting.load(Ordering::Relaxed) && !self.draining()
+    }
+
+    /// Every live session, in token order.
+    fn all_sessions(&self) -> Vec<Arc<Session>> {
+        self.sessions.page(None, usize::MAX)
     }
 }
 
@@ -148,14 +302,12 @@ impl Server {
         capacity: usize,
     ) -> io::Result<Server> {
         let stats = Arc::new(Stats::default());
-        let writers = writer::Writers::start(config.writer_threads)?;
-        let limits = Arc::new(SessionLimits {
-            queue_limit: config.queue_limit,
+        let writers = writer::Writers::start(config.writer_threads, stats.clone())?;
+        let budget = Budget {
+            bytes: config.queue_bytes,
+            frames: config.queue_limit,
             policy: config.slow_consumer,
-            fanout_delay: config.test_fanout_delay,
-            stats: stats.clone(),
-            writers: writers.queue(),
-        });
+        };
         let capacity = config.max_connections.unwrap_or(capacity).min(capacity);
         // Accepted sockets inherit TCP_NODELAY from the listener on Linux,
         // which saves a system call per client (PROTOCOL P9 wants it on).
@@ -170,16 +322,17 @@ impl Server {
             local_addr: listener.local_addr()?,
             admin_addr: admin.as_ref().map(TcpListener::local_addr).transpose()?,
             accepting: AtomicBool::new(false),
+            topics: TopicManager::with_max_topics(config.max_topics),
             config,
-            topics: TopicManager::new(),
             sessions: Registry::default(),
             stats,
             shutdown: CancellationToken::new(),
             started_at: SystemTime::now(),
             started: Instant::now(),
             capacity,
-            limits,
+            budget,
             writers,
+            per_ip: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         });
         Ok(Server {
@@ -214,11 +367,17 @@ impl Server {
         } = self;
         let tracker = TaskTracker::new();
         let token = shared.shutdown.clone();
-        // The admin API outlives the drain (so `/ready` can say 503 and
-        // `/status` can be watched) and stops when this function returns.
-        let admin_stop = CancellationToken::new();
-        let admin_task =
-            admin.map(|l| tokio::spawn(admin::serve(l, shared.clone(), admin_stop.clone())));
+        // The admin API and the sweep outlive the drain (so `/ready` can say
+        // 503, `/status` can be watched and stuck clients are still cut) and
+        // stop when this function returns.
+        let stop = CancellationToken::new();
+        let admin_task = admin.map(|l| tokio::spawn(admin::serve(l, shared.clone(), stop.clone())));
+        let sweep = tokio::spawn(housekeeping::run(shared.clone(), stop.clone()));
+        let helper = tokio::spawn(writer::help(
+            shared.writers.queue().clone(),
+            shared.stats.clone(),
+            stop.clone(),
+        ));
         shared.accepting.store(true, Ordering::Relaxed);
         tokio::select! {
             () = accept_loop(&listener, &shared, &tracker) => {}
@@ -230,11 +389,25 @@ impl Server {
         let open = shared.stats.connections.load(Ordering::Relaxed);
         tracing::info!(
             connections = open,
-            "shutting down: stopped accepting, flushing queued messages"
+            "shutting down: stopped accepting, writing what is queued"
         );
-        let grace = shared.config.shutdown_timeout + Duration::from_secs(3);
-        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-            tracing::warn!("shutdown timeout: closing the remaining connections");
+        for session in shared.all_sessions() {
+            shared.close_session(&session, &CloseReason::Shutdown);
+        }
+        if tokio::time::timeout(shared.config.shutdown_timeout, tracker.wait())
+            .await
+            .is_err()
+        {
+            let left = shared.all_sessions();
+            tracing::warn!(
+                connections = left.len(),
+                "shutdown timeout: dropping the clients that have not taken their last frames"
+            );
+            for session in &left {
+                shared.abort(session);
+            }
+            // Aborted connections end at their next poll.
+            let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
         }
         tracing::info!(
             published = Stats::get(&shared.stats.messages_published),
@@ -242,7 +415,9 @@ impl Server {
             "stopped"
         );
         shared.writers.stop();
-        admin_stop.cancel();
+        stop.cancel();
+        let _ = sweep.await;
+        let _ = helper.await;
         if let Some(task) = admin_task {
             // Lets in-flight admin responses (the drain request's own) finish.
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
@@ -278,80 +453,185 @@ fn is_resource_error(e: &io::Error) -> bool {
     )
 }
 
+/// A descriptor held back so that, when the process runs out, a new client
+/// can still be accepted, told why, and closed.
+fn spare_descriptor() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
+/// Connections being refused that still wait for their peer to read the
+/// error frame; past this many, a refused connection is closed at once.
+const REFUSALS_LINGERING: usize = 64;
+
+/// Session tokens drawn from the operating system's random source 256 at a
+/// time: one `getrandom` call per 256 clients instead of one each.
+struct Tokens {
+    bits: Vec<u128>,
+}
+
+impl Tokens {
+    fn next(&mut self) -> Token {
+        if let Some(bits) = self.bits.pop() {
+            return Token::from_u128(bits);
+        }
+        let mut buf = [0u8; 16 * 256];
+        if getrandom::fill(&mut buf).is_err() {
+            // The OS source failed: fall back to one token at a time.
+            return Token::random();
+        }
+        self.bits.extend(
+            buf.chunks_exact(16)
+                .filter_map(|c| c.try_into().ok().map(u128::from_le_bytes)),
+        );
+        self.next()
+    }
+}
+
 async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, tracker: &TaskTracker) {
+    let mut tokens = Tokens { bits: Vec::new() };
     let permits = Arc::new(Semaphore::new(shared.capacity));
-    // One descriptor held back so that, when the process runs out, a new
-    // client can still be accepted, told why, and closed.
-    let mut spare = std::fs::File::open("/dev/null").ok();
+    let refusals = Arc::new(Semaphore::new(REFUSALS_LINGERING));
+    let mut spare = spare_descriptor();
     let mut last_full_log: Option<Instant> = None;
     loop {
-        let accepted = listener.accept().await;
-        let (stream, peer) = match accepted {
+        let (stream, peer) = match listener.accept().await {
             Ok(pair) => pair,
             Err(e) if is_resource_error(&e) => {
                 log_full(&mut last_full_log, &format!("accept failed: {e}"));
-                if spare.take().is_some() {
-                    if let Ok((stream, _)) = listener.accept().await {
+                if spare.take().is_none() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    spare = spare_descriptor();
+                    continue;
+                }
+                // With the spare descriptor freed, take whoever is waiting
+                // now (never wait for a later client here).
+                let waiting = listener.accept().now_or_never();
+                spare = spare_descriptor();
+                match waiting {
+                    // A descriptor was freed meanwhile: serve the client.
+                    Some(Ok((stream, peer))) if spare.is_some() => (stream, peer),
+                    Some(Ok((stream, _))) => {
                         refuse(
                             stream,
                             "the server is out of file descriptors; try again later",
                             shared,
+                            None,
                         );
+                        spare = spare_descriptor();
+                        continue;
                     }
-                    spare = std::fs::File::open("/dev/null").ok();
-                } else {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    _ => continue,
                 }
-                continue;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "accept error");
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            log_full(
-                &mut last_full_log,
-                &format!("connection limit of {} reached", shared.capacity),
-            );
-            refuse(
-                stream,
-                &format!(
-                    "the server is at its connection limit ({}); try again later",
-                    shared.capacity
-                ),
-                shared,
-            );
-            continue;
-        };
-        // 128 random bits do not collide in practice; the registry checks anyway.
-        let token = loop {
-            let token = Token::random();
-            if shared.sessions.get(&token).is_none() {
-                break token;
-            }
-        };
-        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let session = Arc::new(Session::new(id, token, peer, stream, shared.limits.clone()));
-        if !shared.sessions.insert(session.clone()) {
-            tracing::warn!("session token collision; dropping the connection");
-            continue;
+        if spare.is_none() {
+            spare = spare_descriptor();
         }
-        shared.stats.connection_opened();
-        let conn = Connection::new(session, shared.clone(), Some(permit));
-        tracker.spawn(conn.run());
+        admit(
+            (stream, peer),
+            shared,
+            tracker,
+            (&permits, &refusals),
+            (&mut last_full_log, &mut tokens),
+        );
     }
 }
 
-fn refuse(stream: tokio::net::TcpStream, reason: &str, shared: &Shared) {
+/// Registers an accepted client and starts its connection task, or refuses
+/// it politely when a limit says no.
+fn admit(
+    (stream, peer): (tokio::net::TcpStream, SocketAddr),
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    (permits, refusals): (&Arc<Semaphore>, &Arc<Semaphore>),
+    (last_full_log, tokens): (&mut Option<Instant>, &mut Tokens),
+) {
+    let Ok(permit) = permits.clone().try_acquire_owned() else {
+        log_full(
+            last_full_log,
+            &format!("connection limit of {} reached", shared.capacity),
+        );
+        let reason = format!(
+            "the server is at its connection limit ({}); try again later",
+            shared.capacity
+        );
+        refuse(stream, &reason, shared, Some(refusals));
+        return;
+    };
+    if !shared.admit_ip(peer.ip()) {
+        let reason = format!(
+            "too many connections from {} (the limit is {})",
+            peer.ip(),
+            shared.config.max_connections_per_ip
+        );
+        refuse(stream, &reason, shared, Some(refusals));
+        return;
+    }
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let socket = Arc::new(stream);
+    // 128 random bits do not collide in practice; the registry checks anyway.
+    let session = loop {
+        let session = Arc::new(Session::new(
+            id,
+            tokens.next(),
+            peer,
+            socket.clone(),
+            shared.budget,
+        ));
+        if shared.sessions.insert(session.clone()) {
+            break session;
+        }
+    };
+    shared.stats.connection_opened();
+    let mut conn = Connection::new(session, socket, shared.clone(), Some(permit));
+    conn.greet();
+    tracker.spawn(conn.run());
+}
+
+/// Answers a client the server cannot take with `not_allowed`, half-closes,
+/// and (while few refusals are pending) reads what the client still sends
+/// for a moment, so the error frame is not destroyed by a reset.
+fn refuse(
+    stream: tokio::net::TcpStream,
+    reason: &str,
+    shared: &Shared,
+    lingering: Option<&Arc<Semaphore>>,
+) {
+    use std::io::Write;
     shared
         .stats
         .connections_refused
         .fetch_add(1, Ordering::Relaxed);
     shared.stats.error_sent(janus_core::ErrorCode::NotAllowed);
-    if let Ok(std) = stream.into_std() {
-        connection::refuse(&std, reason);
-    }
+    let err = ProtocolError::new(janus_core::ErrorCode::NotAllowed, reason);
+    let frame = ServerMessage::error(&err, janus_core::Timestamp::now()).to_bytes();
+    let sock = socket2::SockRef::from(&stream);
+    let _ = (&*sock).write(&frame);
+    let _ = sock.shutdown(std::net::Shutdown::Write);
+    let Some(permit) = lingering.and_then(|s| s.clone().try_acquire_owned().ok()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut sink = [0u8; 512];
+        let drain = async {
+            loop {
+                if stream.readable().await.is_err() {
+                    return;
+                }
+                match connection::read_once(&stream, &mut sink) {
+                    Ok(0) => return,
+                    Err(e) if e.kind() != io::ErrorKind::WouldBlock => return,
+                    _ => {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+        drop(permit);
+    });
 }
 
 fn log_full(last: &mut Option<Instant>, what: &str) {

@@ -85,7 +85,11 @@ fn run(settings: &Settings, config: Config) -> anyhow::Result<()> {
             );
         }
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread serves every client connection (accepting, reading
+    // requests, fanning publishes out to queues); the writer threads write.
+    // Events are then handled in the order the kernel reports them, so
+    // publishes from separate connections keep their arrival order.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;

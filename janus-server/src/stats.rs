@@ -2,10 +2,12 @@
 //! read by snapshots (logs, the admin API, tests) without locking anything.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use janus_core::ErrorCode;
 
 use crate::metrics::LatencyHistogram;
+use crate::outbound::Tally;
 
 /// Monotonic counters and gauges of one server.
 #[derive(Debug, Default)]
@@ -30,6 +32,18 @@ pub struct Stats {
     pub bytes_out: AtomicU64,
     /// Slow consumers disconnected.
     pub slow_consumers: AtomicU64,
+    /// Sessions that lost their connection and wait for a resume.
+    pub sessions_detached: AtomicU64,
+    /// Detached sessions freed because no resume came within the session TTL.
+    pub sessions_expired: AtomicU64,
+    /// Resumes asked for (X1), either form.
+    pub resumes: AtomicU64,
+    /// Resumes answered `recovered: true`.
+    pub resumes_recovered: AtomicU64,
+    /// Resumes answered `recovered: false` (history or buffer did not reach back).
+    pub resumes_not_recovered: AtomicU64,
+    /// Token resumes of a session that did not exist (answered `unknown_session`).
+    pub resumes_unknown: AtomicU64,
     /// Error frames sent, by code (indexed like [`ErrorCode::ALL`]).
     pub errors: [AtomicU64; ErrorCode::ALL.len()],
     /// Queue-to-socket latency of written deliveries.
@@ -62,6 +76,41 @@ impl Stats {
             .iter()
             .position(|c| *c == code)
             .map_or(0, |i| self.errors[i].load(Ordering::Relaxed))
+    }
+
+    /// Counts one fan-out: `published` publishes (0 for a unicast), `queued`
+    /// deliveries queued and `dropped` discarded by the slow-consumer policy.
+    pub fn count_fanout(&self, published: u64, queued: u64, dropped: u64) {
+        if published > 0 {
+            self.messages_published
+                .fetch_add(published, Ordering::Relaxed);
+        }
+        if queued > 0 {
+            self.deliveries_enqueued
+                .fetch_add(queued, Ordering::Relaxed);
+        }
+        if dropped > 0 {
+            self.deliveries_dropped
+                .fetch_add(dropped, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds what a writer wrote (bytes, deliveries and their latencies) and
+    /// resets `tally` for the next batch.
+    pub fn add_written(&self, tally: &mut Tally) {
+        if tally.bytes > 0 {
+            self.bytes_out.fetch_add(tally.bytes, Ordering::Relaxed);
+        }
+        if tally.deliveries > 0 {
+            self.deliveries_sent
+                .fetch_add(tally.deliveries, Ordering::Relaxed);
+        }
+        let mut batch = self.delivery_latency.batch();
+        for micros in tally.latencies.drain(..) {
+            batch.record(Duration::from_micros(u64::from(micros)));
+        }
+        tally.bytes = 0;
+        tally.deliveries = 0;
     }
 
     /// Reads one counter.

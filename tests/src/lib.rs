@@ -3,7 +3,10 @@
 //! line-by-line reading of a child process's output.
 //!
 //! Everything waits on conditions with a deadline ([`wait_until`], the
-//! client's receive timeout), never on fixed sleeps.
+//! client's receive timeout), never on fixed sleeps. [`redis_server`] runs a
+//! real `redis-server` for the backplane tests.
+
+pub mod redis_server;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -112,6 +115,23 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Like [`wait_until`], for a condition that must be awaited (a query to
+/// another process).
+pub async fn wait_until_async<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A protocol client over a real socket.
 pub struct Client {
     /// The socket.
@@ -126,6 +146,34 @@ impl Client {
     /// Connects and reads the hello.
     pub async fn connect(addr: SocketAddr) -> Client {
         let mut client = Self::connect_raw(addr).await;
+        match client.recv().await {
+            ServerMessage::Hello { token, .. } => client.token = token,
+            other => panic!("expected hello, got {other:?}"),
+        }
+        client
+    }
+
+    /// Connects with a small receive buffer (so the server's writes fill it
+    /// quickly) and reads the hello.
+    pub async fn connect_with_rcvbuf(addr: SocketAddr, bytes: usize) -> Client {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        sock.set_recv_buffer_size(bytes).expect("rcvbuf");
+        sock.set_nonblocking(true).expect("nonblocking");
+        match sock.connect(&addr.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(115) => {} // EINPROGRESS
+            Err(e) => panic!("connect: {e}"),
+        }
+        let stream = TcpStream::from_std(sock.into()).expect("tokio stream");
+        stream.writable().await.expect("connected");
+        stream.set_nodelay(true).expect("nodelay");
+        let mut client = Client {
+            stream,
+            buf: BytesMut::new(),
+            codec: ClientCodec::default(),
+            token: String::new(),
+        };
         match client.recv().await {
             ServerMessage::Hello { token, .. } => client.token = token,
             other => panic!("expected hello, got {other:?}"),
@@ -230,6 +278,29 @@ impl Client {
         }
     }
 
+    /// Asserts that the server has sent nothing this client has not read:
+    /// nothing buffered here and nothing waiting in the socket (checked with
+    /// a direct non-blocking read, not tokio's remembered readiness).
+    pub fn expect_nothing_buffered(&mut self) {
+        use std::io::Read;
+        assert!(
+            self.buf.is_empty(),
+            "unexpected bytes: {:?}",
+            String::from_utf8_lossy(&self.buf)
+        );
+        let mut probe = [0u8; 512];
+        let sock = socket2::SockRef::from(&self.stream);
+        match (&*sock).read(&mut probe) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Ok(0) => panic!("the server closed the connection"),
+            Ok(n) => panic!(
+                "unexpected bytes from the server: {:?}",
+                String::from_utf8_lossy(&probe[..n])
+            ),
+            Err(e) => panic!("socket error: {e}"),
+        }
+    }
+
     /// Proves the connection is still open: a subscribe to a fresh topic is acknowledged.
     pub async fn expect_open(&mut self) {
         self.subscribe("__still_open__").await;
@@ -292,6 +363,114 @@ pub async fn exit_code(child: &mut tokio::process::Child) -> i32 {
         .expect("wait for janus-admin")
         .code()
         .unwrap_or(-1)
+}
+
+/// A `janus-server` process (the built binary), killed when dropped.
+pub struct ServerProcess {
+    child: std::process::Child,
+    addr: SocketAddr,
+    /// What it logged up to and including its start-up line.
+    pub startup: String,
+    /// The rest of its stderr, line by line.
+    pub log: std::sync::mpsc::Receiver<String>,
+}
+
+impl ServerProcess {
+    /// Starts the binary on a free loopback port with the admin API off,
+    /// plus `args`, and waits for its start-up line.
+    pub fn spawn(args: &[&str]) -> ServerProcess {
+        Self::spawn_with_nofile(None, args)
+    }
+
+    /// As [`ServerProcess::spawn`], under an open-file limit of `nofile` (via `prlimit`).
+    pub fn spawn_with_nofile(nofile: Option<u32>, args: &[&str]) -> ServerProcess {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let bin = cargo_bin("janus-server");
+        let mut cmd = match nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "off"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn janus-server");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, log) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut startup = String::new();
+        loop {
+            let Ok(line) = log.recv_timeout(TIMEOUT) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no start-up line from janus-server; it logged:\n{startup}");
+            };
+            startup.push_str(&line);
+            startup.push('\n');
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let addr = rest
+                    .split([',', ' '])
+                    .next()
+                    .and_then(|a| a.parse().ok())
+                    .expect("a socket address in the start-up line");
+                return ServerProcess {
+                    child,
+                    addr,
+                    startup,
+                    log,
+                };
+            }
+        }
+    }
+
+    /// The client listener's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The process itself (to signal it or wait for it).
+    pub fn child(&mut self) -> &mut std::process::Child {
+        &mut self.child
+    }
+
+    /// Its resident memory now, in KiB (`VmRSS` from `/proc`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc status of the server");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Runs `f` with a fresh multi-thread runtime (for tests that need real parallelism).

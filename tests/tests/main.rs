@@ -3,6 +3,8 @@
 mod admin;
 mod binary;
 mod bot;
+mod broker;
+mod delivery;
 mod example;
 mod protocol;
 mod server;

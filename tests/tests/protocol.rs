@@ -441,9 +441,10 @@ async fn kicked_closes() {
         .sessions
         .get(&token)
         .expect("registered session");
-    session.close(janus_server::session::CloseReason::Kicked(
-        "operator said so".into(),
-    ));
+    server.shared().close_session(
+        &session,
+        &janus_server::session::CloseReason::Kicked("operator said so".into()),
+    );
     assert_eq!(c.expect_error("kicked").await, "operator said so");
     c.expect_closed().await;
     wait_until("session gone", || {

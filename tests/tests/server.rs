@@ -12,7 +12,13 @@ use janus_tests::{publish, test_config, wait_until, Client, TestServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_is_not_stalled_by_a_subscriber_that_never_reads() {
-    let server = TestServer::start().await;
+    // A budget of about 1,000 of these messages: the stuck client passes it,
+    // a reader that reads does not.
+    let server = TestServer::start_with(Config {
+        queue_bytes: 8 << 20,
+        ..test_config()
+    })
+    .await;
     let mut stuck = Client::connect(server.addr()).await;
     stuck.subscribe("big").await;
     let mut reader = Client::connect(server.addr()).await;
@@ -117,29 +123,51 @@ async fn graceful_shutdown_delivers_what_was_queued() {
 }
 
 #[tokio::test]
-async fn heartbeat_pings_a_quiet_client() {
+async fn heartbeat_pings_a_quiet_client_after_its_first_delivery() {
     let config = Config {
         heartbeat: Duration::from_millis(200),
         ..test_config()
     };
     let server = TestServer::start_with(config).await;
+    // A 2009-style client that never gets a delivery: no PING, ever (P4).
+    let mut old = Client::connect(server.addr()).await;
+    old.subscribe("quiet").await;
     let mut c = Client::connect(server.addr()).await;
+    c.subscribe("t").await;
+    publish(server.addr(), "t", "1", "1").await;
+    assert!(matches!(c.recv().await, ServerMessage::Delivery(_)));
     assert_eq!(c.recv().await, ServerMessage::Ping);
     c.send_raw(b"PONG\0").await;
     assert_eq!(c.recv().await, ServerMessage::Ping);
+    // Two heartbeat intervals have passed for the other client too.
+    old.expect_nothing_buffered();
 }
 
 #[tokio::test]
 async fn no_ping_while_traffic_flows_within_the_interval() {
+    let heartbeat = Duration::from_millis(600);
     let config = Config {
-        heartbeat: Duration::from_secs(30),
+        heartbeat,
         ..test_config()
     };
     let server = TestServer::start_with(config).await;
     let mut c = Client::connect(server.addr()).await;
     c.subscribe("t").await;
-    publish(server.addr(), "t", "1", "1").await;
-    assert!(matches!(c.recv().await, ServerMessage::Delivery(_)));
+    // Deliveries every heartbeat/6 for five heartbeat intervals: a server
+    // that pinged on a timer regardless of traffic would show a PING here.
+    let started = tokio::time::Instant::now();
+    let mut sent = 0u32;
+    while started.elapsed() < heartbeat * 5 {
+        publish(server.addr(), "t", "1", &sent.to_string()).await;
+        match c.recv().await {
+            ServerMessage::Delivery(d) => assert_eq!(d.data, sent.to_string()),
+            other => panic!("expected only deliveries while traffic flows, got {other:?}"),
+        }
+        sent += 1;
+        tokio::time::sleep(heartbeat / 6).await;
+    }
+    // When the traffic stops, the heartbeat resumes.
+    assert_eq!(c.recv().await, ServerMessage::Ping);
 }
 
 #[tokio::test]

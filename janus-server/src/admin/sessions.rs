@@ -1,7 +1,6 @@
 //! `GET /sessions`, `GET /sessions/{token}`, `POST /sessions/{token}/send`
 //! and `DELETE /sessions/{token}`.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -31,8 +30,10 @@ pub struct SessionInfo {
     pub connected_s: u64,
     /// Its topics, sorted.
     pub subscriptions: Vec<String>,
-    /// Deliveries queued and not yet written.
+    /// Frames queued and not yet completely written: deliveries and replies.
     pub queue_depth: usize,
+    /// Bytes held for it: every frame not yet written, with per-frame overhead.
+    pub queued_bytes: usize,
     /// Deliveries written to it.
     pub delivered: u64,
 }
@@ -45,14 +46,16 @@ impl SessionInfo {
             .map(|t| t.to_string())
             .collect();
         subscriptions.sort_unstable();
+        let outbound = session.outbound.status();
         Self {
             token: session.token.to_string(),
             peer: session.peer.to_string(),
             connected_at: rfc3339(session.connected_at),
             connected_s: seconds_since(session.connected_at),
             subscriptions,
-            queue_depth: session.queue_depth(),
-            delivered: session.delivered.load(Ordering::Relaxed),
+            queue_depth: outbound.frames,
+            queued_bytes: outbound.charged,
+            delivered: outbound.delivered,
         }
     }
 }
@@ -175,10 +178,16 @@ pub async fn send(
         &body.message_id,
         data,
     );
-    session.push_delivery(&frame);
+    if !state.shared.send(&session, &frame) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "not_queued",
+            "the session is closing, or its queue is full",
+        ));
+    }
     Ok(Json(Sent {
         token: session.token.to_string(),
-        queue_depth: session.queue_depth(),
+        queue_depth: session.outbound.status().frames,
     }))
 }
 
@@ -208,7 +217,9 @@ pub async fn kick(
         .filter(|r| !r.trim().is_empty())
         .unwrap_or_else(|| "disconnected by an operator".to_owned());
     tracing::info!(token = %session.token, peer = %session.peer, %reason, "kicking session");
-    session.close(CloseReason::Kicked(reason));
+    state
+        .shared
+        .close_session(&session, &CloseReason::Kicked(reason));
     Ok(Json(Kicked {
         kicked: session.token.to_string(),
     }))

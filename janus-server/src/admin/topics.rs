@@ -169,7 +169,7 @@ pub async fn one(
             .map(|s| Subscriber {
                 token: s.token.to_string(),
                 peer: s.peer.to_string(),
-                queue_depth: s.queue_depth(),
+                queue_depth: s.outbound.status().frames,
             })
             .collect(),
     }))

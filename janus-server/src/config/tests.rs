@@ -43,17 +43,21 @@ fn defaults_are_valid() {
     );
     assert_eq!(
         (config.queue_limit, config.queue_bytes, config.max_frame),
-        (1024, 1_048_576, 65_536)
+        (4096, 1_048_576, 65_536)
     );
     assert_eq!(config.write_deadline, Duration::from_secs(10));
     assert_eq!(
         (config.max_topics, config.max_connections_per_ip),
-        (1_000_000, Some(10_000))
+        (1_000_000, 10_000)
     );
     assert_eq!(config.session_ttl, Duration::from_secs(60));
     assert_eq!(
-        (config.history_size, config.history_ttl),
-        (1000, Duration::from_secs(300))
+        (
+            config.history_size,
+            config.history_ttl,
+            config.history_bytes
+        ),
+        (6000, Duration::from_secs(300), 256 << 20)
     );
     assert_eq!(config.idle_timeout, None);
     assert_eq!((config.admin_token, config.publish_key), (None, None));
@@ -286,6 +290,12 @@ fn sizes_and_durations() {
     assert_eq!("4096".parse::<ByteCount>(), Ok(ByteCount(4096)));
     assert!("-1".parse::<ByteCount>().is_err());
     assert_eq!("off".parse::<Timeout>(), Ok(Timeout(None)));
+    let off = settings(&["--session-ttl", "off", "--max-connections-per-ip", "0"]).unwrap();
+    let config = off.validate().unwrap();
+    assert_eq!(
+        (config.session_ttl, config.max_connections_per_ip),
+        (Duration::ZERO, usize::MAX)
+    );
     assert_eq!("0s".parse::<Timeout>(), Ok(Timeout(None)));
     assert_eq!(
         "2m".parse::<Timeout>(),

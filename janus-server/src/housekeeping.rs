@@ -1,0 +1,125 @@
+//! The housekeeping sweep: everything about a client that depends on time.
+//!
+//! Rather than a timer per connection (memory and wake-ups for every idle
+//! subscriber), one task looks at every session a few times per interval:
+//!
+//! - **Heartbeat** (PROTOCOL P4): a client that has received its first
+//!   delivery and was sent nothing for the heartbeat interval gets `PING`.
+//!   Before its first delivery it gets none: the 2009 bot crashes on `PING`.
+//! - **Idle timeout** (when configured): a client that sent no complete
+//!   request for that long is closed. Bytes that never complete a request
+//!   do not count as activity, so trickling cannot defeat it.
+//! - **Write deadline**: a client whose socket accepted nothing for that long
+//!   while the server had something for it is aborted, and everything it
+//!   held is freed at once.
+//! - **Close grace**: a closing client that does not read its final frame
+//!   (a kick, a slow-consumer cut) is aborted after [`CLOSE_GRACE`]; during a
+//!   shutdown, a client that makes no progress for [`SHUTDOWN_STALL`] is.
+//!
+//! The sweep runs on the client runtime but only reads each session's
+//! state under its own short lock; it never touches a socket.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use janus_core::Token;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{stamp_elapsed, stamp_now};
+use crate::outbound::End;
+use crate::session::Session;
+use crate::Shared;
+
+/// How long a closing client gets to read its final frame.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// During a shutdown, how long a client may make no write progress before it
+/// is aborted (the others keep being written until the shutdown timeout).
+pub const SHUTDOWN_STALL: Duration = Duration::from_secs(1);
+
+/// Sessions looked at per lock of the registry.
+const PAGE: usize = 1024;
+
+/// Runs the sweep until `stop` is cancelled.
+pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(shared.config.sweep_interval());
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => sweep(&shared),
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// One pass over every session.
+fn sweep(shared: &Shared) {
+    let mut after: Option<Token> = None;
+    loop {
+        let page = shared.sessions.page(after, PAGE);
+        let Some(last) = page.last() else {
+            return;
+        };
+        after = Some(last.token);
+        let now = stamp_now();
+        for session in &page {
+            check(shared, session, now);
+        }
+        if page.len() < PAGE {
+            return;
+        }
+    }
+}
+
+fn check(shared: &Shared, session: &Arc<Session>, now: u32) {
+    let config = &shared.config;
+    let status = session.outbound.status();
+    let stalled =
+        |limit: Duration| status.parked && stamp_elapsed(status.parked_since, now) >= limit;
+    match status.end {
+        End::Open => {
+            if let Some(since) = session.detached_since() {
+                if crate::metrics::secs_now().saturating_sub(since)
+                    >= u32::try_from(config.session_ttl.as_secs()).unwrap_or(u32::MAX)
+                {
+                    tracing::debug!(token = %session.token, "detached session expired");
+                    shared
+                        .stats
+                        .sessions_expired
+                        .fetch_add(1, Ordering::Relaxed);
+                    shared.forget(session);
+                }
+            } else if stalled(config.write_deadline) {
+                tracing::info!(peer = %session.peer, token = %session.token, frames = status.frames,
+                    "giving up on a client whose socket accepted nothing for the write deadline");
+                shared.give_up_connection(session);
+            } else if config
+                .idle_timeout
+                .is_some_and(|idle| stamp_elapsed(session.last_request(), now) >= idle)
+            {
+                tracing::debug!(peer = %session.peer, "closing idle connection");
+                shared.close_quietly(session);
+            } else if (status.delivered_any || session.offsets())
+                && status.attached
+                && status.frames == 0
+                && stamp_elapsed(status.last_write, now) >= config.heartbeat
+            {
+                shared.push_control(session, Bytes::from_static(b"PING\x01"));
+            }
+        }
+        End::Closing => {
+            let limit = if shared.draining() {
+                SHUTDOWN_STALL.min(CLOSE_GRACE)
+            } else {
+                CLOSE_GRACE.min(config.write_deadline)
+            };
+            if stalled(limit) {
+                tracing::debug!(peer = %session.peer, "aborting a closing client that does not read");
+                shared.abort(session);
+            }
+        }
+        End::Done | End::Aborted => session.wake(),
+    }
+}

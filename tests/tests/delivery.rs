@@ -1,0 +1,527 @@
+//! The delivery path under pressure: whole frames whatever a policy drops,
+//! every byte a client makes the server hold bounded, stuck clients released,
+//! kicks that take effect at once, one order per topic, and 2009 publishers
+//! whose messages must not be lost.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use janus_core::{ClientMessage, Publish, ServerMessage};
+use janus_server::session::CloseReason;
+use janus_server::stats::Stats;
+use janus_server::{Config, SlowConsumerPolicy};
+use janus_tests::{test_config, wait_until, Client, ServerProcess, TestServer, TIMEOUT};
+
+/// A persistent (X3) publish, waiting for its `ACK`.
+async fn publish_acked(p: &mut Client, topic: &str, id: usize, data: &str) {
+    let publish = Publish::new(topic, "e", id.to_string(), data).expect("valid publish");
+    p.send(ClientMessage::Publish {
+        publish,
+        one_shot: false,
+    })
+    .await;
+    assert_eq!(p.recv().await, ServerMessage::Ack);
+}
+
+/// Reads deliveries until message `last` arrives, checking that every frame
+/// is a whole delivery and that ids only increase. Returns how many arrived.
+async fn read_increasing_until(c: &mut Client, last: usize) -> usize {
+    let mut previous: Option<usize> = None;
+    let mut received = 0;
+    loop {
+        let id: usize = match c.recv().await {
+            ServerMessage::Delivery(d) => d.message_id.parse().expect("numeric id"),
+            other => panic!("expected a delivery, got {other:?}"),
+        };
+        assert!(
+            previous.is_none_or(|p| id > p),
+            "out of order: {id} after {previous:?}"
+        );
+        previous = Some(id);
+        received += 1;
+        if id == last {
+            return received;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_oldest_never_cuts_a_frame() {
+    let server = TestServer::start_with(Config {
+        slow_consumer: SlowConsumerPolicy::DropOldest,
+        queue_limit: 1,
+        ..test_config()
+    })
+    .await;
+    let mut reader = Client::connect_with_rcvbuf(server.addr(), 4096).await;
+    reader.subscribe("t").await;
+    // 8 MiB in all: more than the kernel buffers between server and reader
+    // can hold (tcp_wmem allows up to 4 MiB), so the policy has to drop.
+    let data = format!("\"{}\"", "d".repeat(4000));
+    let mut p = Client::connect(server.addr()).await;
+    // While the reader reads nothing, the socket fills mid-frame and the
+    // policy keeps dropping around the partly written frame.
+    for id in 0..2000 {
+        publish_acked(&mut p, "t", id, &data).await;
+    }
+    let received = read_increasing_until(&mut reader, 1999).await;
+    assert!(received < 2000, "the policy dropped nothing");
+    // Then publishes race a reader that reads slowly.
+    let publishing = tokio::spawn(async move {
+        for id in 2000..4000 {
+            publish_acked(&mut p, "t", id, &data).await;
+        }
+    });
+    let mut previous = 1999;
+    loop {
+        let ServerMessage::Delivery(d) = reader.recv().await else {
+            panic!("not a delivery");
+        };
+        let id: usize = d.message_id.parse().expect("numeric id");
+        assert!(id > previous, "out of order: {id} after {previous}");
+        previous = id;
+        if id == 3999 {
+            break;
+        }
+        if id.is_multiple_of(20) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    publishing.await.expect("publisher");
+    assert!(Stats::get(&server.shared().stats.deliveries_dropped) > 0);
+    assert_eq!(Stats::get(&server.shared().stats.slow_consumers), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_gets_a_whole_slow_consumer_frame_then_the_close() {
+    let server = TestServer::start().await;
+    let mut stuck = Client::connect_with_rcvbuf(server.addr(), 4096).await;
+    stuck.subscribe("t").await;
+    let mut other = Client::connect(server.addr()).await;
+    other.subscribe("t").await;
+    // The other subscriber reads as fast as it can, until the last message.
+    let other_reads = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        loop {
+            match other.recv().await {
+                ServerMessage::Delivery(d) if d.message_id == "end" => return ids,
+                ServerMessage::Delivery(d) => ids.push(d.message_id.parse::<usize>().expect("id")),
+                other => panic!("expected a delivery, got {other:?}"),
+            }
+        }
+    });
+    let data = format!("\"{}\"", "s".repeat(700));
+    let mut p = Client::connect(server.addr()).await;
+    let shared = server.shared().clone();
+    let mut published = 0;
+    while Stats::get(&shared.stats.slow_consumers) == 0 {
+        publish_acked(&mut p, "t", published, &data).await;
+        published += 1;
+        assert!(published < 100_000, "never cut");
+    }
+    // The cut takes effect at once: the stuck client left the topic.
+    let (info, _) = shared.topics.topic("t").expect("topic");
+    assert_eq!(info.subscribers, 1);
+    let publish = Publish::new("t", "e", "end", "0").expect("valid publish");
+    p.send(ClientMessage::Publish {
+        publish,
+        one_shot: false,
+    })
+    .await;
+    assert_eq!(p.recv().await, ServerMessage::Ack);
+    // Now it reads: whole deliveries in order, then slow_consumer, then the end.
+    let mut previous: Option<usize> = None;
+    loop {
+        match stuck.recv_or_eof().await {
+            Some(ServerMessage::Delivery(d)) => {
+                let id: usize = d.message_id.parse().expect("numeric id");
+                assert!(previous.is_none_or(|p| id > p));
+                previous = Some(id);
+            }
+            Some(ServerMessage::Error { code, .. }) => {
+                assert_eq!(code, "slow_consumer");
+                break;
+            }
+            other => panic!("expected deliveries then slow_consumer, got {other:?}"),
+        }
+    }
+    stuck.expect_closed().await;
+    // The other subscriber got everything, in order.
+    let ids = other_reads.await.expect("reader");
+    assert_eq!(ids, (0..published).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_never_reads_is_released_at_the_write_deadline() {
+    let server = TestServer::start_with(Config {
+        write_deadline: Duration::from_millis(300),
+        queue_bytes: 64 << 20,
+        queue_limit: 1 << 20,
+        ..test_config()
+    })
+    .await;
+    let mut stuck = Client::connect_with_rcvbuf(server.addr(), 4096).await;
+    stuck.subscribe("t").await;
+    let token = stuck.token.parse().expect("token");
+    let shared = server.shared().clone();
+    let data = format!("\"{}\"", "w".repeat(4000));
+    let mut p = Client::connect(server.addr()).await;
+    // Enough to fill every socket buffer on the way and park the writer.
+    for id in 0..2000 {
+        publish_acked(&mut p, "t", id, &data).await;
+    }
+    wait_until("the stuck subscriber to be aborted and forgotten", || {
+        shared.sessions.get(&token).is_none() && shared.topics.topic("t").is_none()
+    })
+    .await;
+    // Its connection is gone: what the kernel held, then the end.
+    while stuck.recv_raw_or_eof().await.is_some() {}
+    p.expect_open().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kick_takes_effect_at_once_and_kicked_comes_before_the_backlog() {
+    let server = TestServer::start_with(Config {
+        queue_bytes: 64 << 20,
+        queue_limit: 1 << 20,
+        ..test_config()
+    })
+    .await;
+    let mut stuck = Client::connect_with_rcvbuf(server.addr(), 4096).await;
+    stuck.subscribe("t").await;
+    let token = stuck.token.parse().expect("token");
+    let shared = server.shared().clone();
+    // 12 MiB: far more than the kernel buffers hold (tcp_wmem: 4 MiB at most).
+    let data = format!("\"{}\"", "k".repeat(4000));
+    let mut p = Client::connect(server.addr()).await;
+    let count = 3000;
+    for id in 0..count {
+        publish_acked(&mut p, "t", id, &data).await;
+    }
+    let session = shared.sessions.get(&token).expect("session");
+    assert!(
+        session.outbound.status().frames > 100,
+        "a backlog is queued"
+    );
+    assert!(shared.close_session(&session, &CloseReason::Kicked("bye".into())));
+    // At once: out of the topic, its queue freed, closing.
+    assert!(shared.topics.topic("t").is_none());
+    let status = session.outbound.status();
+    assert!(status.frames <= 2, "{status:?}");
+    assert_eq!(status.end, janus_server::outbound::End::Closing);
+    drop(session);
+    // The client reads what the kernel already held, then `kicked`, then the end.
+    let mut deliveries = 0;
+    loop {
+        match stuck.recv_or_eof().await {
+            Some(ServerMessage::Delivery(_)) => deliveries += 1,
+            Some(ServerMessage::Error { code, reason, .. }) => {
+                assert_eq!((code.as_str(), reason.as_str()), ("kicked", "bye"));
+                break;
+            }
+            other => panic!("expected deliveries then kicked, got {other:?}"),
+        }
+    }
+    assert!(deliveries < count, "the queued backlog was not discarded");
+    stuck.expect_closed().await;
+    wait_until("the kicked session to be forgotten", || {
+        shared.sessions.get(&token).is_none()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kicked_client_that_never_reads_is_dropped_after_the_grace() {
+    let server = TestServer::start_with(Config {
+        queue_bytes: 64 << 20,
+        queue_limit: 1 << 20,
+        ..test_config()
+    })
+    .await;
+    let mut stuck = Client::connect_with_rcvbuf(server.addr(), 4096).await;
+    stuck.subscribe("t").await;
+    let token = stuck.token.parse().expect("token");
+    let data = format!("\"{}\"", "g".repeat(4000));
+    let mut p = Client::connect(server.addr()).await;
+    for id in 0..2000 {
+        publish_acked(&mut p, "t", id, &data).await;
+    }
+    let shared = server.shared().clone();
+    let session = shared.sessions.get(&token).expect("session");
+    shared.close_session(&session, &CloseReason::Kicked("bye".into()));
+    drop(session);
+    let kicked_at = tokio::time::Instant::now();
+    wait_until("the kicked connection to be dropped", || {
+        shared.sessions.get(&token).is_none()
+    })
+    .await;
+    assert!(
+        kicked_at.elapsed() < Duration::from_secs(10),
+        "dropped only after {:?}",
+        kicked_at.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_a_client_that_never_reads() {
+    let server = TestServer::start_with(Config {
+        queue_bytes: 64 << 20,
+        queue_limit: 1 << 20,
+        shutdown_timeout: Duration::from_secs(15),
+        ..test_config()
+    })
+    .await;
+    let addr = server.addr();
+    let mut stuck = Client::connect_with_rcvbuf(addr, 4096).await;
+    stuck.subscribe("t").await;
+    let mut good = Client::connect(addr).await;
+    good.subscribe("t").await;
+    let data = format!("\"{}\"", "z".repeat(2000));
+    let mut p = Client::connect(addr).await;
+    let count = 3000;
+    let reading = tokio::spawn(async move {
+        let n = read_increasing_until(&mut good, count - 1).await;
+        good.expect_error("server_shutdown").await;
+        good.expect_closed().await;
+        n
+    });
+    for id in 0..count {
+        publish_acked(&mut p, "t", id, &data).await;
+    }
+    let started = tokio::time::Instant::now();
+    server.stop().await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "shutdown waited {took:?} for a client that never reads"
+    );
+    assert_eq!(
+        reading.await.expect("reader"),
+        count,
+        "the reader got everything"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_publishers_one_order_for_every_subscriber() {
+    let server = TestServer::start().await;
+    let mut subscribers = Vec::new();
+    for _ in 0..5 {
+        let mut c = Client::connect(server.addr()).await;
+        c.subscribe("race").await;
+        subscribers.push(c);
+    }
+    let per_publisher = 400;
+    let publishers: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|name| {
+            let addr = server.addr();
+            tokio::spawn(async move {
+                let mut p = Client::connect(addr).await;
+                for i in 0..per_publisher {
+                    let publish =
+                        Publish::new("race", name, i.to_string(), "1").expect("valid publish");
+                    p.send(ClientMessage::Publish {
+                        publish,
+                        one_shot: false,
+                    })
+                    .await;
+                }
+                for _ in 0..per_publisher {
+                    assert_eq!(p.recv().await, ServerMessage::Ack);
+                }
+            })
+        })
+        .collect();
+    let mut orders = Vec::new();
+    for c in &mut subscribers {
+        let mut order = Vec::new();
+        for _ in 0..2 * per_publisher {
+            match c.recv().await {
+                ServerMessage::Delivery(d) => order.push(format!("{}{}", d.event, d.message_id)),
+                other => panic!("expected a delivery, got {other:?}"),
+            }
+        }
+        orders.push(order);
+    }
+    for p in publishers {
+        p.await.expect("publisher");
+    }
+    for order in &orders[1..] {
+        assert_eq!(order, &orders[0], "every subscriber sees one order");
+    }
+}
+
+/// A 2009 publisher: `PUBLISH␀{json}` without a terminator, then close at
+/// once without reading the hello, which the kernel turns into a reset.
+fn publish_2009_with_reset(addr: std::net::SocketAddr, id: usize) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    let body = format!(
+        "<regular-socket/>\0PUBLISH\0{{\"topic\":\"old\",\"event\":\"e\",\"message_id\":\"{id}\",\"data\":{id}}}"
+    );
+    s.write_all(body.as_bytes()).expect("write");
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .expect("linger");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2009_publisher_that_resets_loses_nothing() {
+    let server = TestServer::start().await;
+    let mut c = Client::connect(server.addr()).await;
+    c.subscribe("old").await;
+    let addr = server.addr();
+    let count = 200;
+    tokio::task::spawn_blocking(move || {
+        for id in 0..count {
+            publish_2009_with_reset(addr, id);
+        }
+    })
+    .await
+    .expect("publisher");
+    let mut ids: Vec<usize> = Vec::new();
+    for _ in 0..count {
+        match c.recv().await {
+            ServerMessage::Delivery(d) => ids.push(d.message_id.parse().expect("id")),
+            other => panic!("expected a delivery, got {other:?}"),
+        }
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (0..count).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2009_publisher_that_waits_for_the_close_is_answered() {
+    let server = TestServer::start().await;
+    let mut c = Client::connect(server.addr()).await;
+    c.subscribe("old").await;
+    let addr = server.addr();
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        s.write_all(b"PUBLISH\0{\"topic\":\"old\",\"data\":\"waiting\"}")
+            .expect("write");
+        // No terminator, no close: the server must publish and close by itself.
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).map(|_| rest)
+    });
+    match c.recv().await {
+        ServerMessage::Delivery(d) => assert_eq!(d.data, "\"waiting\""),
+        other => panic!("expected a delivery, got {other:?}"),
+    }
+    let rest = closed.await.expect("publisher").expect("the server closed");
+    assert!(rest.ends_with(b"\x01"), "only the hello came back");
+}
+
+#[tokio::test]
+async fn a_refused_client_reads_its_error_even_if_it_sent_something() {
+    let server = TestServer::start_with(Config {
+        max_connections: Some(1),
+        ..test_config()
+    })
+    .await;
+    let _holder = Client::connect(server.addr()).await;
+    for _ in 0..20 {
+        let mut refused = Client::connect_raw(server.addr()).await;
+        refused
+            .send_raw(b"<regular-socket/>\0{\"action\":\"subscribe\",\"data\":\"t\"}\0")
+            .await;
+        refused.expect_error("not_allowed").await;
+        refused.expect_closed().await;
+    }
+}
+
+#[tokio::test]
+async fn connections_per_address_are_capped() {
+    let server = TestServer::start_with(Config {
+        max_connections_per_ip: 3,
+        ..test_config()
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(Client::connect(server.addr()).await);
+    }
+    let mut refused = Client::connect_raw(server.addr()).await;
+    let reason = refused.expect_error("not_allowed").await;
+    assert!(
+        reason.contains("too many connections from 127.0.0.1"),
+        "{reason}"
+    );
+    refused.expect_closed().await;
+    drop(held.pop());
+    wait_until("the slot to be released", || {
+        server.shared().client_addresses() == 1
+            && Stats::get(&server.shared().stats.connections) == 2
+    })
+    .await;
+    held.push(Client::connect(server.addr()).await);
+    for c in &mut held {
+        c.expect_open().await;
+    }
+}
+
+#[tokio::test]
+async fn the_topic_limit_refuses_new_topics_and_keeps_the_connection() {
+    let server = TestServer::start_with(Config {
+        max_topics: 2,
+        ..test_config()
+    })
+    .await;
+    let mut c = Client::connect(server.addr()).await;
+    c.subscribe("a").await;
+    c.subscribe("b").await;
+    c.send(ClientMessage::Subscribe("c".into())).await;
+    let reason = c.expect_error("unavailable").await;
+    assert!(reason.contains("maximum of 2 topics"), "{reason}");
+    // Existing topics still work, and the connection stays open.
+    let mut d = Client::connect(server.addr()).await;
+    d.subscribe("a").await;
+    c.send(ClientMessage::Unsubscribe("b".into())).await;
+    wait_until("topic b to go", || {
+        server.shared().topics.topic_count() == 1
+    })
+    .await;
+    c.subscribe("c").await;
+}
+
+/// A client that floods requests and never reads: the server stops reading
+/// it once the answers fill its budget, so neither the bytes it manages to
+/// send nor the server's memory grow with the flood; then it is aborted at
+/// the write deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_floods_requests_and_never_reads_is_bounded() {
+    let server = ServerProcess::spawn(&["--write-deadline", "2s"]);
+    let rss_before = server.rss_kib();
+    let addr = server.addr();
+    let flooded = tokio::task::spawn_blocking(move || {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        sock.set_recv_buffer_size(4096).expect("rcvbuf");
+        sock.connect(&addr.into()).expect("connect");
+        let mut s: std::net::TcpStream = sock.into();
+        s.set_write_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
+        let chunk = b"x\0".repeat(4096);
+        let mut sent = 0usize;
+        // 64 MiB of `x\0` would be 32 million error frames.
+        while sent < 64 << 20 {
+            match s.write(&chunk) {
+                Ok(n) => sent += n,
+                Err(_) => break,
+            }
+        }
+        sent
+    })
+    .await
+    .expect("flooder");
+    assert!(
+        flooded < 16 << 20,
+        "the server kept reading a client that never reads: {flooded} bytes taken"
+    );
+    let grown = server.rss_kib().saturating_sub(rss_before);
+    assert!(
+        grown < 64 * 1024,
+        "server RSS grew by {grown} KiB for one flooding client"
+    );
+}
