@@ -102,7 +102,8 @@ async fn subscribe(sub: &Subscription<'_>) -> anyhow::Result<()> {
             .await
             .map_err(|_| unreachable(format!("no ACK for {topic:?} within {:?}", sub.timeout)))??;
         match answer {
-            (ServerMessage::Ack, _) => {}
+            // `subscribed` answers a client that turned on offsets (X1); this one has not.
+            (ServerMessage::Ack | ServerMessage::Subscribed { .. }, _) => {}
             (ServerMessage::Error { code, reason, .. }, _) => {
                 return Err(ClientError::Protocol { code, reason }.into())
             }
@@ -149,7 +150,10 @@ async fn subscribe(sub: &Subscription<'_>) -> anyhow::Result<()> {
                 return Err(ClientError::Protocol { code, reason }.into())
             }
             (
-                ServerMessage::Ack | ServerMessage::Hello { .. } | ServerMessage::Resumed { .. },
+                ServerMessage::Ack
+                | ServerMessage::Hello { .. }
+                | ServerMessage::Resumed { .. }
+                | ServerMessage::Subscribed { .. },
                 _,
             ) => {}
         }
