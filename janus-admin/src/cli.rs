@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+pub use janus_core::api::TopicSort;
 
 const EXIT_CODES: &str = "\
 Exit status: 0 done (or Ctrl-C ended `subscribe`); 1 the operation ran and
@@ -60,28 +61,6 @@ impl Cli {
     }
 }
 
-/// Topic listing order.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum TopicSort {
-    /// By name.
-    Name,
-    /// Most messages published first.
-    Published,
-    /// Most subscribers first.
-    Subscribers,
-}
-
-impl TopicSort {
-    /// The API's name for it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TopicSort::Name => "name",
-            TopicSort::Published => "published",
-            TopicSort::Subscribers => "subscribers",
-        }
-    }
-}
-
 /// How to read a DATA argument.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Data {
@@ -106,9 +85,12 @@ pub enum Command {
         /// Most topics listed.
         #[arg(long, default_value_t = 100)]
         limit: usize,
-        /// Order of the listing.
-        #[arg(long, value_enum, default_value_t = TopicSort::Name)]
+        /// Order of the listing: name, published (most first) or subscribers (most first).
+        #[arg(long, default_value_t = TopicSort::Name)]
         sort: TopicSort,
+        /// Name order only: start after this topic (the "next" of a previous page).
+        #[arg(long, value_name = "TOPIC")]
+        after: Option<String>,
     },
     /// One topic and its subscribers.
     Topic {
@@ -117,6 +99,9 @@ pub enum Command {
         /// Most subscribers listed.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Start after this session token (the "next" of a previous page).
+        #[arg(long, value_name = "TOKEN")]
+        after: Option<String>,
     },
     /// List sessions (paginated by token).
     Sessions {

@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::cli::{Cli, Command, Data};
 use crate::client::{encode, Client};
 use crate::format::{self, Table};
-use crate::model::{
+use janus_core::api::{
     Draining, Kicked, Published, Sent, SessionInfo, SessionPage, Status, TopicDetail, TopicList,
 };
 
@@ -28,17 +28,24 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             prefix,
             limit,
             sort,
+            after,
         } => {
-            let path = format!(
+            let mut path = format!(
                 "/topics?prefix={}&limit={limit}&sort={}",
                 encode(prefix),
                 sort.as_str()
             );
+            if let Some(after) = after {
+                path += &format!("&after={}", encode(after));
+            }
             let (list, raw): (TopicList, _) = call(&client, "GET", &path, None)?;
             out.print(&raw, || topics_table(&list))
         }
-        Command::Topic { name, limit } => {
-            let path = format!("/topics/{}?limit={limit}", encode(name));
+        Command::Topic { name, limit, after } => {
+            let mut path = format!("/topics/{}?limit={limit}", encode(name));
+            if let Some(after) = after {
+                path += &format!("&after={}", encode(after));
+            }
             let (topic, raw): (TopicDetail, _) = call(&client, "GET", &path, None)?;
             out.print(&raw, || topic_text(&topic))
         }
@@ -305,7 +312,12 @@ fn topics_table(list: &TopicList) -> String {
     }
     let mut text = t.render();
     let shown = list.topics.len() as u64;
-    if list.truncated {
+    if let Some(next) = &list.next {
+        text += &format!(
+            "({shown} shown of {} topics; next page: --after {next})\n",
+            format::count(list.total)
+        );
+    } else if list.truncated {
         text += &format!(
             "({shown} shown of {} topics; raise --limit or narrow --prefix)\n",
             format::count(list.total)
@@ -335,9 +347,10 @@ fn topic_text(topic: &TopicDetail) -> String {
     text += &t.render();
     if topic.truncated {
         text += &format!(
-            "({} of {} subscribers shown; raise --limit)\n",
+            "({} of {} subscribers shown; next page: --after {})\n",
             topic.sessions.len(),
-            topic.subscribers
+            topic.subscribers,
+            topic.next.as_deref().unwrap_or("-")
         );
     }
     text

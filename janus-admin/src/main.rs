@@ -3,7 +3,8 @@
 //!
 //! Layout: [`cli`] holds the flags and commands, [`client`] talks HTTP and
 //! sorts failures into "the server said no" and "cannot reach the server",
-//! [`model`] mirrors the API's JSON, [`commands`] runs one command and
+//! `janus_core::api` defines the API's JSON (the server serializes the
+//! same types), [`commands`] runs one command and
 //! prints a table (or the raw JSON with `--json`), [`format`] holds the
 //! table and number formatting, [`top`] is the live terminal view, and
 //! [`subscribe`] is an ordinary client on the client port.
@@ -17,7 +18,6 @@ mod cli;
 mod client;
 mod commands;
 mod format;
-mod model;
 mod subscribe;
 mod top;
 

@@ -20,7 +20,7 @@ use crossterm::{cursor, execute, queue};
 
 use crate::client::Client;
 use crate::format::{self, clip, Table};
-use crate::model::{Status, TopicList};
+use janus_core::api::{Status, TopicList, TopicSummary};
 
 /// Topics fetched per refresh (the busiest by messages since creation);
 /// their rates are computed from one refresh to the next.
@@ -70,8 +70,10 @@ pub fn run(client: &Client, interval_s: f64) -> anyhow::Result<()> {
 /// What the view shows, and what it remembers between refreshes.
 struct View {
     base: String,
-    status: Status,
-    topics: TopicList,
+    /// The last `/status`; `None` before the first refresh.
+    status: Option<Status>,
+    /// The busiest topics of the last refresh.
+    topics: Vec<TopicSummary>,
     /// Per-topic rates computed at the last refresh, by name.
     topic_rates: HashMap<String, f64>,
     /// Messages per topic at the previous refresh, and when.
@@ -84,8 +86,8 @@ impl View {
     fn new(base: String) -> Self {
         Self {
             base,
-            status: Status::default(),
-            topics: TopicList::default(),
+            status: None,
+            topics: Vec::new(),
             topic_rates: HashMap::new(),
             previous: None,
             refreshed: Instant::now(),
@@ -114,8 +116,8 @@ impl View {
             }
         }
         self.previous = Some((now, counts));
-        self.status = status;
-        self.topics = topics;
+        self.status = Some(status);
+        self.topics = topics.topics;
         self.refreshed = now;
         self.error = None;
         Ok(())
@@ -123,7 +125,9 @@ impl View {
 
     /// The screen as lines.
     fn lines(&self, width: usize, height: usize) -> Vec<(String, bool)> {
-        let s = &self.status;
+        let Some(s) = &self.status else {
+            return Vec::new();
+        };
         let state = if s.draining {
             "DRAINING"
         } else if s.ready {
@@ -184,7 +188,7 @@ impl View {
                 false,
             ),
         ];
-        let mut busiest: Vec<_> = self.topics.topics.iter().collect();
+        let mut busiest: Vec<_> = self.topics.iter().collect();
         let rate_of = |name: &str| self.topic_rates.get(name).copied().unwrap_or(0.0);
         busiest.sort_by(|a, b| {
             rate_of(&b.name)

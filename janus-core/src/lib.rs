@@ -17,11 +17,14 @@
 //! - [`topic`]: topic validation (P3) and the [`topic::TopicManager`], which
 //!   maps topics to subscribers and hands every subscriber of a publish the
 //!   same shared, already-encoded bytes.
+//! - [`api`]: the admin HTTP API's JSON bodies, one definition shared by the
+//!   server and `janus-admin`.
 //!
 //! What deliberately does not live here: sockets, task spawning, timers,
 //! logging setup and configuration. Those are I/O policy and belong to
 //! `janus-server` (or to the bot).
 
+pub mod api;
 pub mod codec;
 pub mod message;
 pub mod time;

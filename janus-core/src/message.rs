@@ -8,6 +8,12 @@
 //! Key order matters to 2009 clients, so server messages are written by hand
 //! in the exact order of docs/protocol.md rather than through a serializer whose
 //! order could drift; strings still go through `serde_json` for escaping.
+//!
+//! A publish's `data` is forwarded verbatim, so before it reaches anyone it
+//! is checked ([`validate_data`]) for what valid JSON can still do to a
+//! subscriber's parser: nesting deeper than [`MAX_DATA_DEPTH`] (which
+//! overflows recursive parsers) and numbers too large for a double (which
+//! parsers turn into infinity or reject).
 
 use std::fmt;
 use std::str::FromStr;
@@ -215,6 +221,7 @@ impl Publish {
         validate_topic(&topic)?;
         let data = RawValue::from_string(data.to_owned())
             .map_err(|e| ProtocolError::new(ErrorCode::BadJson, format!("data: {e}")))?;
+        validate_data(data.get())?;
         Ok(Self {
             topic,
             event: event.into(),
@@ -263,7 +270,10 @@ impl Publish {
         };
         validate_topic(&topic)?;
         let data = match body.data {
-            Some(d) => d,
+            Some(d) => {
+                validate_data(d.get())?;
+                d
+            }
             None => RawValue::from_string("null".to_owned())
                 .map_err(|e| ProtocolError::new(ErrorCode::BadJson, e.to_string()))?,
         };
@@ -313,6 +323,74 @@ impl Publish {
             offset,
         )
     }
+}
+
+/// Deepest nesting of arrays and objects a publish's `data` may have: `1`
+/// is depth 0, `[1]` depth 1, `{"a":[1]}` depth 2.
+///
+/// 64 keeps every delivery (which wraps `data` in one more object) well
+/// inside the default limits of common parsers — `serde_json` stops at 128,
+/// Python's recursive `json.loads` near 1,000 — and leaves room for a client
+/// that wraps a message again; real payloads rarely pass 10.
+pub const MAX_DATA_DEPTH: usize = 64;
+
+/// Checks JSON text that is already known to be valid (a `RawValue`)
+/// before it is forwarded to subscribers.
+///
+/// # Errors
+/// `bad_json` when arrays and objects nest deeper than [`MAX_DATA_DEPTH`],
+/// or when a number is too large for a 64-bit float (`1e999999`, or an
+/// integer of more than 308 digits), which parsers turn into infinity or
+/// refuse.
+pub fn validate_data(json: &str) -> Result<(), ProtocolError> {
+    let bytes = json.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                // Skip the string; its content cannot nest or be a number.
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DATA_DEPTH {
+                    return Err(ProtocolError::new(
+                        ErrorCode::BadJson,
+                        format!("data nests deeper than {MAX_DATA_DEPTH} arrays or objects"),
+                    ));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i + 1 < bytes.len()
+                    && matches!(bytes[i + 1], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                {
+                    i += 1;
+                }
+                let number = &json[start..=i];
+                // Without an exponent, only a number of more than 308
+                // digits can overflow a double: skip the parse otherwise.
+                let may_overflow = number.len() > 300 || number.contains(['e', 'E']);
+                if may_overflow && !number.parse::<f64>().is_ok_and(f64::is_finite) {
+                    return Err(ProtocolError::new(
+                        ErrorCode::BadJson,
+                        format!(
+                            "data holds a number too large for a 64-bit float: {}",
+                            truncate(number, 32)
+                        ),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
 }
 
 /// Appends `s` as a JSON string literal.
@@ -943,6 +1021,53 @@ mod tests {
         check(r#"{"topic":""}"#, ErrorCode::BadTopic);
         check(r#"{"topic":5}"#, ErrorCode::BadTopic);
         check(r#"{"topic":"t","event":{}}"#, ErrorCode::BadJson);
+    }
+
+    #[test]
+    fn hostile_data_is_bad_json() {
+        let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        let publish = |data: &str| Publish::from_json(&format!(r#"{{"topic":"t","data":{data}}}"#));
+        // The limit itself is fine, one more is not; objects count like arrays.
+        assert!(publish(&nested(MAX_DATA_DEPTH)).is_ok());
+        let err = publish(&nested(MAX_DATA_DEPTH + 1)).unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadJson);
+        assert!(err.reason.contains("deeper than 64"), "{}", err.reason);
+        let objects = format!("{}1{}", r#"{"a":"#.repeat(65), "}".repeat(65));
+        assert_eq!(publish(&objects).unwrap_err().code, ErrorCode::BadJson);
+        assert!(publish(&nested(30_000)).is_err());
+        // Brackets and quotes inside strings are text, not nesting.
+        let text = format!(r#"["{}\"{}"]"#, "[".repeat(100), "{".repeat(100));
+        assert!(publish(&text).is_ok());
+        // Numbers a double cannot hold; a tiny one is merely rounded to zero.
+        for bad in [
+            "1e999999",
+            "-1E400",
+            "[1,{\"x\":2.5e308}]",
+            &"9".repeat(400),
+        ] {
+            let err = publish(bad).unwrap_err();
+            assert_eq!(err.code, ErrorCode::BadJson, "{bad}");
+            assert!(err.reason.contains("too large"), "{}", err.reason);
+        }
+        for good in [
+            "1e308",
+            "-1.7976931348623157e308",
+            "1e-999999",
+            "123456789012345678901234567890",
+            "\"1e999999\"",
+        ] {
+            assert!(publish(good).is_ok(), "{good}");
+        }
+        // Every way in checks: Publish::new and the persistent X3 form.
+        assert!(Publish::new("t", "", "", "1e999").is_err());
+        let x3 = format!(
+            r#"{{"action":"publish","data":{{"topic":"t","data":{}}}}}"#,
+            nested(65)
+        );
+        assert_eq!(
+            ClientMessage::parse(&x3).unwrap_err().code,
+            ErrorCode::BadJson
+        );
     }
 
     #[test]

@@ -14,13 +14,23 @@
 //! subscriber in the same order, and a subscriber whose subscription was
 //! registered (and acknowledged, see [`TopicManager::subscribe`]) before a
 //! publish began receives it.
+//!
+//! Operators' listings ([`TopicManager::topics`],
+//! [`TopicManager::subscribers`]) must never hold up that fan-out, however
+//! many topics there are: they keep only the best `limit` entries in a
+//! bounded heap (nothing is copied but what is returned), and they look at
+//! no more than [`LISTING_CHUNK`] entries per lock of a shard, releasing it
+//! between chunks. A listing is therefore not an atomic snapshot: a topic
+//! created, removed or published to while it runs may or may not be counted.
 
+use std::cmp::{Ordering as CmpOrdering, Reverse};
 use std::collections::hash_map::{Entry, RandomState};
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use crate::api::TopicSort;
 use crate::message::{ErrorCode, ProtocolError};
 
 /// Longest topic name in bytes (P3).
@@ -95,6 +105,138 @@ pub struct TopicInfo {
     pub published: u64,
 }
 
+/// Entries a listing examines per lock of a shard (or of one topic's
+/// subscriber list). At about 10 ns an entry, a publish waiting for that
+/// lock waits some 10 µs, whatever the number of topics. (Unit tests use
+/// small chunks so that a few thousand topics already span several.)
+pub const LISTING_CHUNK: usize = if cfg!(test) { 16 } else { 1024 };
+
+/// Times a shard scan starts over because the shard grew (rehashed, which
+/// reorders it) while the scan was between chunks; after that it goes on in
+/// the new order and may miss entries, as under any concurrent change.
+const LISTING_RESTARTS: usize = 2;
+
+/// Which topics [`TopicManager::topics`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicQuery<'a> {
+    /// Only names starting with this.
+    pub prefix: &'a str,
+    /// The order, and so which `limit` topics are the best.
+    pub order: TopicSort,
+    /// Name order only: names after this one (the cursor of the previous page).
+    pub after: Option<&'a str>,
+    /// Most topics returned.
+    pub limit: usize,
+}
+
+/// The answer of [`TopicManager::topics`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicPage {
+    /// Up to `limit` topics, in the requested order.
+    pub topics: Vec<TopicInfo>,
+    /// Whether more topics matched than were returned.
+    pub truncated: bool,
+}
+
+/// One topic's summary and a page of its subscribers (see
+/// [`TopicManager::subscribers`]).
+#[derive(Debug, Clone)]
+pub struct SubscriberPage<S> {
+    /// The topic.
+    pub info: TopicInfo,
+    /// Up to `limit` subscriber handles, by ascending key.
+    pub subscribers: Vec<S>,
+    /// Whether more subscribers matched than were returned.
+    pub truncated: bool,
+}
+
+/// A key-ordered entry of a [`Best`]; only the key takes part in the order.
+struct Ranked<K, V> {
+    key: K,
+    value: V,
+}
+
+impl<K: Ord, V> PartialEq for Ranked<K, V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl<K: Ord, V> Eq for Ranked<K, V> {}
+
+impl<K: Ord, V> PartialOrd for Ranked<K, V> {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<K: Ord, V> Ord for Ranked<K, V> {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        self.key.cmp(&other.key)
+    }
+}
+
+/// The `limit` smallest keys offered so far, with their values: a max-heap
+/// whose top is the worst entry kept, so a candidate that cannot get in is
+/// turned away by one comparison, before anything is copied.
+struct Best<K, V> {
+    limit: usize,
+    heap: BinaryHeap<Ranked<K, V>>,
+    /// Candidates that matched, admitted or not (for `truncated`).
+    offered: usize,
+}
+
+impl<K: Ord, V> Best<K, V> {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            heap: BinaryHeap::with_capacity(limit.min(LISTING_CHUNK) + 1),
+            offered: 0,
+        }
+    }
+
+    /// Counts a matching candidate and says whether it gets in: `beats`
+    /// says whether it orders before the worst key kept. Only then does
+    /// the caller build it and [`Best::push`] it.
+    fn admits(&mut self, beats: impl FnOnce(&K) -> bool) -> bool {
+        self.offered += 1;
+        match self.heap.peek() {
+            _ if self.limit == 0 => false,
+            Some(worst) if self.heap.len() >= self.limit => beats(&worst.key),
+            _ => true,
+        }
+    }
+
+    fn push(&mut self, key: K, value: V) {
+        self.heap.push(Ranked { key, value });
+        if self.heap.len() > self.limit {
+            self.heap.pop();
+        }
+    }
+
+    /// The kept entries by ascending key, the first of equal keys only (a
+    /// scan that met a shard's reordering may have offered one entry
+    /// twice), and whether more matched than were kept.
+    fn finish(self) -> (Vec<(K, V)>, bool) {
+        let mut sorted = self.heap.into_sorted_vec();
+        sorted.dedup_by(|a, b| a.key == b.key);
+        let truncated = self.offered > sorted.len();
+        (
+            sorted.into_iter().map(|r| (r.key, r.value)).collect(),
+            truncated,
+        )
+    }
+}
+
+/// The order key of a topic in a listing: smaller is listed first.
+fn topic_rank(order: TopicSort, subscribers: usize, published: u64) -> Reverse<u64> {
+    Reverse(match order {
+        TopicSort::Name => 0,
+        TopicSort::Published => published,
+        TopicSort::Subscribers => subscribers as u64,
+    })
+}
+
 type Shard<S> = HashMap<Box<str>, Topic<S>>;
 
 /// A subscription was refused: creating its topic would exceed the
@@ -154,6 +296,33 @@ impl<S: Clone> TopicManager<S> {
         self.shards[i]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Visits every topic of one shard, [`LISTING_CHUNK`] entries per lock.
+    fn scan_shard(shard: &Mutex<Shard<S>>, mut visit: impl FnMut(&str, &Topic<S>)) {
+        let mut pos = 0;
+        let mut capacity = None;
+        let mut restarts = 0;
+        loop {
+            let guard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            // Growth rehashes the map and reorders it: position `pos` no
+            // longer means "after what was seen", so start over.
+            if capacity.is_some_and(|c| c != guard.capacity()) && restarts < LISTING_RESTARTS {
+                pos = 0;
+                restarts += 1;
+            }
+            capacity = Some(guard.capacity());
+            let mut seen = 0;
+            for (name, topic) in guard.iter().skip(pos).take(LISTING_CHUNK) {
+                visit(name, topic);
+                seen += 1;
+            }
+            drop(guard);
+            if seen < LISTING_CHUNK {
+                return;
+            }
+            pos += seen;
+        }
     }
 
     /// Subscribes `id` to `topic`, creating the topic if needed.
@@ -244,40 +413,110 @@ impl<S: Clone> TopicManager<S> {
         self.subscriptions.load(Ordering::Relaxed)
     }
 
-    /// Up to `limit` topics whose names start with `prefix`, sorted by name.
-    /// Locks one shard at a time, briefly.
-    pub fn topics(&self, prefix: &str, limit: usize) -> Vec<TopicInfo> {
-        let mut out = Vec::new();
+    /// The best `limit` topics of `query`: by name (after `query.after`),
+    /// or those with the most messages or subscribers, listed most first
+    /// and then by name. Which of several topics tied at the cut-off are
+    /// included is unspecified: deciding it by name would read every
+    /// topic's name, the one part of an entry not stored inline, and that
+    /// cache miss was most of the cost of a listing.
+    ///
+    /// Costs one pass over the topics in chunks of [`LISTING_CHUNK`] per
+    /// shard lock, a heap of `limit` entries, and a copy of the names
+    /// returned; nothing else is copied.
+    pub fn topics(&self, query: &TopicQuery<'_>) -> TopicPage {
+        let mut best: Best<(Reverse<u64>, Box<str>), (usize, u64)> = Best::new(query.limit);
+        let by_name = query.order == TopicSort::Name;
+        let after = query.after.filter(|_| by_name);
         for shard in self.shards.iter() {
-            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
-            out.extend(
-                shard
-                    .iter()
-                    .filter(|(name, _)| name.starts_with(prefix))
-                    .map(|(name, t)| TopicInfo {
-                        name: name.to_string(),
-                        subscribers: t.subscribers.len(),
-                        published: t.published,
-                    }),
-            );
+            Self::scan_shard(shard, |name, topic| {
+                if !name.starts_with(query.prefix) || after.is_some_and(|a| name <= a) {
+                    return;
+                }
+                let (subscribers, published) = (topic.subscribers.len(), topic.published);
+                let rank = topic_rank(query.order, subscribers, published);
+                let beats = |worst: &(Reverse<u64>, Box<str>)| {
+                    if by_name {
+                        name < &*worst.1
+                    } else {
+                        rank < worst.0
+                    }
+                };
+                if best.admits(beats) {
+                    best.push((rank, name.into()), (subscribers, published));
+                }
+            });
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        out.truncate(limit);
-        out
+        let (kept, truncated) = best.finish();
+        TopicPage {
+            topics: kept
+                .into_iter()
+                .map(|((_, name), (subscribers, published))| TopicInfo {
+                    name: name.into(),
+                    subscribers,
+                    published,
+                })
+                .collect(),
+            truncated,
+        }
     }
 
-    /// One topic's summary and subscriber handles, or `None` if it does not exist.
-    pub fn topic(&self, topic: &str) -> Option<(TopicInfo, Vec<(SubscriberId, S)>)> {
+    /// One topic's summary, or `None` if it does not exist.
+    pub fn topic(&self, topic: &str) -> Option<TopicInfo> {
         let shard = self.shard(topic);
         let t = shard.get(topic)?;
-        Some((
-            TopicInfo {
+        Some(TopicInfo {
+            name: topic.to_owned(),
+            subscribers: t.subscribers.len(),
+            published: t.published,
+        })
+    }
+
+    /// One topic's summary and the `limit` subscribers with the smallest
+    /// `key` above `after` (a page in key order), or `None` if the topic
+    /// does not exist. Clones only the handles returned, and looks at
+    /// [`LISTING_CHUNK`] subscribers per lock of the topic's shard.
+    pub fn subscribers<K: Ord>(
+        &self,
+        topic: &str,
+        key: impl Fn(&S) -> K,
+        after: Option<&K>,
+        limit: usize,
+    ) -> Option<SubscriberPage<S>> {
+        let mut best: Best<K, S> = Best::new(limit);
+        let mut info = None;
+        let mut pos = 0;
+        loop {
+            let shard = self.shard(topic);
+            let Some(t) = shard.get(topic) else {
+                break;
+            };
+            info = Some(TopicInfo {
                 name: topic.to_owned(),
                 subscribers: t.subscribers.len(),
                 published: t.published,
-            },
-            t.subscribers.clone(),
-        ))
+            });
+            let rest = t.subscribers.get(pos..).unwrap_or_default();
+            let chunk = &rest[..rest.len().min(LISTING_CHUNK)];
+            for (_, subscriber) in chunk {
+                let k = key(subscriber);
+                if after.is_none_or(|a| k > *a) && best.admits(|worst| k < *worst) {
+                    best.push(k, subscriber.clone());
+                }
+            }
+            let seen = chunk.len();
+            drop(shard);
+            if seen < LISTING_CHUNK {
+                break;
+            }
+            pos += seen;
+        }
+        let info = info?;
+        let (kept, truncated) = best.finish();
+        Some(SubscriberPage {
+            info,
+            subscribers: kept.into_iter().map(|(_, s)| s).collect(),
+            truncated,
+        })
     }
 }
 
@@ -375,11 +614,12 @@ mod tests {
             .publish("a", |_| unreachable!("no subscribers, no fan-out"))
             .is_none());
         assert!(m.unsubscribe("b", 2));
-        let (info, subs) = m.topic("b").unwrap();
-        assert_eq!((info.subscribers, subs[0].0), (1, 3));
+        let page = m.subscribers("b", |_| 0, None, 10).unwrap();
+        assert_eq!((page.info.subscribers, page.subscribers.len()), (1, 1));
         assert!(m.unsubscribe("b", 3));
         assert_eq!((m.topic_count(), m.subscription_count()), (0, 0));
-        assert!(m.topics("", 10).is_empty());
+        assert!(m.topics(&query("", TopicSort::Name, 10)).topics.is_empty());
+        assert!(m.subscribers("b", |_| 0, None, 10).is_none());
     }
 
     #[test]
@@ -416,7 +656,20 @@ mod tests {
             let expect = usize::from(![0, 5, 9, 3].contains(&i));
             assert_eq!(inbox.frames().len(), expect, "subscriber {i}");
         }
-        assert_eq!(m.topic("t").unwrap().0.subscribers, 6);
+        assert_eq!(m.topic("t").unwrap().subscribers, 6);
+    }
+
+    fn query(prefix: &str, order: TopicSort, limit: usize) -> TopicQuery<'_> {
+        TopicQuery {
+            prefix,
+            order,
+            after: None,
+            limit,
+        }
+    }
+
+    fn names(page: &TopicPage) -> Vec<&str> {
+        page.topics.iter().map(|t| t.name.as_str()).collect()
     }
 
     #[test]
@@ -426,11 +679,114 @@ mod tests {
             m.subscribe(name, 1, Inbox::default(), || {}).unwrap();
         }
         publish(&m, "news/a", b"x");
-        let list = m.topics("news/", 2);
-        assert_eq!(
-            list.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
-            ["news/a", "news/b"]
-        );
-        assert_eq!(list[0].published, 1);
+        let page = m.topics(&query("news/", TopicSort::Name, 2));
+        assert_eq!(names(&page), ["news/a", "news/b"]);
+        assert!(page.truncated);
+        assert_eq!(page.topics[0].published, 1);
+        let page = m.topics(&query("news/", TopicSort::Name, 3));
+        assert!(!page.truncated);
+        assert!(m.topics(&query("", TopicSort::Name, 0)).truncated);
+    }
+
+    /// A listing of many topics, spread over every shard and several chunks
+    /// per shard, against a plain sort of everything.
+    #[test]
+    fn top_k_and_cursor_pages_match_a_full_sort() {
+        let m = TopicManager::new();
+        let n = SHARDS * LISTING_CHUNK * 2 + 77;
+        // Name → (subscribers, published), as the test made them.
+        let mut truth: HashMap<String, (usize, u64)> = HashMap::new();
+        for i in 0..n {
+            let name = format!("t{i:06}");
+            // Subscriber counts and publish counts in different orders.
+            for s in 0..(i * 7 % 5) {
+                m.subscribe(&name, s as u64, Inbox::default(), || {})
+                    .unwrap();
+            }
+            if i * 7 % 5 == 0 {
+                m.subscribe(&name, 9, Inbox::default(), || {}).unwrap();
+            }
+            for _ in 0..(i * 13 % 11) {
+                publish(&m, &name, b"x");
+            }
+            truth.insert(name, ((i * 7 % 5).max(1), (i * 13 % 11) as u64));
+        }
+        // Top k: the right counts, true of each topic listed, in order;
+        // which topics tied at the cut-off make it is unspecified.
+        for order in [TopicSort::Published, TopicSort::Subscribers] {
+            let count = |(subscribers, published): (usize, u64)| match order {
+                TopicSort::Published => published,
+                _ => subscribers as u64,
+            };
+            let mut all_counts: Vec<u64> = truth.values().map(|v| count(*v)).collect();
+            all_counts.sort_unstable_by_key(|c| Reverse(*c));
+            for k in [1, 500, n] {
+                let page = m.topics(&query("", order, k));
+                let got: Vec<_> = page
+                    .topics
+                    .iter()
+                    .map(|t| {
+                        assert_eq!(truth[&t.name], (t.subscribers, t.published));
+                        (Reverse(count((t.subscribers, t.published))), t.name.clone())
+                    })
+                    .collect();
+                let mut sorted = got.clone();
+                sorted.sort();
+                assert!(got == sorted, "top {k} by {order} in order");
+                let counts: Vec<_> = got.iter().map(|(c, _)| c.0).collect();
+                assert!(counts == all_counts[..k], "top {k} by {order}: counts");
+                assert_eq!(page.truncated, k < n);
+            }
+        }
+        // Name order, page by page through a cursor: every topic exactly once.
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = m.topics(&TopicQuery {
+                after: after.as_deref(),
+                ..query("t", TopicSort::Name, 100)
+            });
+            seen.extend(page.topics.iter().map(|t| t.name.clone()));
+            if !page.truncated {
+                break;
+            }
+            after = page.topics.last().map(|t| t.name.clone());
+        }
+        let mut names: Vec<_> = truth.into_keys().collect();
+        names.sort();
+        assert!(seen == names, "name pages");
+    }
+
+    #[test]
+    fn subscriber_pages_by_key() {
+        let m = TopicManager::new();
+        let n = LISTING_CHUNK as u64 * 3 + 5;
+        for id in 0..n {
+            m.subscribe("big", id, Inbox::default(), || {}).unwrap();
+        }
+        // Key: the inbox's address, an order unrelated to insertion.
+        let mut ids = Vec::new();
+        let mut after = None;
+        loop {
+            let page = m
+                .subscribers(
+                    "big",
+                    |i: &Inbox| Arc::as_ptr(&i.0) as usize,
+                    after.as_ref(),
+                    1000,
+                )
+                .unwrap();
+            assert_eq!(page.info.subscribers as u64, n);
+            ids.extend(page.subscribers.iter().map(|i| Arc::as_ptr(&i.0) as usize));
+            if !page.truncated {
+                break;
+            }
+            after = ids.last().copied();
+        }
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(ids.len() as u64, n);
+        assert!(ids == sorted, "subscribers in key order, each once");
     }
 }

@@ -115,6 +115,15 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     /// Bearer token the admin API requires; without one it serves loopback only.
     pub admin_token: Option<String>,
+    /// Most admin API connections open at once; more are answered 503 and closed.
+    pub admin_max_connections: usize,
+    /// Most time an admin request's headers may take, and an idle kept-alive
+    /// admin connection may wait for its next request.
+    pub admin_header_timeout: Duration,
+    /// Most time to receive an admin request's body and answer it.
+    pub admin_request_timeout: Duration,
+    /// Close an admin connection that moves no byte for this long.
+    pub admin_idle_timeout: Duration,
     /// Threads that write deliveries to sockets.
     pub writer_threads: usize,
     /// Test-only: busy-wait this long per delivery, to prove load gates catch a slow fan-out.
@@ -297,6 +306,25 @@ pub struct Settings {
     /// Read the admin token from the first line of this file (used when admin-token is not set) [default: none].
     #[arg(long, value_name = "FILE", help_heading = ADMIN)]
     pub admin_token_file: Option<PathBuf>,
+
+    /// Most admin API connections open at once; more are answered 503 and closed, so admin traffic never takes descriptors from clients.
+    #[arg(long, value_name = "N", default_value = "64", help_heading = ADMIN)]
+    pub admin_max_connections: NonZeroUsize,
+
+    /// Close an admin connection whose request headers take longer than this, or that waits longer than this for its next request.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, help_heading = ADMIN)]
+    #[serde(with = "humantime_serde")]
+    pub admin_header_timeout: Duration,
+
+    /// Answer 408 to an admin request whose body has not arrived and been answered within this.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, help_heading = ADMIN)]
+    #[serde(with = "humantime_serde")]
+    pub admin_request_timeout: Duration,
+
+    /// Close an admin connection that moves no byte either way for this long, e.g. one that never reads its answer.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, help_heading = ADMIN)]
+    #[serde(with = "humantime_serde")]
+    pub admin_idle_timeout: Duration,
 
     /// On SIGINT/SIGTERM, how long to keep writing queued deliveries before closing.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, help_heading = PROCESS)]
@@ -603,6 +631,10 @@ impl Settings {
             shutdown_timeout: self.shutdown_timeout,
             admin_listen,
             admin_token,
+            admin_max_connections: self.admin_max_connections.get(),
+            admin_header_timeout: nonzero("admin-header-timeout", self.admin_header_timeout)?,
+            admin_request_timeout: nonzero("admin-request-timeout", self.admin_request_timeout)?,
+            admin_idle_timeout: nonzero("admin-idle-timeout", self.admin_idle_timeout)?,
             writer_threads: self
                 .writer_threads
                 .map_or_else(default_writer_threads, NonZeroUsize::get),

@@ -349,8 +349,7 @@ impl Connection {
             ClientMessage::Subscribe(topic) => self.subscribe(topic),
             ClientMessage::Unsubscribe(topic) => {
                 let mut subs = self.session.subscriptions();
-                if let Some(pos) = subs.iter().position(|t| **t == *topic) {
-                    subs.swap_remove(pos);
+                if subs.remove(&topic) {
                     self.shared.topics.unsubscribe(&topic, self.session.id);
                 }
             }
@@ -449,7 +448,7 @@ impl Connection {
             // Closing: a kick or cut already took the subscriptions away.
             return;
         }
-        let known = subs.iter().any(|t| **t == *topic);
+        let known = subs.contains(&topic);
         if !known && subs.len() >= self.shared.config.max_subscriptions {
             drop(subs);
             let limit = self.shared.config.max_subscriptions;
@@ -477,7 +476,7 @@ impl Connection {
         match subscribed {
             Ok(_) => {
                 if !known {
-                    subs.push(topic.into_boxed_str());
+                    subs.insert(topic.into_boxed_str());
                 }
                 drop(subs);
                 if claimed {

@@ -358,7 +358,7 @@ impl Server {
     /// the shutdown timeout), and returns.
     ///
     /// # Errors
-    /// None today; reserved for listener failures that cannot be retried.
+    /// When the admin API's thread cannot be started.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         let Server {
             listener,
@@ -371,7 +371,11 @@ impl Server {
         // 503, `/status` can be watched and stuck clients are still cut) and
         // stop when this function returns.
         let stop = CancellationToken::new();
-        let admin_task = admin.map(|l| tokio::spawn(admin::serve(l, shared.clone(), stop.clone())));
+        // Also stops the admin thread if this future is dropped unfinished.
+        let _stop_guard = stop.clone().drop_guard();
+        let admin_thread = admin
+            .map(|l| admin::spawn(l, shared.clone(), stop.clone()))
+            .transpose()?;
         let sweep = tokio::spawn(housekeeping::run(shared.clone(), stop.clone()));
         let helper = tokio::spawn(writer::help(
             shared.writers.queue().clone(),
@@ -418,9 +422,9 @@ impl Server {
         stop.cancel();
         let _ = sweep.await;
         let _ = helper.await;
-        if let Some(task) = admin_task {
+        if let Some(thread) = admin_thread {
             // Lets in-flight admin responses (the drain request's own) finish.
-            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+            thread.join(Duration::from_secs(3)).await;
         }
         Ok(())
     }

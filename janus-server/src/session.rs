@@ -60,6 +60,87 @@ impl CloseReason {
     }
 }
 
+/// A session's topics: a short vector while there are few (the usual case,
+/// and the least memory), a hash set past [`Subscriptions::FEW`] so that a
+/// client with thousands of topics does not make each subscribe a scan.
+#[derive(Debug, Default)]
+pub struct Subscriptions {
+    few: Vec<Box<str>>,
+    many: Option<std::collections::HashSet<Box<str>>>,
+}
+
+impl Subscriptions {
+    /// Most topics kept in the vector.
+    const FEW: usize = 16;
+
+    /// Whether `topic` is one of them.
+    pub fn contains(&self, topic: &str) -> bool {
+        match &self.many {
+            Some(set) => set.contains(topic),
+            None => self.few.iter().any(|t| **t == *topic),
+        }
+    }
+
+    /// Adds `topic`; false if it was there.
+    pub fn insert(&mut self, topic: Box<str>) -> bool {
+        if self.contains(&topic) {
+            return false;
+        }
+        match &mut self.many {
+            Some(set) => {
+                set.insert(topic);
+            }
+            None if self.few.len() < Self::FEW => self.few.push(topic),
+            None => {
+                let mut set: std::collections::HashSet<Box<str>> = self.few.drain(..).collect();
+                set.insert(topic);
+                self.few = Vec::new();
+                self.many = Some(set);
+            }
+        }
+        true
+    }
+
+    /// Removes `topic`; false if it was not there.
+    pub fn remove(&mut self, topic: &str) -> bool {
+        match &mut self.many {
+            Some(set) => set.remove(topic),
+            None => match self.few.iter().position(|t| **t == *topic) {
+                Some(pos) => {
+                    self.few.swap_remove(pos);
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.many.as_ref().map_or(self.few.len(), |s| s.len())
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every topic, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.few
+            .iter()
+            .chain(self.many.iter().flatten())
+            .map(|t| &**t)
+    }
+
+    /// Takes every topic out, leaving none.
+    fn take(&mut self) -> Vec<Box<str>> {
+        let mut all = std::mem::take(&mut self.few);
+        all.extend(self.many.take().into_iter().flatten());
+        all
+    }
+}
+
 /// The shared half of a client. See the module documentation.
 #[derive(Debug)]
 pub struct Session {
@@ -83,7 +164,7 @@ pub struct Session {
     /// Seconds stamp ([`crate::metrics::secs_now`]) since the session waits
     /// for a resume without a connection; 0 while attached.
     detached_since: AtomicU32,
-    subscriptions: Mutex<Vec<Box<str>>>,
+    subscriptions: Mutex<Subscriptions>,
     /// The connection task, woken when the outbound side needs it.
     task: AtomicWaker,
 }
@@ -108,14 +189,14 @@ impl Session {
             offsets: AtomicBool::new(false),
             owner: AtomicU64::new(id),
             detached_since: AtomicU32::new(0),
-            subscriptions: Mutex::new(Vec::new()),
+            subscriptions: Mutex::new(Subscriptions::default()),
             task: AtomicWaker::new(),
         }
     }
 
     /// The session's subscriptions (locked briefly). Lock order: a session's
     /// subscriptions before any topic shard; never the other way round.
-    pub fn subscriptions(&self) -> MutexGuard<'_, Vec<Box<str>>> {
+    pub fn subscriptions(&self) -> MutexGuard<'_, Subscriptions> {
         self.subscriptions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -123,7 +204,7 @@ impl Session {
 
     /// Removes the session from every topic it is subscribed to.
     pub fn unsubscribe_all(&self, topics: &TopicManager<SessionHandle>) {
-        let taken = std::mem::take(&mut *self.subscriptions());
+        let taken = self.subscriptions().take();
         for topic in taken {
             topics.unsubscribe(&topic, self.id);
         }
@@ -313,5 +394,27 @@ impl Registry {
             .take(limit)
             .map(|(_, s)| s.clone())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Subscriptions;
+
+    #[test]
+    fn subscriptions_switch_to_a_set_and_stay_exact() {
+        let mut subs = Subscriptions::default();
+        for i in 0..100 {
+            assert!(subs.insert(format!("t{i}").into()));
+            assert!(!subs.insert(format!("t{i}").into()), "twice is once");
+        }
+        assert_eq!(subs.len(), 100);
+        assert!(subs.contains("t0") && subs.contains("t99") && !subs.contains("t100"));
+        assert!(subs.remove("t5") && !subs.remove("t5"));
+        let mut all: Vec<_> = subs.iter().map(str::to_owned).collect();
+        all.sort();
+        assert_eq!(all.len(), 99);
+        assert_eq!(subs.take().len(), 99);
+        assert!(subs.is_empty());
     }
 }

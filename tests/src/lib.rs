@@ -365,6 +365,47 @@ pub async fn exit_code(child: &mut tokio::process::Child) -> i32 {
         .unwrap_or(-1)
 }
 
+/// An HTTP answer read to the end of the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpReply {
+    /// The status code.
+    pub status: u16,
+    /// The body (everything after the headers).
+    pub body: String,
+}
+
+/// Sends one HTTP/1.1 request with `Connection: close` over a fresh
+/// loopback connection and reads the answer until the server closes.
+pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> HttpReply {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: janus\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    read_http(&mut stream).await
+}
+
+/// Reads an HTTP answer until end of stream (the server closes after it).
+pub async fn read_http(stream: &mut TcpStream) -> HttpReply {
+    let mut raw = Vec::new();
+    tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut raw))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&raw);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    HttpReply { status, body }
+}
+
 /// A `janus-server` process (the built binary), killed when dropped.
 pub struct ServerProcess {
     child: std::process::Child,

@@ -120,7 +120,7 @@ async fn a_slow_consumer_gets_a_whole_slow_consumer_frame_then_the_close() {
         assert!(published < 100_000, "never cut");
     }
     // The cut takes effect at once: the stuck client left the topic.
-    let (info, _) = shared.topics.topic("t").expect("topic");
+    let info = shared.topics.topic("t").expect("topic");
     assert_eq!(info.subscribers, 1);
     let publish = Publish::new("t", "e", "end", "0").expect("valid publish");
     p.send(ClientMessage::Publish {
@@ -153,30 +153,45 @@ async fn a_slow_consumer_gets_a_whole_slow_consumer_frame_then_the_close() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_never_reads_is_released_at_the_write_deadline() {
-    let server = TestServer::start_with(Config {
-        write_deadline: Duration::from_millis(300),
-        queue_bytes: 64 << 20,
-        queue_limit: 1 << 20,
-        ..test_config()
-    })
-    .await;
-    let mut stuck = Client::connect_with_rcvbuf(server.addr(), 4096).await;
-    stuck.subscribe("t").await;
-    let token = stuck.token.parse().expect("token");
-    let shared = server.shared().clone();
-    let data = format!("\"{}\"", "w".repeat(4000));
-    let mut p = Client::connect(server.addr()).await;
-    // Enough to fill every socket buffer on the way and park the writer.
-    for id in 0..2000 {
-        publish_acked(&mut p, "t", id, &data).await;
+    for session_ttl in [Duration::ZERO, Duration::from_secs(60)] {
+        let server = TestServer::start_with(Config {
+            write_deadline: Duration::from_millis(300),
+            queue_bytes: 64 << 20,
+            queue_limit: 1 << 20,
+            session_ttl,
+            ..test_config()
+        })
+        .await;
+        let mut stuck = Client::connect_with_rcvbuf(server.addr(), 4096).await;
+        stuck.subscribe("t").await;
+        let token = stuck.token.parse().expect("token");
+        let shared = server.shared().clone();
+        let data = format!("\"{}\"", "w".repeat(4000));
+        let mut p = Client::connect(server.addr()).await;
+        // Enough to fill every socket buffer on the way and park the writer.
+        for id in 0..2000 {
+            publish_acked(&mut p, "t", id, &data).await;
+        }
+        if session_ttl.is_zero() {
+            wait_until("the stuck subscriber to be dropped and forgotten", || {
+                shared.sessions.get(&token).is_none() && shared.topics.topic("t").is_none()
+            })
+            .await;
+        } else {
+            // Its connection is dropped; the session waits for a resume, its
+            // queue bounded by the budget.
+            wait_until("the stuck subscriber's connection to be dropped", || {
+                shared
+                    .sessions
+                    .get(&token)
+                    .is_some_and(|s| s.detached_since().is_some())
+            })
+            .await;
+        }
+        // Its connection is gone: what the kernel held, then the end.
+        while stuck.recv_raw_or_eof().await.is_some() {}
+        p.expect_open().await;
     }
-    wait_until("the stuck subscriber to be aborted and forgotten", || {
-        shared.sessions.get(&token).is_none() && shared.topics.topic("t").is_none()
-    })
-    .await;
-    // Its connection is gone: what the kernel held, then the end.
-    while stuck.recv_raw_or_eof().await.is_some() {}
-    p.expect_open().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

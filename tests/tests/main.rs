@@ -6,5 +6,6 @@ mod bot;
 mod broker;
 mod delivery;
 mod example;
+mod hostile;
 mod protocol;
 mod server;

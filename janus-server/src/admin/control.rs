@@ -6,20 +6,11 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use janus_core::api::{Draining, Published};
 use janus_core::Publish;
-use serde::Serialize;
 
 use super::error::ApiError;
 use super::server::AdminState;
-
-/// The answer to `POST /publish`.
-#[derive(Debug, Serialize)]
-pub struct Published {
-    /// The topic published to.
-    pub topic: String,
-    /// Local subscribers the message was queued for.
-    pub reached: usize,
-}
 
 /// `POST /publish` with `{"topic","event","message_id","data"}`: publishes
 /// exactly like a client `PUBLISH` (PROTOCOL P5).
@@ -35,17 +26,8 @@ pub async fn publish(
     let reached = state.shared.publish(&publish);
     Ok(Json(Published {
         topic: publish.topic,
-        reached,
+        reached: reached as u64,
     }))
-}
-
-/// The answer to `POST /drain`.
-#[derive(Debug, Serialize)]
-pub struct Draining {
-    /// Always `true`.
-    pub draining: bool,
-    /// Client connections still open when the drain began.
-    pub connections: u64,
 }
 
 /// `POST /drain`: stop accepting, send `server_shutdown`, flush queued

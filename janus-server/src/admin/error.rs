@@ -4,8 +4,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use janus_core::api::ApiErrorBody;
 use janus_core::ProtocolError;
-use serde::Serialize;
 
 /// A refused admin request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,12 +16,6 @@ pub struct ApiError {
     pub code: &'static str,
     /// A human-readable explanation.
     pub reason: String,
-}
-
-#[derive(Serialize)]
-struct Body<'a> {
-    error: &'a str,
-    reason: &'a str,
 }
 
 impl ApiError {
@@ -58,9 +52,9 @@ impl From<ProtocolError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: self.code,
-            reason: &self.reason,
+        let body = ApiErrorBody {
+            error: self.code.to_owned(),
+            reason: self.reason,
         };
         (self.status, Json(body)).into_response()
     }

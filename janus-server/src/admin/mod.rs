@@ -3,26 +3,31 @@
 //! running server. `docs/admin-api.md` documents every endpoint.
 //!
 //! Layout:
-//! - [`server`]: binds the routes together and serves them until told to stop.
+//! - [`listener`]: the admin API's own thread and runtime, its connection
+//!   cap and timeouts ([`spawn`] is the entry point).
+//! - [`server`]: binds the routes together.
 //! - [`auth`]: the bearer token, or loopback-only access without one.
 //! - [`rates`]: a once-a-second sampler giving rates over the last 10 s.
 //! - [`status`], [`topics`], [`sessions`], [`control`]: the handlers.
 //! - [`error`]: the JSON error every handler answers with.
 //! - [`datetime`]: RFC 3339 timestamps for JSON.
 //!
-//! The API reads atomics and short snapshots: it never holds a topic shard
-//! or the session registry for longer than one listing takes, and it never
-//! touches a connection's socket (a kick or a unicast goes through the
-//! session's queue like any delivery).
+//! The API reads atomics and bounded pages: a topic listing holds a shard
+//! lock for at most one chunk of entries (see `janus_core::topic`), all of
+//! it runs off the runtime that serves clients, and it never touches a
+//! connection's socket (a kick or a unicast goes through the session's
+//! queue like any delivery).
 
 pub mod auth;
 pub mod control;
 pub mod datetime;
 pub mod error;
+pub mod listener;
 pub mod rates;
 pub mod server;
 pub mod sessions;
 pub mod status;
 pub mod topics;
 
-pub use server::{router, serve, AdminState};
+pub use listener::{serve, spawn, AdminLimits, AdminThread};
+pub use server::{router, AdminState};

@@ -1,12 +1,9 @@
-//! The admin API's routes, its shared state, and the serve loop.
+//! The admin API's routes and its shared state.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::Router;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use super::rates::Rates;
 use super::{auth, control, error::ApiError, sessions, status, topics};
@@ -64,19 +61,4 @@ pub fn router(state: Arc<AdminState>) -> Router {
             auth::authorize,
         ))
         .with_state(state)
-}
-
-/// Serves the admin API on `listener` until `stop` is cancelled, then lets
-/// in-flight requests finish. Errors are logged, never returned: the admin
-/// API failing must not take the message server down.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
-    let state = Arc::new(AdminState::new(shared));
-    tokio::spawn(state.rates.clone().run(stop.clone()));
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
-    {
-        tracing::warn!(error = %e, "admin API stopped with an error");
-    }
 }

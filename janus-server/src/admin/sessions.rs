@@ -6,9 +6,10 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use janus_core::message::encode_delivery;
+use janus_core::api::{Kicked, Sent, SessionInfo, SessionPage};
+use janus_core::message::{encode_delivery, validate_data};
 use janus_core::{validate_topic, Timestamp, Token};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::datetime::{rfc3339, seconds_since};
@@ -18,45 +19,23 @@ use super::topics::page_size;
 use crate::session::{CloseReason, Session};
 
 /// One session, as the API shows it.
-#[derive(Debug, Serialize)]
-pub struct SessionInfo {
-    /// The token from its hello.
-    pub token: String,
-    /// The client's address.
-    pub peer: String,
-    /// When it connected (RFC 3339, UTC).
-    pub connected_at: String,
-    /// Seconds since it connected.
-    pub connected_s: u64,
-    /// Its topics, sorted.
-    pub subscriptions: Vec<String>,
-    /// Frames queued and not yet completely written: deliveries and replies.
-    pub queue_depth: usize,
-    /// Bytes held for it: every frame not yet written, with per-frame overhead.
-    pub queued_bytes: usize,
-    /// Deliveries written to it.
-    pub delivered: u64,
-}
-
-impl SessionInfo {
-    fn of(session: &Session) -> Self {
-        let mut subscriptions: Vec<String> = session
-            .subscriptions()
-            .iter()
-            .map(|t| t.to_string())
-            .collect();
-        subscriptions.sort_unstable();
-        let outbound = session.outbound.status();
-        Self {
-            token: session.token.to_string(),
-            peer: session.peer.to_string(),
-            connected_at: rfc3339(session.connected_at),
-            connected_s: seconds_since(session.connected_at),
-            subscriptions,
-            queue_depth: outbound.frames,
-            queued_bytes: outbound.charged,
-            delivered: outbound.delivered,
-        }
+fn session_info(session: &Session) -> SessionInfo {
+    let mut subscriptions: Vec<String> = session
+        .subscriptions()
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    subscriptions.sort_unstable();
+    let outbound = session.outbound.status();
+    SessionInfo {
+        token: session.token.to_string(),
+        peer: session.peer.to_string(),
+        connected_at: rfc3339(session.connected_at),
+        connected_s: seconds_since(session.connected_at),
+        subscriptions,
+        queue_depth: outbound.frames as u64,
+        queued_bytes: outbound.charged as u64,
+        delivered: outbound.delivered,
     }
 }
 
@@ -69,18 +48,11 @@ pub struct ListQuery {
     pub limit: Option<usize>,
 }
 
-/// The body of `GET /sessions`.
-#[derive(Debug, Serialize)]
-pub struct SessionPage {
-    /// Live sessions in total.
-    pub total: usize,
-    /// This page, ordered by token.
-    pub sessions: Vec<SessionInfo>,
-    /// The `after` of the next page, or `null` on the last page.
-    pub next: Option<String>,
-}
-
-fn parse_token(text: &str) -> Result<Token, ApiError> {
+/// Parses a session token from a path or query.
+///
+/// # Errors
+/// `400 bad_token` for anything but 32 lowercase hex digits.
+pub fn parse_token(text: &str) -> Result<Token, ApiError> {
     text.parse().map_err(|_| {
         ApiError::bad_request(
             "bad_token",
@@ -113,8 +85,8 @@ pub async fn list(
         None
     };
     Ok(Json(SessionPage {
-        total: registry.len(),
-        sessions: page.iter().map(|s| SessionInfo::of(s)).collect(),
+        total: registry.len() as u64,
+        sessions: page.iter().map(|s| session_info(s)).collect(),
         next,
     }))
 }
@@ -125,7 +97,7 @@ pub async fn one(
     Path(token): Path<String>,
 ) -> Result<Json<SessionInfo>, ApiError> {
     let session = find(&state, &token)?;
-    Ok(Json(SessionInfo::of(&session)))
+    Ok(Json(session_info(&session)))
 }
 
 /// The body of `POST /sessions/{token}/send`.
@@ -138,15 +110,6 @@ struct SendBody {
     #[serde(default)]
     message_id: String,
     data: Option<Box<RawValue>>,
-}
-
-/// The answer to `POST /sessions/{token}/send`.
-#[derive(Debug, Serialize)]
-pub struct Sent {
-    /// The session the message was queued for.
-    pub token: String,
-    /// Its queue depth after queueing.
-    pub queue_depth: usize,
 }
 
 /// `POST /sessions/{token}/send` with `{"data", "topic"?, "event"?,
@@ -171,6 +134,7 @@ pub async fn send(
         validate_topic(&body.topic)?;
     }
     let data = body.data.as_deref().map_or("null", RawValue::get);
+    validate_data(data)?;
     let frame = encode_delivery(
         Timestamp::now(),
         &body.topic,
@@ -187,7 +151,7 @@ pub async fn send(
     }
     Ok(Json(Sent {
         token: session.token.to_string(),
-        queue_depth: session.outbound.status().frames,
+        queue_depth: session.outbound.status().frames as u64,
     }))
 }
 
@@ -196,13 +160,6 @@ pub async fn send(
 pub struct KickQuery {
     /// The reason sent to the client with `kicked`.
     pub reason: Option<String>,
-}
-
-/// The answer to `DELETE /sessions/{token}`.
-#[derive(Debug, Serialize)]
-pub struct Kicked {
-    /// The session being disconnected.
-    pub kicked: String,
 }
 
 /// `DELETE /sessions/{token}?reason=`: sends `kicked` and disconnects.

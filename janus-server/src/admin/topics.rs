@@ -1,15 +1,23 @@
 //! `GET /topics` and `GET /topics/{topic}`.
+//!
+//! Both ask the topic manager for a bounded page (top-K or a page after a
+//! cursor), which it builds without copying more than the page and without
+//! holding a shard lock for more than a chunk of entries; see
+//! `janus_core::topic`.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use janus_core::topic::TopicInfo;
-use serde::{Deserialize, Serialize};
+use janus_core::api::{TopicDetail, TopicList, TopicSort, TopicSubscriber, TopicSummary};
+use janus_core::topic::TopicQuery;
+use janus_core::Token;
+use serde::Deserialize;
 
 use super::error::ApiError;
 use super::server::AdminState;
+use super::sessions::parse_token;
 
 /// Entries returned when no `limit` is given.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -19,19 +27,6 @@ pub const MAX_LIMIT: usize = 10_000;
 /// Clamps a requested page size to `1..=MAX_LIMIT`.
 pub fn page_size(limit: Option<usize>) -> usize {
     limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)
-}
-
-/// How `GET /topics` orders its answer.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Sort {
-    /// By name (the default).
-    #[default]
-    Name,
-    /// Most messages published first.
-    Published,
-    /// Most subscribers first.
-    Subscribers,
 }
 
 /// Query of `GET /topics`.
@@ -44,67 +39,48 @@ pub struct ListQuery {
     pub limit: Option<usize>,
     /// Order: `name`, `published` or `subscribers`.
     #[serde(default)]
-    pub sort: Sort,
+    pub sort: TopicSort,
+    /// Name order only: start after this topic (the `next` of the previous page).
+    pub after: Option<String>,
 }
 
-/// One topic in a listing.
-#[derive(Debug, Serialize)]
-pub struct TopicSummary {
-    /// Topic name.
-    pub name: String,
-    /// Subscribers now.
-    pub subscribers: usize,
-    /// Messages published to it since it was created.
-    pub published: u64,
-}
-
-impl From<TopicInfo> for TopicSummary {
-    fn from(t: TopicInfo) -> Self {
-        Self {
-            name: t.name,
-            subscribers: t.subscribers,
-            published: t.published,
-        }
-    }
-}
-
-/// The body of `GET /topics`.
-#[derive(Debug, Serialize)]
-pub struct TopicList {
-    /// Live topics on the server (all of them, not only the listed ones).
-    pub total: usize,
-    /// Whether more topics matched than were returned.
-    pub truncated: bool,
-    /// The topics.
-    pub topics: Vec<TopicSummary>,
-}
-
-/// `GET /topics?prefix=&limit=&sort=`.
+/// `GET /topics?prefix=&limit=&sort=&after=`.
 pub async fn list(
     State(state): State<Arc<AdminState>>,
     Query(query): Query<ListQuery>,
-) -> Json<TopicList> {
+) -> Result<Json<TopicList>, ApiError> {
+    if query.after.is_some() && query.sort != TopicSort::Name {
+        return Err(ApiError::bad_request(
+            "bad_query",
+            "after= pages through the name order only; the other orders list the top entries",
+        ));
+    }
     let limit = page_size(query.limit);
     let manager = &state.shared.topics;
-    let mut topics = match query.sort {
-        Sort::Name => manager.topics(&query.prefix, limit + 1),
-        Sort::Published | Sort::Subscribers => {
-            let mut all = manager.topics(&query.prefix, usize::MAX);
-            if query.sort == Sort::Published {
-                all.sort_by(|a, b| b.published.cmp(&a.published).then(a.name.cmp(&b.name)));
-            } else {
-                all.sort_by(|a, b| b.subscribers.cmp(&a.subscribers).then(a.name.cmp(&b.name)));
-            }
-            all
-        }
+    let page = manager.topics(&TopicQuery {
+        prefix: &query.prefix,
+        order: query.sort,
+        after: query.after.as_deref(),
+        limit,
+    });
+    let next = match query.sort {
+        TopicSort::Name if page.truncated => page.topics.last().map(|t| t.name.clone()),
+        _ => None,
     };
-    let truncated = topics.len() > limit;
-    topics.truncate(limit);
-    Json(TopicList {
-        total: manager.topic_count(),
-        truncated,
-        topics: topics.into_iter().map(TopicSummary::from).collect(),
-    })
+    Ok(Json(TopicList {
+        total: manager.topic_count() as u64,
+        truncated: page.truncated,
+        topics: page
+            .topics
+            .into_iter()
+            .map(|t| TopicSummary {
+                name: t.name,
+                subscribers: t.subscribers as u64,
+                published: t.published,
+            })
+            .collect(),
+        next,
+    }))
 }
 
 /// Query of `GET /topics/{topic}`.
@@ -112,65 +88,49 @@ pub async fn list(
 pub struct OneQuery {
     /// Most subscribers listed (default 100, at most 10,000).
     pub limit: Option<usize>,
+    /// Start after this session token (the `next` of the previous page).
+    pub after: Option<String>,
 }
 
-/// One subscriber of a topic.
-#[derive(Debug, Serialize)]
-pub struct Subscriber {
-    /// Its session token.
-    pub token: String,
-    /// Its address.
-    pub peer: String,
-    /// Deliveries queued for it and not yet written.
-    pub queue_depth: usize,
-}
-
-/// The body of `GET /topics/{topic}`.
-#[derive(Debug, Serialize)]
-pub struct TopicDetail {
-    /// Topic name.
-    pub name: String,
-    /// Subscribers now (all of them).
-    pub subscribers: usize,
-    /// Messages published to it since it was created.
-    pub published: u64,
-    /// Whether `sessions` lists fewer than `subscribers`.
-    pub truncated: bool,
-    /// Up to `limit` subscribers, ordered by token.
-    pub sessions: Vec<Subscriber>,
-}
-
-/// `GET /topics/{topic}?limit=`: one topic and its subscribers. The topic
-/// name is percent-decoded and may contain `/`.
+/// `GET /topics/{topic}?limit=&after=`: one topic and a page of its
+/// subscribers in token order. The topic name is percent-decoded and may
+/// contain `/`.
 pub async fn one(
     State(state): State<Arc<AdminState>>,
     Path(topic): Path<String>,
     Query(query): Query<OneQuery>,
 ) -> Result<Json<TopicDetail>, ApiError> {
     let limit = page_size(query.limit);
-    let Some((info, subscribers)) = state.shared.topics.topic(&topic) else {
+    let after: Option<Token> = query.after.as_deref().map(parse_token).transpose()?;
+    let Some(page) = state
+        .shared
+        .topics
+        .subscribers(&topic, |h| h.0.token, after.as_ref(), limit)
+    else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_topic",
             format!("no topic {topic:?} (a topic exists while it has subscribers)"),
         ));
     };
-    let mut sessions: Vec<_> = subscribers.into_iter().map(|(_, h)| h.0).collect();
-    sessions.sort_unstable_by_key(|s| s.token);
-    let truncated = sessions.len() > limit;
-    sessions.truncate(limit);
+    let next = page
+        .truncated
+        .then(|| page.subscribers.last().map(|h| h.0.token.to_string()))
+        .flatten();
     Ok(Json(TopicDetail {
-        name: info.name,
-        subscribers: info.subscribers,
-        published: info.published,
-        truncated,
-        sessions: sessions
+        name: page.info.name,
+        subscribers: page.info.subscribers as u64,
+        published: page.info.published,
+        truncated: page.truncated,
+        sessions: page
+            .subscribers
             .iter()
-            .map(|s| Subscriber {
-                token: s.token.to_string(),
-                peer: s.peer.to_string(),
-                queue_depth: s.outbound.status().frames,
+            .map(|h| TopicSubscriber {
+                token: h.0.token.to_string(),
+                peer: h.0.peer.to_string(),
+                queue_depth: h.0.outbound.status().frames as u64,
             })
             .collect(),
+        next,
     }))
 }
