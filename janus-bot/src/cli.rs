@@ -1,10 +1,11 @@
 //! The command line: flags, their validation into a [`RunConfig`], and exit
 //! statuses.
 //!
-//! Exit status: 0 when every expected delivery arrived, 1 when the run
-//! completed but deliveries were missing or clients misbehaved, 2 when the
-//! run could not be made (bad flags, refused connections, a worker or agent
-//! that failed). Errors are printed once, with their causes, on stderr.
+//! The run modes share one set of flags ([`RunArgs`]): `run` measures a
+//! fan-out, `churn` adds background connection churn, `soak` adds hostile
+//! clients and runs for ten minutes. Errors are printed once, with their
+//! causes, on stderr, and the exit status says what kind of failure it was
+//! (see [`EXIT_CODES`]).
 
 use std::io::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -15,14 +16,23 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 
-use crate::coordinator::{self, RunConfig};
+use crate::control::Activity;
+use crate::coordinator::{self, RunConfig, Unreachable};
 use crate::plan;
 use crate::progress::ProgressMode;
 use crate::publisher::{self, PublishMode};
 
+/// The exit statuses, as `--help` shows them.
+pub const EXIT_CODES: &str = "\
+Exit status:
+  0  success: every expected delivery arrived (run, churn, soak); the server took the message (publish)
+  1  the operation ran and failed: deliveries missing, clients misbehaved, the server refused
+  2  usage or configuration error (bad flags or values)
+  3  cannot connect to the server (target) or to an agent";
+
 /// Load bot for Janus servers: swarms of subscribers, latency on one clock.
 #[derive(Debug, Parser)]
-#[command(name = "janus-bot", version)]
+#[command(name = "janus-bot", version, after_help = EXIT_CODES)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -34,18 +44,58 @@ pub struct Cli {
 pub enum Cmd {
     /// Measure: N clients subscribe, wait at a barrier, M messages are
     /// published, every delivery's latency is measured.
+    ///
+    /// One topic by default (the 2009 benchmark); with --topics and
+    /// --subscriptions, many topics with a few subscribers each. With
+    /// --never-read-percent, some subscribers never read, to see what the
+    /// server's slow-consumer policy does to them while the others keep
+    /// their latency.
+    ///
+    /// Example: janus-bot run --clients 19000 --messages 1 --json run.json
+    #[command(after_help = EXIT_CODES)]
     Run(RunArgs),
+    /// Measure while clients keep coming and going (connection churn).
+    ///
+    /// As `run`, with background churners that connect, subscribe, stay a
+    /// moment, unsubscribe (every other time) and leave, in a loop.
+    /// Messages flow for --duration at --rate. Before the measurement, a
+    /// warm-up of the same churn without messages; with --server-pid, the
+    /// server's memory is read after the warm-up and again once the churn
+    /// has stopped.
+    ///
+    /// Example: janus-bot churn --clients 2000 --topics 200 --churners 200
+    /// --duration 30s --rate 100 --server-pid $(pidof janus-server)
+    #[command(after_help = EXIT_CODES)]
+    Churn(ChurnArgs),
+    /// Ten minutes of churn and hostile clients around canary subscribers.
+    ///
+    /// Churn plus stuck readers (they subscribe and never read), request flooders (`x␀` or subscribe
+    /// requests, never reading the answers), tricklers (one byte every few
+    /// seconds, never a whole frame) and oversized frames, each in cycles.
+    /// The subscribers are canaries whose latency must hold; with
+    /// --server-pid, the report says whether the server's memory came back
+    /// after the hostile clients left.
+    ///
+    /// Example: janus-bot soak --clients 20 --duration 10m --server-pid
+    /// $(pidof janus-server) --json soak.json
+    #[command(after_help = EXIT_CODES)]
+    Soak(SoakArgs),
     /// Run a long-lived agent that runs worker processes for remote
     /// coordinators (`run --agents`). Prints the bound address first.
+    #[command(after_help = EXIT_CODES)]
     Agent(AgentArgs),
-    /// Publish one message.
+    /// Publish one message, like `janus-admin publish TOPIC DATA` but as a
+    /// client of the server (PROTOCOL P5, X3, or exactly as the 2009 bot).
+    ///
+    /// Example: janus-bot publish news '{"hello":"world"}' --publish-mode 2009
+    #[command(after_help = EXIT_CODES)]
     Publish(PublishArgs),
     /// Internal: a worker process driven over stdin/stdout.
     #[command(hide = true)]
     Worker,
 }
 
-/// Flags of `run`.
+/// The flags every run mode shares.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Server address(es), HOST:PORT, comma-separated or repeated. Clients are
@@ -57,21 +107,37 @@ pub struct RunArgs {
     /// comma-separated. Without it, clients run in local worker processes.
     #[arg(long, value_delimiter = ',')]
     pub agents: Vec<String>,
-    /// Number of subscribing clients.
+    /// Number of subscribing clients (in a soak: the canaries).
     #[arg(long, short = 'n')]
     pub clients: u64,
-    /// Topic the clients subscribe to and messages are published on.
+    /// Topic the clients subscribe to; with --topics N, the base of the
+    /// names TOPIC-0 … TOPIC-(N-1).
     #[arg(long, default_value = "janus-bot")]
     pub topic: String,
-    /// Number of messages to publish.
-    #[arg(long, short = 'm', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-    pub messages: u32,
+    /// Topics the messages are spread over: message i goes to topic i mod N.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub topics: u32,
+    /// Topics each client subscribes to (client c takes topics c·K … c·K+K-1,
+    /// mod --topics).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub subscriptions: u32,
+    /// Number of messages to publish (churn and soak: --rate × --duration).
+    #[arg(long, short = 'm', value_parser = clap::value_parser!(u32).range(1..))]
+    pub messages: Option<u32>,
     /// Messages per second.
     #[arg(long, default_value_t = 10.0)]
     pub rate: f64,
     /// Size of each message's data string, bytes.
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
+    /// Percentage of the subscribing clients that never read after their
+    /// ACK (slow consumers); what the server did to them is read at the end.
+    #[arg(long, default_value_t = 0.0)]
+    pub never_read_percent: f64,
+    /// Receive buffer of never-reading (and stuck) clients, bytes: small, so
+    /// the server's queue for them fills quickly.
+    #[arg(long, default_value_t = 4096)]
+    pub never_read_rcvbuf: u32,
     /// Local worker processes (default: one per 18,000 clients).
     #[arg(long)]
     pub workers: Option<u32>,
@@ -87,9 +153,11 @@ pub struct RunArgs {
     /// Clients connecting at once, over all workers.
     #[arg(long, default_value_t = 256)]
     pub connect_concurrency: u32,
-    /// How messages are published: one-shot PUBLISH connections (2009) or
-    /// one persistent connection per target (X3).
-    #[arg(long, value_enum, default_value = "oneshot")]
+    /// How messages are published: one-shot PUBLISH connections that wait
+    /// for the server to close them (P5), exactly as the 2009 bot (`2009`:
+    /// no trailing NUL, closed at once without reading the hello), or one
+    /// persistent connection per target (X3).
+    #[arg(long, alias = "publish-form", value_enum, default_value = "oneshot")]
     pub publish_mode: PublishMode,
     /// The targets are one cluster: publish each message once, to the first.
     #[arg(long)]
@@ -108,6 +176,70 @@ pub struct RunArgs {
     pub progress: ProgressMode,
 }
 
+/// Flags of `churn` (and `soak`).
+#[derive(Debug, Args)]
+pub struct ChurnArgs {
+    /// The measurement.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Churners: clients that connect, subscribe to one topic (half of the
+    /// names carry messages, half do not), stay --hold, and leave.
+    #[arg(long, default_value_t = 100)]
+    pub churners: u32,
+    /// How long a churner stays subscribed.
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub hold: Duration,
+    /// Background activity before the measurement, without messages.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// How long messages flow [default: 30s for churn, 10m for soak].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// After the background clients leave, how long to wait for the
+    /// server's memory to come back (with --server-pid).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub settle: Duration,
+    /// The server's process id, on this machine: its resident memory is
+    /// read at the start, after the warm-up and after the churn.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+}
+
+/// Flags of `soak`.
+#[derive(Debug, Args)]
+pub struct SoakArgs {
+    /// The churn.
+    #[command(flatten)]
+    pub churn: ChurnArgs,
+    /// Stuck readers: subscribe to the canaries' topics, never read, leave
+    /// after --hostile-hold.
+    #[arg(long, default_value_t = 20)]
+    pub stuck: u32,
+    /// Request flooders: write `x␀` (or, every other one, subscribe
+    /// requests) over and over without reading the answers.
+    #[arg(long, default_value_t = 4)]
+    pub flooders: u32,
+    /// Bytes a flooder writes every 50 ms while its socket takes them.
+    #[arg(long, default_value_t = 4096)]
+    pub flood_chunk: u32,
+    /// Tricklers: one byte every --trickle-interval, never completing a frame.
+    #[arg(long, default_value_t = 20)]
+    pub tricklers: u32,
+    /// Interval between a trickler's bytes.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub trickle_interval: Duration,
+    /// Clients that send one frame longer than the server's limit.
+    #[arg(long, default_value_t = 4)]
+    pub oversized: u32,
+    /// Length of an oversized frame, bytes (the server's default limit is
+    /// 64 KiB).
+    #[arg(long, default_value_t = 70_000)]
+    pub oversized_bytes: u32,
+    /// How long a hostile client keeps at it before it leaves and starts again.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub hostile_hold: Duration,
+}
+
 /// Flags of `agent`.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
@@ -120,23 +252,26 @@ pub struct AgentArgs {
 /// Flags of `publish`.
 #[derive(Debug, Args)]
 pub struct PublishArgs {
+    /// The topic.
+    pub topic: String,
+    /// The message data: used as JSON if it parses as JSON (`42`, `{"a":1}`,
+    /// `"text"`), otherwise sent as a JSON string.
+    pub data: String,
+    /// Always send DATA as a JSON string, even if it parses as JSON.
+    #[arg(long)]
+    pub string: bool,
     /// Server address, HOST:PORT.
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub target: String,
-    /// Topic.
-    #[arg(long)]
-    pub topic: String,
-    /// The message's data, any JSON value.
-    #[arg(long)]
-    pub data: String,
     /// Event name.
     #[arg(long, default_value = "")]
     pub event: String,
     /// Message id.
     #[arg(long, default_value = "")]
     pub message_id: String,
-    /// One-shot PUBLISH connection (2009) or persistent publish (X3).
-    #[arg(long, value_enum, default_value = "oneshot")]
+    /// One-shot PUBLISH connection (P5), exactly as the 2009 bot (`2009`),
+    /// or persistent publish (X3).
+    #[arg(long, alias = "publish-form", value_enum, default_value = "oneshot")]
     pub publish_mode: PublishMode,
     /// Publish key (PROTOCOL X4).
     #[arg(long, env = "JANUS_PUBLISH_KEY", hide_env_values = true)]
@@ -146,20 +281,39 @@ pub struct PublishArgs {
     pub timeout: Duration,
 }
 
+/// A usage or configuration error: exit status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+struct Usage(anyhow::Error);
+
+/// The exit status for an error: 3 when something could not be reached,
+/// 2 for usage, 1 for everything else.
+fn exit_status(e: &anyhow::Error) -> u8 {
+    if e.chain().any(|c| c.is::<Unreachable>()) {
+        3
+    } else if e.chain().any(|c| c.is::<Usage>()) {
+        2
+    } else {
+        1
+    }
+}
+
 /// Parses the command line, runs it and returns the exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Worker => crate::worker::run_stdio().map(|()| 0),
         Cmd::Agent(args) => crate::agent::run(&args.listen).map(|()| 0),
-        Cmd::Run(args) => run_command(args),
+        Cmd::Run(args) => run_config(&args, None).and_then(|cfg| measure(&args, &cfg)),
+        Cmd::Churn(args) => churn_config(&args, None).and_then(|cfg| measure(&args.run, &cfg)),
+        Cmd::Soak(args) => soak_config(&args).and_then(|cfg| measure(&args.churn.run, &cfg)),
         Cmd::Publish(args) => publish_command(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("janus-bot: error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(exit_status(&e))
         }
     }
 }
@@ -185,11 +339,16 @@ fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("target {target:?} resolves to no address"))
 }
 
-/// Validates the flags of `run`.
+/// Validates the flags of `run`; `duration` (churn and soak) sets the
+/// number of messages from the rate.
 ///
 /// # Errors
-/// For any flag out of range.
-pub fn run_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
+/// For any flag out of range (a usage error).
+pub fn run_config(args: &RunArgs, duration: Option<Duration>) -> anyhow::Result<RunConfig> {
+    check_run(args, duration).map_err(|e| Usage(e).into())
+}
+
+fn check_run(args: &RunArgs, duration: Option<Duration>) -> anyhow::Result<RunConfig> {
     let targets = args
         .target
         .iter()
@@ -212,6 +371,22 @@ pub fn run_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
     if args.clients == 0 {
         bail!("--clients must be at least 1");
     }
+    if args.subscriptions > args.topics {
+        bail!("--subscriptions cannot exceed --topics");
+    }
+    if !(0.0..100.0).contains(&args.never_read_percent) {
+        bail!("--never-read-percent must be at least 0 and below 100");
+    }
+    let messages = match (duration, args.messages) {
+        (Some(d), _) => {
+            let m = (args.rate * d.as_secs_f64()).floor().max(1.0);
+            if m > f64::from(u32::MAX) {
+                bail!("--rate × --duration is too many messages");
+            }
+            m as u32
+        }
+        (None, m) => m.unwrap_or(1),
+    };
     let source_ips = args
         .source_ips
         .as_deref()
@@ -227,7 +402,11 @@ pub fn run_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
             .collect(),
         clients: args.clients,
         topic: args.topic.clone(),
-        messages: args.messages,
+        topics: args.topics,
+        subscriptions: args.subscriptions,
+        never_read: (args.clients as f64 * args.never_read_percent / 100.0).round() as u64,
+        never_read_rcvbuf: args.never_read_rcvbuf,
+        messages,
         rate: args.rate,
         payload: args.payload,
         workers: args.workers,
@@ -238,12 +417,70 @@ pub fn run_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
         clustered: args.clustered,
         publish_key: args.publish_key.clone(),
         progress: args.progress,
+        activity: Activity::default(),
+        warmup: Duration::ZERO,
+        settle: Duration::ZERO,
+        server_pid: None,
     })
 }
 
-fn run_command(args: RunArgs) -> anyhow::Result<u8> {
-    let cfg = run_config(&args)?;
-    let report = runtime()?.block_on(coordinator::run(&cfg))?;
+/// Validates the flags of `churn`; `default_duration` is the mode's.
+///
+/// # Errors
+/// For any flag out of range (a usage error).
+pub fn churn_config(
+    args: &ChurnArgs,
+    default_duration: Option<Duration>,
+) -> anyhow::Result<RunConfig> {
+    let duration = args
+        .duration
+        .or(default_duration)
+        .unwrap_or(Duration::from_secs(30));
+    if duration.is_zero() {
+        return Err(Usage(anyhow::anyhow!("--duration must be positive")).into());
+    }
+    let mut cfg = run_config(&args.run, Some(duration))?;
+    cfg.activity = Activity {
+        churners: args.churners,
+        hold_ms: args.hold.as_millis() as u64,
+        ..Activity::default()
+    };
+    cfg.warmup = args.warmup;
+    cfg.settle = args.settle;
+    cfg.server_pid = args.server_pid;
+    Ok(cfg)
+}
+
+/// Validates the flags of `soak`.
+///
+/// # Errors
+/// For any flag out of range (a usage error).
+pub fn soak_config(args: &SoakArgs) -> anyhow::Result<RunConfig> {
+    let mut cfg = churn_config(&args.churn, Some(Duration::from_secs(600)))?;
+    if args.trickle_interval.is_zero() || args.hostile_hold.is_zero() {
+        return Err(Usage(anyhow::anyhow!(
+            "--trickle-interval and --hostile-hold must be positive"
+        ))
+        .into());
+    }
+    cfg.activity = Activity {
+        stuck: args.stuck,
+        flooders: args.flooders,
+        flood_chunk: args.flood_chunk,
+        tricklers: args.tricklers,
+        trickle_ms: args.trickle_interval.as_millis() as u64,
+        oversized: args.oversized,
+        oversized_bytes: args.oversized_bytes,
+        hostile_hold_ms: args.hostile_hold.as_millis() as u64,
+        ..cfg.activity
+    };
+    Ok(cfg)
+}
+
+/// Runs a measurement and writes its report; 0 when every expected
+/// delivery arrived, 1 otherwise.
+fn measure(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<u8> {
+    let report = runtime()?.block_on(coordinator::run(cfg))?;
     let mut text = Vec::new();
     report.render(&mut text).context("rendering the report")?;
     // A closed stdout (e.g. `| head`) must not hide the exit status.
@@ -260,30 +497,119 @@ fn run_command(args: RunArgs) -> anyhow::Result<u8> {
 }
 
 fn publish_command(args: PublishArgs) -> anyhow::Result<u8> {
-    let target = resolve(&args.target)?;
+    let target = resolve(&args.target).map_err(Usage)?;
+    let data = publisher::data_argument(&args.data, args.string);
     let mut publish = janus_core::Publish::new(
         args.topic.as_str(),
         args.event.as_str(),
         args.message_id.as_str(),
-        &args.data,
+        &data,
     )
-    .map_err(|e| anyhow::anyhow!("{}", e.reason))
-    .context("bad message")?;
+    .map_err(|e| Usage(anyhow::anyhow!("bad message: {}", e.reason)))?;
     publish.key.clone_from(&args.publish_key);
     let frame = publisher::encode(publish, args.publish_mode);
     let outcome = runtime()?.block_on(async {
-        match args.publish_mode {
-            PublishMode::Oneshot => publisher::publish_oneshot(target, &frame, args.timeout).await,
-            PublishMode::Persistent => {
-                publisher::Persistent::new(target, args.timeout)
-                    .publish(&frame)
-                    .await
-            }
-        }
+        let mut persistent = publisher::Persistent::new(target, args.timeout);
+        publisher::publish(
+            args.publish_mode,
+            target,
+            &frame,
+            args.timeout,
+            &mut persistent,
+        )
+        .await
     });
-    if let Some(e) = outcome.error {
-        return Err(e).context("publishing");
+    match outcome.error {
+        Some(e @ publisher::PublishError::Connect { .. }) => {
+            Err(Unreachable(format!("publishing: {e}")).into())
+        }
+        Some(e) => Err(e).context("publishing"),
+        None => {
+            println!("published to {target}, topic {:?}", args.topic);
+            Ok(0)
+        }
     }
-    println!("published to {target}, topic {:?}", args.topic);
-    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("janus-bot").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn modes_parse_into_configs() {
+        let Cmd::Run(run) = parse(&["run", "-n", "10", "--topics", "4", "--subscriptions", "2"])
+            .unwrap()
+            .command
+        else {
+            panic!("run")
+        };
+        let cfg = run_config(&run, None).unwrap();
+        assert_eq!((cfg.topics, cfg.subscriptions, cfg.messages), (4, 2, 1));
+        assert_eq!(cfg.expected_deliveries(), 10 * 2 / 4);
+
+        let Cmd::Soak(soak) = parse(&[
+            "soak",
+            "-n",
+            "5",
+            "--rate",
+            "2",
+            "--duration",
+            "3s",
+            "--stuck",
+            "7",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("soak")
+        };
+        let cfg = soak_config(&soak).unwrap();
+        assert_eq!(cfg.messages, 6);
+        assert_eq!(cfg.activity.stuck, 7);
+        assert_eq!(cfg.activity.churners, 100);
+        assert_eq!(cfg.activity.trickle_ms, 3000);
+
+        let Cmd::Churn(churn) = parse(&["churn", "-n", "5"]).unwrap().command else {
+            panic!("churn")
+        };
+        let cfg = churn_config(&churn, None).unwrap();
+        assert_eq!(cfg.messages, 300, "30 s at 10/s");
+        assert_eq!(cfg.activity.stuck, 0);
+    }
+
+    #[test]
+    fn errors_map_to_exit_statuses() {
+        let Cmd::Run(run) = parse(&["run", "-n", "0"]).unwrap().command else {
+            panic!("run")
+        };
+        let e = run_config(&run, None).unwrap_err();
+        assert_eq!(exit_status(&e), 2);
+        let e = anyhow::Error::new(Unreachable("x".into())).context("setup failed");
+        assert_eq!(exit_status(&e), 3);
+        assert_eq!(exit_status(&anyhow::anyhow!("lost")), 1);
+        // clap itself exits 2 on bad flags.
+        assert_eq!(parse(&["run", "--nope"]).unwrap_err().exit_code(), 2);
+        assert_eq!(
+            parse(&["publish", "t"]).unwrap_err().kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        let help = parse(&["run", "--help"]).unwrap_err().to_string();
+        assert!(help.contains("3  cannot connect"), "{help}");
+    }
+
+    #[test]
+    fn the_2009_publish_form_is_a_mode() {
+        let Cmd::Publish(p) = parse(&["publish", "t", "1", "--publish-form", "2009"])
+            .unwrap()
+            .command
+        else {
+            panic!("publish")
+        };
+        assert_eq!(p.publish_mode, PublishMode::Legacy2009);
+        assert_eq!((p.topic.as_str(), p.data.as_str()), ("t", "1"));
+    }
 }

@@ -21,6 +21,7 @@
 //! coordinator converts its send instants with the clock offset it measured
 //! (zero for local workers, which share its clock) before sending them.
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 
@@ -48,7 +49,14 @@ pub enum Command {
         /// Send instant per target.
         times: Vec<Option<u64>>,
     },
-    /// Stop measuring, answer with [`Event::Results`] and exit.
+    /// Start (`on`) or stop the background activity of [`Setup::activity`]:
+    /// churners and hostile clients. Stopping closes all their connections.
+    Activity {
+        /// Whether the activity should run.
+        on: bool,
+    },
+    /// Stop measuring, read what never-reading clients were left with,
+    /// answer with [`Event::Results`] and exit.
     Finish,
 }
 
@@ -71,12 +79,110 @@ pub struct Setup {
     pub timeout_ms: u64,
     /// Longest server frame accepted.
     pub max_frame: usize,
+    /// Topics the messages are spread over: message `seq` goes to topic
+    /// `seq % topics` (see [`topic_name`]).
+    pub topics: u32,
+    /// Topics each subscribing client subscribes to: client `g` of the
+    /// swarm takes topics `g*k .. g*k+k` (mod `topics`).
+    pub subscriptions: u32,
+    /// Index in the whole swarm of this worker's first client, so that
+    /// topics are shared out the same way however the swarm is split.
+    pub first_client: u64,
+    /// How many of this worker's subscribing clients never read (PROTOCOL
+    /// P8's slow consumers): they subscribe, then leave their socket alone
+    /// until [`Command::Finish`], with a small receive buffer.
+    pub never_read: u32,
+    /// Receive buffer of never-reading and stuck clients, bytes.
+    pub never_read_rcvbuf: u32,
+    /// Background clients, started and stopped with [`Command::Activity`].
+    #[serde(default)]
+    pub activity: Activity,
 }
 
 impl Setup {
-    /// Total clients in this setup.
+    /// Total subscribing clients in this setup.
     pub fn clients(&self) -> u64 {
         self.groups.iter().map(|g| u64::from(g.count)).sum()
+    }
+
+    /// Every connection this setup may hold at once.
+    pub fn connections(&self) -> u64 {
+        self.clients() + self.activity.clients()
+    }
+}
+
+/// The name of topic `index` of a run on base topic `base` with `topics`
+/// topics: `base` itself for a one-topic run, else `base-INDEX`. Churners
+/// also use indexes from `topics` to `2*topics`, topics without messages.
+pub fn topic_name(base: &str, index: u32, topics: u32) -> String {
+    if topics <= 1 && index == 0 {
+        base.to_owned()
+    } else {
+        format!("{base}-{index}")
+    }
+}
+
+/// The clients a worker runs in the background while the activity is on:
+/// connection churn and hostile behaviours. Each one runs in cycles:
+/// connect, do its thing, leave (or be cut by the server), and again.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Activity {
+    /// Clients that connect, subscribe to one topic, stay `hold_ms`,
+    /// unsubscribe (every other cycle) and disconnect.
+    pub churners: u32,
+    /// How long a churner stays subscribed, ms.
+    pub hold_ms: u64,
+    /// Clients that subscribe to the run's topics and never read.
+    pub stuck: u32,
+    /// Clients that send requests over and over (`x␀`, or subscribe
+    /// requests) without ever reading the answers.
+    pub flooders: u32,
+    /// Bytes a flooder writes per 50 ms while its socket takes them.
+    pub flood_chunk: u32,
+    /// Clients that send one byte every `trickle_ms`, never completing a frame.
+    pub tricklers: u32,
+    /// Interval between a trickler's bytes, ms.
+    pub trickle_ms: u64,
+    /// Clients that send one frame longer than the server's limit.
+    pub oversized: u32,
+    /// Length of that frame, bytes.
+    pub oversized_bytes: u32,
+    /// How long a stuck client, flooder, trickler or oversized sender keeps
+    /// at it before it leaves and starts again, ms.
+    pub hostile_hold_ms: u64,
+}
+
+impl Activity {
+    /// Total background clients.
+    pub fn clients(&self) -> u64 {
+        [
+            self.churners,
+            self.stuck,
+            self.flooders,
+            self.tricklers,
+            self.oversized,
+        ]
+        .iter()
+        .map(|&n| u64::from(n))
+        .sum()
+    }
+
+    /// This worker's share: every count divided by `parts`, the `part`-th
+    /// share getting one more while a remainder lasts.
+    pub fn share(&self, part: u64, parts: u64) -> Activity {
+        let cut = |n: u32| {
+            let n = u64::from(n);
+            let parts = parts.max(1);
+            u32::try_from(n / parts + u64::from(part < n % parts)).unwrap_or(u32::MAX)
+        };
+        Activity {
+            churners: cut(self.churners),
+            stuck: cut(self.stuck),
+            flooders: cut(self.flooders),
+            tricklers: cut(self.tricklers),
+            oversized: cut(self.oversized),
+            ..self.clone()
+        }
     }
 }
 
@@ -141,6 +247,9 @@ pub struct Progress {
     pub pending: u64,
     /// `sent` commands processed so far.
     pub sent_seen: u32,
+    /// Background (activity) connections open now.
+    #[serde(default)]
+    pub active: u32,
 }
 
 /// How many clients failed one way, on one target.
@@ -175,6 +284,9 @@ pub struct Results {
     pub bad_duplicated: u32,
     /// Connected clients that got messages out of order.
     pub bad_reordered: u32,
+    /// Deliveries the reading clients should receive (never-reading ones
+    /// are not counted).
+    pub expected: u64,
     /// Distinct deliveries received.
     pub received: u64,
     /// Repeated deliveries.
@@ -201,6 +313,75 @@ pub struct Results {
     pub reads: u64,
     /// Event loop wake-ups with at least one socket event.
     pub wakeups: u64,
+    /// What became of the never-reading clients.
+    #[serde(default)]
+    pub never_read: NeverRead,
+    /// What the background clients did, by kind (`churner`, `stuck`, …).
+    #[serde(default)]
+    pub activity: BTreeMap<String, RoleCounts>,
+}
+
+/// What became of never-reading clients, read at the end of the run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeverRead {
+    /// Never-reading clients that subscribed.
+    pub clients: u32,
+    /// The server closed them (a slow consumer cut).
+    pub cut: u32,
+    /// Of those, the ones whose stream ended with a `slow_consumer` error frame.
+    pub told: u32,
+    /// Still connected, with older messages dropped (a gap).
+    pub trimmed: u32,
+    /// Still connected and got every message: never treated as slow.
+    pub complete: u32,
+    /// Still connected, incomplete, without a gap: neither cut nor trimmed.
+    pub stalled: u32,
+}
+
+impl NeverRead {
+    /// Adds another worker's counts.
+    pub fn merge(&mut self, o: &NeverRead) {
+        self.clients += o.clients;
+        self.cut += o.cut;
+        self.told += o.told;
+        self.trimmed += o.trimmed;
+        self.complete += o.complete;
+        self.stalled += o.stalled;
+    }
+}
+
+/// What one kind of background client did over the run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleCounts {
+    /// Clients of this kind.
+    pub clients: u32,
+    /// Connections made.
+    pub connections: u64,
+    /// Cycles completed (the client did its thing and left, or was cut).
+    pub cycles: u64,
+    /// Connections the server closed before the client left.
+    pub closed_by_server: u64,
+    /// Connections that failed: refused, timed out, reset before the hello.
+    pub failures: u64,
+    /// Bytes written.
+    pub bytes_sent: u64,
+    /// Error frames received, by code.
+    pub error_frames: BTreeMap<String, u64>,
+}
+
+impl RoleCounts {
+    /// Adds another worker's counts.
+    pub fn merge(&mut self, o: &RoleCounts) {
+        self.clients += o.clients;
+        self.connections += o.connections;
+        self.cycles += o.cycles;
+        self.closed_by_server += o.closed_by_server;
+        self.failures += o.failures;
+        self.bytes_sent += o.bytes_sent;
+        for (code, n) in &o.error_frames {
+            *self.error_frames.entry(code.clone()).or_insert(0) += n;
+        }
+    }
 }
 
 /// Writes one value as a JSON line and flushes.
@@ -232,6 +413,12 @@ mod tests {
             connect_concurrency: 64,
             timeout_ms: 1000,
             max_frame: 1 << 20,
+            topics: 1,
+            subscriptions: 1,
+            first_client: 0,
+            never_read: 0,
+            never_read_rcvbuf: 4096,
+            activity: Activity::default(),
         });
         let mut buf = Vec::new();
         write_line(&mut buf, &setup).unwrap();
@@ -243,6 +430,19 @@ mod tests {
             .collect();
         assert_eq!(lines, [setup, Command::Finish]);
         assert!(text.starts_with("{\"type\":\"setup\""));
+
+        assert_eq!(topic_name("t", 0, 1), "t");
+        assert_eq!(topic_name("t", 1, 1), "t-1");
+        assert_eq!(topic_name("t", 0, 5), "t-0");
+        let a = Activity {
+            churners: 5,
+            stuck: 1,
+            ..Activity::default()
+        };
+        let shares: Vec<u32> = (0..3).map(|i| a.share(i, 3).churners).collect();
+        assert_eq!(shares, [2, 2, 1]);
+        assert_eq!(a.share(1, 3).stuck, 0);
+        assert_eq!(a.clients(), 6);
 
         let pong: Event = serde_json::from_str(r#"{"type":"pong","t0":1,"t":2}"#).unwrap();
         assert_eq!(pong, Event::Pong { t0: 1, t: 2 });

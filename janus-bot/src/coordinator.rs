@@ -4,17 +4,20 @@
 //! ```text
 //! plan ─▶ start workers / connect agents ─▶ clock offsets (agents)
 //!      ─▶ setup ─▶ barrier: every client subscribed or failed
+//!      ─▶ [warm-up: background activity on, then off; server memory reference]
+//!      ─▶ [background activity on]
 //!      ─▶ publish M messages at rate R to every target, telling every worker
 //!         each send instant (converted to its clock)
 //!      ─▶ wait until no live client lacks a sent message, or the timeout
-//!      ─▶ finish: collect histograms and counters ─▶ report
+//!      ─▶ [background activity off; server memory while it settles]
+//!      ─▶ finish: never-reading clients drained, histograms and counters
+//!         collected ─▶ report
 //! ```
 //!
 //! Every wait has a deadline. A worker that exits, an agent that drops its
-//! connection, or either going silent ends the run with an error naming it;
-//! the caller maps that to exit status 2. Workers are killed when the
-//! coordinator drops them, and an agent's worker exits when its connection
-//! closes.
+//! connection, or either going silent ends the run with an error naming it.
+//! Workers are killed when the coordinator drops them, and an agent's worker
+//! exits when its connection closes.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -25,12 +28,12 @@ use janus_core::Publish;
 use tokio::sync::mpsc;
 
 use crate::clock::{ClockOffset, Probe};
-use crate::control::{Command, ErrorCount, Event, Progress, Results, Setup};
+use crate::control::{topic_name, Activity, Command, ErrorCount, Event, Progress, Results, Setup};
 use crate::link::{Inbox, Link, LinkEvent};
 use crate::plan::{self, Place, PER_WORKER};
 use crate::progress::{Display, ProgressMode};
 use crate::publisher::{self, Outcome, Persistent, PublishMode};
-use crate::report::{self, RunReport};
+use crate::report::{self, RunReport, ServerRss};
 use crate::sys;
 use crate::worker::RESERVED_FDS;
 
@@ -40,6 +43,19 @@ pub const CLOCK_PROBES: usize = 20;
 /// Publishing to a target stops after this many failures in a row.
 const GIVE_UP_AFTER: u32 = 3;
 
+/// The server's memory counts as settled, and is not watched any longer,
+/// within this factor of the reference (well inside any budget).
+const SETTLED: f64 = 1.02;
+
+/// How often the server's memory is read while it settles.
+const RSS_EVERY: Duration = Duration::from_millis(250);
+
+/// A failure to reach a server, target or agent at all: `janus-bot` exits
+/// with status 3 for it (see [`crate::cli`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unreachable(pub String);
+
 /// Everything a run needs, validated.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -47,10 +63,18 @@ pub struct RunConfig {
     pub targets: Vec<SocketAddr>,
     /// Agent addresses; empty for local worker processes.
     pub agents: Vec<String>,
-    /// Number of subscribing clients.
+    /// Number of subscribing clients (readers and never-reading ones).
     pub clients: u64,
-    /// Topic every client subscribes to.
+    /// Base topic name (see [`topic_name`]).
     pub topic: String,
+    /// Topics the messages are spread over.
+    pub topics: u32,
+    /// Topics each client subscribes to.
+    pub subscriptions: u32,
+    /// Subscribing clients that never read.
+    pub never_read: u64,
+    /// Receive buffer of never-reading and stuck clients, bytes.
+    pub never_read_rcvbuf: u32,
     /// Messages to publish.
     pub messages: u32,
     /// Messages per second.
@@ -65,7 +89,7 @@ pub struct RunConfig {
     pub timeout: Duration,
     /// Clients connecting at once, over all workers.
     pub connect_concurrency: u32,
-    /// One-shot or persistent publishing.
+    /// One-shot, 2009-form or persistent publishing.
     pub publish_mode: PublishMode,
     /// The targets form one cluster: publish each message once, to the first.
     pub clustered: bool,
@@ -73,6 +97,25 @@ pub struct RunConfig {
     pub publish_key: Option<String>,
     /// How progress is shown.
     pub progress: ProgressMode,
+    /// Background clients (all of them, shared out among the workers).
+    pub activity: Activity,
+    /// Background activity before the measurement, without messages.
+    pub warmup: Duration,
+    /// How long the server's memory is watched after the activity stops.
+    pub settle: Duration,
+    /// A server process on this machine whose memory the report tracks.
+    pub server_pid: Option<u32>,
+}
+
+impl RunConfig {
+    /// Deliveries the reading clients should get, all together.
+    pub fn expected_deliveries(&self) -> u64 {
+        // Approximate when the topics do not share the messages evenly;
+        // the workers count exactly.
+        let readers = self.clients.saturating_sub(self.never_read);
+        readers * u64::from(self.messages) * u64::from(self.subscriptions.max(1))
+            / u64::from(self.topics.max(1))
+    }
 }
 
 /// What the coordinator knows about one link as the run goes.
@@ -103,16 +146,95 @@ impl Mailbox {
     }
 }
 
+/// The workers of a run and what they said last.
+struct Swarm {
+    links: Vec<Link>,
+    states: Vec<LinkState>,
+    mail: Mailbox,
+    silence: Duration,
+    tick: tokio::time::Interval,
+}
+
+impl Swarm {
+    /// Sends `command` to every worker.
+    async fn broadcast(&mut self, command: &Command) -> anyhow::Result<()> {
+        for link in &mut self.links {
+            link.send(command).await?;
+        }
+        Ok(())
+    }
+
+    /// Handles worker events until `done` holds (true) or `deadline` passes
+    /// (false).
+    async fn until(
+        &mut self,
+        deadline: tokio::time::Instant,
+        when: &str,
+        done: impl Fn(&[LinkState]) -> bool,
+    ) -> anyhow::Result<bool> {
+        loop {
+            if done(&self.states) {
+                return Ok(true);
+            }
+            tokio::select! {
+                ev = self.mail.recv() => {
+                    let (i, ev) = ev.ok_or_else(|| anyhow!("every worker is gone"))?;
+                    on_event(&self.links, &mut self.states, i, ev, when)?;
+                }
+                _ = self.tick.tick() => check_silence(&self.links, &self.states, self.silence)?,
+                _ = tokio::time::sleep_until(deadline) => return Ok(false),
+            }
+        }
+    }
+
+    /// Turns the background activity off and waits until every background
+    /// connection is closed.
+    async fn stop_activity(&mut self, limit: Duration) -> anyhow::Result<()> {
+        self.broadcast(&Command::Activity { on: false }).await?;
+        let deadline = tokio::time::Instant::now() + limit;
+        // The next progress report of each worker says how many are open.
+        let before: Vec<Instant> = self
+            .states
+            .iter()
+            .map(|s| s.last_seen.unwrap_or_else(Instant::now))
+            .collect();
+        self.until(
+            deadline,
+            "while stopping the background clients",
+            |states| {
+                states
+                    .iter()
+                    .zip(&before)
+                    .all(|(s, b)| s.last_seen.is_some_and(|t| t > *b) && s.progress.active == 0)
+            },
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Resident memory of the watched server, MiB (`None` without a pid).
+fn server_rss_mib(cfg: &RunConfig) -> anyhow::Result<Option<f64>> {
+    cfg.server_pid
+        .map(|pid| {
+            sys::rss_kib(pid)
+                .map(|kib| kib as f64 / 1024.0)
+                .with_context(|| format!("reading the memory of server process {pid}"))
+        })
+        .transpose()
+}
+
 /// Runs a measurement.
 ///
 /// # Errors
 /// When the run could not be carried out: a worker or agent failed, every
-/// client of a target failed to subscribe, a wait timed out. A run that
-/// completes with missing deliveries is not an error; see
-/// [`RunReport::success`].
+/// client of a target failed to subscribe ([`Unreachable`] when they could
+/// not even connect), a wait timed out. A run that completes with missing
+/// deliveries is not an error; see [`RunReport::success`].
 pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
     let started = Instant::now();
     let cpu_start = sys::cpu_time();
+    let rss_start = server_rss_mib(cfg)?;
     let limit = sys::raise_open_file_limit().unwrap_or(1024);
     let per_worker = if cfg.agents.is_empty() {
         PER_WORKER.min(limit.saturating_sub(RESERVED_FDS)).max(1)
@@ -159,45 +281,81 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
     let max_frame = (cfg.payload * 2 + 4096).max(janus_core::DEFAULT_MAX_FRAME);
     let setup_started = Instant::now();
     let mut states: Vec<LinkState> = (0..links.len()).map(|_| LinkState::default()).collect();
+    let parts = links.len() as u64;
     for (i, link) in links.iter_mut().enumerate() {
+        let p = &plans[i];
+        // Never-reading clients in proportion to each worker's share.
+        let never = |n: u64| (cfg.never_read * n).checked_div(cfg.clients).unwrap_or(0);
+        let never_read = never(p.first + p.clients()) - never(p.first);
         let setup = Setup {
             name: link.name.clone(),
             topic: cfg.topic.clone(),
             messages: cfg.messages,
             targets: cfg.targets.clone(),
-            groups: plans[i].groups.clone(),
+            groups: p.groups.clone(),
             connect_concurrency: concurrency,
             timeout_ms: cfg.timeout.as_millis() as u64,
             max_frame,
+            topics: cfg.topics,
+            subscriptions: cfg.subscriptions,
+            first_client: p.first,
+            never_read: u32::try_from(never_read).unwrap_or(u32::MAX),
+            never_read_rcvbuf: cfg.never_read_rcvbuf,
+            activity: cfg.activity.share(i as u64, parts),
         };
         link.send(&Command::Setup(setup)).await?;
         states[i].last_seen = Some(Instant::now());
     }
     let silence = cfg.timeout.max(Duration::from_secs(5)) + Duration::from_secs(2);
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    while !states.iter().all(|s| s.ready) {
-        tokio::select! {
-            ev = mail.recv() => {
-                let (i, ev) = ev.ok_or_else(|| anyhow!("every worker is gone"))?;
-                on_event(&links, &mut states, i, ev, "during setup")?;
-            }
-            _ = tick.tick() => check_silence(&links, &states, silence)?,
-        }
-        display.setup(&total(&states), cfg.clients);
+    let mut swarm = Swarm {
+        links,
+        states,
+        mail,
+        silence,
+        tick: tokio::time::interval(Duration::from_millis(250)),
+    };
+    while !swarm.states.iter().all(|s| s.ready) {
+        let soon = tokio::time::Instant::now() + Duration::from_millis(250);
+        swarm
+            .until(soon, "during setup", |s| s.iter().all(|s| s.ready))
+            .await?;
+        display.setup(&total(&swarm.states), cfg.clients);
     }
     let setup_s = setup_started.elapsed().as_secs_f64();
-    display.setup(&total(&states), cfg.clients);
-    let setup_errors = merge_errors(states.iter().flat_map(|s| s.setup_errors.iter()));
-    check_barrier(cfg, &states, &setup_errors)?;
-    let subscribed = u64::from(total(&states).subscribed);
+    display.setup(&total(&swarm.states), cfg.clients);
+    let setup_errors = merge_errors(swarm.states.iter().flat_map(|s| s.setup_errors.iter()));
+    check_barrier(cfg, &swarm.states, &setup_errors)?;
+    let subscribed = u64::from(total(&swarm.states).subscribed);
     display.note(&format!(
-        "barrier: {subscribed} of {} clients subscribed in {setup_s:.2} s; publishing",
+        "barrier: {subscribed} of {} clients subscribed in {setup_s:.2} s",
         cfg.clients
     ));
 
+    // Warm-up and the memory reference.
+    let background = cfg.activity.clients() > 0;
+    if background && !cfg.warmup.is_zero() {
+        display.note(&format!(
+            "warm-up: {} background clients for {}",
+            cfg.activity.clients(),
+            humantime::format_duration(cfg.warmup)
+        ));
+        swarm.broadcast(&Command::Activity { on: true }).await?;
+        let end = tokio::time::Instant::now() + cfg.warmup;
+        swarm.until(end, "during the warm-up", |_| false).await?;
+        swarm.stop_activity(cfg.timeout).await?;
+        // Let the server finish with the clients that just left.
+        let end = tokio::time::Instant::now() + Duration::from_millis(500);
+        swarm.until(end, "after the warm-up", |_| false).await?;
+    }
+    let rss_reference = server_rss_mib(cfg)?;
+    if background {
+        swarm.broadcast(&Command::Activity { on: true }).await?;
+    }
+    display.note("publishing");
+
     // Publishing and delivery.
     let cpu_barrier = sys::cpu_time();
-    let expected = cfg.clients * u64::from(cfg.messages);
+    let expected = cfg.expected_deliveries();
     display.start_deliveries(expected);
     let publish_targets: Vec<SocketAddr> = if cfg.clustered {
         cfg.targets[..1].to_vec()
@@ -225,7 +383,8 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
     let mut timed_out = false;
     loop {
         if let Some(done) = publish_done {
-            let all_in = states
+            let all_in = swarm
+                .states
                 .iter()
                 .all(|s| s.progress.sent_seen >= cfg.messages && s.progress.pending == 0);
             if all_in {
@@ -260,7 +419,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
                 } else {
                     times
                 };
-                for link in &mut links {
+                for link in &mut swarm.links {
                     let converted = per_target.iter().map(|t| t.map(|t| link.offset.to_remote(t))).collect();
                     link.send(&Command::Sent { seq, times: converted }).await?;
                 }
@@ -269,47 +428,75 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
                     publish_done = Some(Instant::now());
                 }
             }
-            ev = mail.recv() => {
+            ev = swarm.mail.recv() => {
                 let (i, ev) = ev.ok_or_else(|| anyhow!("every worker is gone"))?;
-                on_event(&links, &mut states, i, ev, "while publishing")?;
+                on_event(&swarm.links, &mut swarm.states, i, ev, "while publishing")?;
             }
-            _ = tick.tick() => check_silence(&links, &states, silence)?,
+            _ = swarm.tick.tick() => check_silence(&swarm.links, &swarm.states, silence)?,
         }
-        let t = total(&states);
+        let t = total(&swarm.states);
         display.deliveries(sent, cfg.messages, t.received, expected, t.disconnected);
     }
     display.finish();
 
-    // Collection.
-    for link in &mut links {
-        link.send(&Command::Finish).await?;
+    // The background stops; the server's memory should come back.
+    let mut rss_end = None;
+    if background {
+        swarm.stop_activity(cfg.timeout).await?;
+        if let Some(reference) = rss_reference {
+            let end = tokio::time::Instant::now() + cfg.settle;
+            let mut lowest = f64::INFINITY;
+            loop {
+                let rss = server_rss_mib(cfg)?.unwrap_or(f64::INFINITY);
+                lowest = lowest.min(rss);
+                let now = tokio::time::Instant::now();
+                if lowest <= reference * SETTLED || now >= end {
+                    break;
+                }
+                swarm
+                    .until(now + RSS_EVERY, "while the server settles", |_| false)
+                    .await?;
+            }
+            rss_end = Some(lowest);
+        }
     }
-    let deadline = tokio::time::Instant::now() + cfg.timeout.max(Duration::from_secs(10));
-    while states.iter().any(|s| s.results.is_none()) {
-        let ev = tokio::time::timeout_at(deadline, mail.recv()).await;
-        let Ok(ev) = ev else {
-            let late: Vec<&str> = links
-                .iter()
-                .zip(&states)
-                .filter(|(_, s)| s.results.is_none())
-                .map(|(l, _)| l.name.as_str())
-                .collect();
-            bail!("no results from {} in time", late.join(", "));
-        };
-        let (i, ev) = ev.ok_or_else(|| anyhow!("every worker is gone"))?;
-        on_event(&links, &mut states, i, ev, "before sending its results")?;
+
+    // Collection.
+    swarm.broadcast(&Command::Finish).await?;
+    // Never-reading clients are read before the results (up to 30 s).
+    let drain = if cfg.never_read > 0 {
+        Duration::from_secs(35)
+    } else {
+        Duration::ZERO
+    };
+    let deadline = tokio::time::Instant::now() + cfg.timeout.max(Duration::from_secs(10)) + drain;
+    let collected = swarm
+        .until(deadline, "before sending its results", |s| {
+            s.iter().all(|s| s.results.is_some())
+        })
+        .await?;
+    if !collected {
+        let late: Vec<&str> = swarm
+            .links
+            .iter()
+            .zip(&swarm.states)
+            .filter(|(_, s)| s.results.is_none())
+            .map(|(l, _)| l.name.as_str())
+            .collect();
+        bail!("no results from {} in time", late.join(", "));
     }
     let cpu_end = sys::cpu_time();
 
-    let results: Vec<Results> = states
+    let results: Vec<Results> = swarm
+        .states
         .iter_mut()
         .filter_map(|s| s.results.take().map(|r| *r))
         .collect();
     let workers_cpu: u64 = results.iter().map(|r| r.cpu_ns).sum();
-    let workers_cpu_at_barrier: u64 = states.iter().map(|s| s.ready_cpu_ns).sum();
+    let workers_cpu_at_barrier: u64 = swarm.states.iter().map(|s| s.ready_cpu_ns).sum();
     let input = report::Input {
         cfg,
-        links: &links,
+        links: &swarm.links,
         results: &results,
         setup_s,
         subscribed,
@@ -323,12 +510,17 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
         workers_cpu_measure: Duration::from_nanos(
             workers_cpu.saturating_sub(workers_cpu_at_barrier),
         ),
+        server_rss: cfg.server_pid.map(|pid| ServerRss {
+            pid,
+            start_mib: rss_start.unwrap_or(0.0),
+            reference_mib: rss_reference.unwrap_or(0.0),
+            end_mib: rss_end,
+        }),
         duration: started.elapsed(),
     };
     Ok(report::build(input))
 }
 
-/// Measures a link's clock offset with [`CLOCK_PROBES`] ping-pongs.
 async fn measure_offset(
     link: &mut Link,
     index: usize,
@@ -481,6 +673,11 @@ fn check_barrier(
     if dead.is_empty() {
         return Ok(());
     }
+    // Nobody could even connect: the target is unreachable (exit status 3).
+    let unreachable = errors
+        .iter()
+        .filter(|e| dead.contains(&usize::from(e.target)))
+        .all(|e| e.phase == "connect");
     let mut msg = String::new();
     for t in dead {
         let target = cfg.targets[t];
@@ -500,7 +697,11 @@ fn check_barrier(
         }
         msg.push_str(&format!("no client could subscribe to {target}: {why}"));
     }
-    Err(anyhow!(msg)).context("setup failed")
+    if unreachable {
+        Err(anyhow::Error::new(Unreachable(msg))).context("setup failed")
+    } else {
+        Err(anyhow!(msg)).context("setup failed")
+    }
 }
 
 fn note_error(errors: &mut Vec<(String, u32)>, e: String) {
@@ -544,6 +745,7 @@ async fn publish_loop(job: PublishJob) {
             let at = start + Duration::from_secs_f64(f64::from(seq) / cfg.rate);
             tokio::time::sleep_until(at).await;
         }
+        let topic = topic_name(&cfg.topic, seq % cfg.topics.max(1), cfg.topics);
         let outcome = if failures >= GIVE_UP_AFTER {
             Outcome {
                 sent_ns: None,
@@ -553,16 +755,18 @@ async fn publish_loop(job: PublishJob) {
                 }),
             }
         } else {
-            match Publish::new(cfg.topic.as_str(), "janus-bot", seq.to_string(), &data) {
+            match Publish::new(topic, "janus-bot", seq.to_string(), &data) {
                 Ok(mut p) => {
                     p.key.clone_from(&cfg.publish_key);
                     let frame = publisher::encode(p, cfg.publish_mode);
-                    match cfg.publish_mode {
-                        PublishMode::Oneshot => {
-                            publisher::publish_oneshot(target, &frame, cfg.timeout).await
-                        }
-                        PublishMode::Persistent => persistent.publish(&frame).await,
-                    }
+                    publisher::publish(
+                        cfg.publish_mode,
+                        target,
+                        &frame,
+                        cfg.timeout,
+                        &mut persistent,
+                    )
+                    .await
                 }
                 Err(e) => Outcome {
                     sent_ns: None,

@@ -99,11 +99,16 @@ impl Link {
         outbox: Outbox,
     ) -> anyhow::Result<Link> {
         let stream = match tokio::time::timeout(limit, TcpStream::connect(agent)).await {
-            Err(_) => anyhow::bail!(
-                "agent {agent} did not accept a connection within {}",
-                humantime::format_duration(limit)
-            ),
-            Ok(r) => r.with_context(|| format!("connecting to agent {agent}"))?,
+            Err(_) => {
+                return Err(crate::coordinator::Unreachable(format!(
+                    "agent {agent} did not accept a connection within {}",
+                    humantime::format_duration(limit)
+                ))
+                .into())
+            }
+            Ok(r) => r.map_err(|e| {
+                crate::coordinator::Unreachable(format!("connecting to agent {agent}: {e}"))
+            })?,
         };
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();

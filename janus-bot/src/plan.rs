@@ -59,6 +59,8 @@ pub struct WorkerPlan {
     pub place: Place,
     /// Its clients.
     pub groups: Vec<ClientGroup>,
+    /// Index in the swarm of its first client.
+    pub first: u64,
 }
 
 impl WorkerPlan {
@@ -254,6 +256,7 @@ pub fn plan(
         out.push(WorkerPlan {
             place,
             groups: groups_of(start..start + n, targets.len(), &sources),
+            first: start,
         });
         start += n;
     }
@@ -290,7 +293,8 @@ mod tests {
                     target: 0,
                     source: None,
                     count: 100
-                }]
+                }],
+                first: 0,
             }]
         );
     }

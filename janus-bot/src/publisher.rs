@@ -1,10 +1,19 @@
-//! Publishing: the 2009 one-shot `PUBLISH` connection, and the persistent
-//! X3 publish.
+//! Publishing: the one-shot `PUBLISH` connection (PROTOCOL P5), exactly as
+//! the 2009 bot's publisher does it, and the persistent X3 publish.
 //!
 //! ```text
-//! one-shot:    connect ─ <regular-socket/>␀PUBLISH␀{"topic":…}␀ ─ read until the server closes
+//! oneshot:     connect ─ <regular-socket/>␀PUBLISH␀{"topic":…}␀ ─ read until the server closes
+//! 2009:        connect ─ <regular-socket/>␀PUBLISH␀{"topic":…}    ─ close at once (no NUL, hello unread)
 //! persistent:  connect ─ hello ─ {"action":"publish","data":{…}}␀ ─ ACK ─ {"action":"publish",…}␀ ─ ACK …
 //! ```
+//!
+//! The `2009` form is what the 2009 bot's publisher writes: no terminating
+//! NUL after the JSON, and a close without reading the hello, which the
+//! kernel then turns into a TCP reset. It measures a server the way old
+//! publishers use it (and is the only form the 2009 server accepts). Since
+//! it never learns whether the server took the message, messages sent
+//! faster than the server handles its connections may be published out of
+//! order; `oneshot` waits for each.
 //!
 //! The send instant of a message is read on the shared monotonic clock right
 //! before its bytes are written, after the connection is established, so it
@@ -34,6 +43,22 @@ pub enum PublishMode {
     Oneshot,
     /// One connection per target, `{"action":"publish"}` answered by `ACK` (X3).
     Persistent,
+    /// As the 2009 bot: one connection per message, `PUBLISH␀{json}` without
+    /// a trailing NUL, closed at once without reading anything (P5).
+    #[value(name = "2009")]
+    #[serde(rename = "2009")]
+    Legacy2009,
+}
+
+impl PublishMode {
+    /// How the report names it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            PublishMode::Oneshot => "one-shot",
+            PublishMode::Persistent => "persistent",
+            PublishMode::Legacy2009 => "2009-form",
+        }
+    }
 }
 
 /// Why a publish failed.
@@ -90,16 +115,81 @@ pub struct Outcome {
 /// Encodes one publish request in the form `mode` sends.
 pub fn encode(publish: Publish, mode: PublishMode) -> Vec<u8> {
     let mut buf = BytesMut::new();
-    if mode == PublishMode::Oneshot {
+    let one_shot = mode != PublishMode::Persistent;
+    if one_shot {
         buf.extend_from_slice(janus_core::REGULAR_SOCKET_MARKER);
         buf.extend_from_slice(&[janus_core::CLIENT_TERMINATOR]);
     }
-    ClientMessage::Publish {
-        publish,
-        one_shot: mode == PublishMode::Oneshot,
+    ClientMessage::Publish { publish, one_shot }.encode(&mut buf);
+    if mode == PublishMode::Legacy2009 {
+        // The 2009 publisher ends the JSON with nothing at all.
+        buf.truncate(buf.len() - 1);
     }
-    .encode(&mut buf);
     buf.to_vec()
+}
+
+/// Publishes one message as the 2009 bot does: a fresh connection, the
+/// frame from [`encode`] with [`PublishMode::Legacy2009`], and a close
+/// without reading anything. Success means the bytes were written.
+pub async fn publish_2009(target: SocketAddr, frame: &[u8], limit: Duration) -> Outcome {
+    match connect_and_write(target, frame, limit).await {
+        // Dropping the stream closes it, the hello unread.
+        Ok((_stream, sent_ns)) => Outcome {
+            sent_ns: Some(sent_ns),
+            error: None,
+        },
+        Err(e) => Outcome {
+            sent_ns: None,
+            error: Some(e),
+        },
+    }
+}
+
+/// A fresh connection with `frame` written to it, and the send instant
+/// (read right before the write).
+async fn connect_and_write(
+    target: SocketAddr,
+    frame: &[u8],
+    limit: Duration,
+) -> Result<(TcpStream, u64), PublishError> {
+    let mut stream = connect(target, limit).await?;
+    let sent_ns = sys::monotonic_ns();
+    stream
+        .write_all(frame)
+        .await
+        .map_err(|e| PublishError::Broken {
+            target,
+            what: format!("writing the publish: {e}"),
+        })?;
+    Ok((stream, sent_ns))
+}
+
+/// Publishes `frame` (from [`encode`]) to `target` once, in `mode`, with
+/// `persistent` as the X3 connection.
+pub async fn publish(
+    mode: PublishMode,
+    target: SocketAddr,
+    frame: &[u8],
+    limit: Duration,
+    persistent: &mut Persistent,
+) -> Outcome {
+    match mode {
+        PublishMode::Oneshot => publish_oneshot(target, frame, limit).await,
+        PublishMode::Legacy2009 => publish_2009(target, frame, limit).await,
+        PublishMode::Persistent => persistent.publish(frame).await,
+    }
+}
+
+/// A message's `data` as typed on a command line: the text itself when it
+/// is JSON (`42`, `{"a":1}`, `"text"`), otherwise the text as a JSON
+/// string, or always a string with `as_string` (as `janus-admin publish`).
+pub fn data_argument(text: &str, as_string: bool) -> String {
+    let is_json = serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
+    if is_json && !as_string {
+        text.to_owned()
+    } else {
+        serde_json::Value::String(text.to_owned()).to_string()
+    }
 }
 
 async fn connect(target: SocketAddr, limit: Duration) -> Result<TcpStream, PublishError> {
@@ -122,8 +212,8 @@ async fn connect(target: SocketAddr, limit: Duration) -> Result<TcpStream, Publi
 /// close it (PROTOCOL P5). `frame` comes from [`encode`] with
 /// [`PublishMode::Oneshot`].
 pub async fn publish_oneshot(target: SocketAddr, frame: &[u8], limit: Duration) -> Outcome {
-    let mut stream = match connect(target, limit).await {
-        Ok(s) => s,
+    let (mut stream, sent_ns) = match connect_and_write(target, frame, limit).await {
+        Ok(written) => written,
         Err(e) => {
             return Outcome {
                 sent_ns: None,
@@ -131,16 +221,6 @@ pub async fn publish_oneshot(target: SocketAddr, frame: &[u8], limit: Duration) 
             }
         }
     };
-    let sent_ns = sys::monotonic_ns();
-    if let Err(e) = stream.write_all(frame).await {
-        return Outcome {
-            sent_ns: None,
-            error: Some(PublishError::Broken {
-                target,
-                what: format!("writing the publish: {e}"),
-            }),
-        };
-    }
     let mut answer = Vec::new();
     let error = match timeout(limit, read_to_close(&mut stream, &mut answer)).await {
         Err(_) => Some(PublishError::Timeout {
@@ -369,9 +449,22 @@ mod tests {
             one,
             b"<regular-socket/>\0PUBLISH\0{\"topic\":\"t\",\"event\":\"e\",\"message_id\":\"7\",\"data\":\"xxx\"}\0"
         );
-        let persistent = encode(p, PublishMode::Persistent);
+        let persistent = encode(p.clone(), PublishMode::Persistent);
         assert!(persistent.starts_with(b"{\"action\":\"publish\",\"data\":{\"topic\":\"t\""));
         assert_eq!(persistent.last(), Some(&0));
+        // The 2009 form: the one-shot bytes without the final NUL.
+        let old = encode(p, PublishMode::Legacy2009);
+        assert_eq!(old, one[..one.len() - 1]);
+        assert_eq!(old.last(), Some(&b'}'));
+    }
+
+    #[test]
+    fn data_arguments_like_janus_admin() {
+        assert_eq!(data_argument("42", false), "42");
+        assert_eq!(data_argument("{\"a\":1}", false), "{\"a\":1}");
+        assert_eq!(data_argument("hello world", false), "\"hello world\"");
+        assert_eq!(data_argument("{nope", false), "\"{nope\"");
+        assert_eq!(data_argument("42", true), "\"42\"");
     }
 
     #[test]

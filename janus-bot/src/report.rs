@@ -13,7 +13,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::clock::ClockOffset;
-use crate::control::{ErrorCount, Results};
+use std::collections::BTreeMap;
+
+use crate::control::{ErrorCount, NeverRead, Results, RoleCounts};
 use crate::coordinator::{merge_errors, RunConfig};
 use crate::link::Link;
 use crate::publisher::PublishMode;
@@ -48,8 +50,33 @@ pub struct Input<'a> {
     pub workers_cpu: Duration,
     /// Worker CPU from their barrier on.
     pub workers_cpu_measure: Duration,
+    /// The watched server's memory, with `--server-pid`.
+    pub server_rss: Option<ServerRss>,
     /// Wall time of the run.
     pub duration: Duration,
+}
+
+/// Resident memory of the server process named by `--server-pid`, MiB.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ServerRss {
+    /// Its pid.
+    pub pid: u32,
+    /// Before any client connected.
+    pub start_mib: f64,
+    /// With every subscriber connected, after the warm-up (if any): the
+    /// reference the end is compared with.
+    pub reference_mib: f64,
+    /// The lowest reading in the settle time after the background clients
+    /// left (none without background clients).
+    pub end_mib: Option<f64>,
+}
+
+impl ServerRss {
+    /// How far the end stayed above the reference, percent.
+    pub fn growth_percent(&self) -> Option<f64> {
+        let end = self.end_mib?;
+        (self.reference_mib > 0.0).then(|| (end - self.reference_mib) / self.reference_mib * 100.0)
+    }
 }
 
 /// Clients that did not get every message once, in order, by why.
@@ -136,8 +163,12 @@ pub struct RunReport {
     pub agents: Vec<AgentClock>,
     /// Worker processes.
     pub workers: usize,
-    /// Topic.
+    /// Topic (the base name when there are several).
     pub topic: String,
+    /// Topics the messages were spread over.
+    pub topics: u32,
+    /// Topics each client subscribed to.
+    pub subscriptions: u32,
     /// Messages published (per target).
     pub messages: u32,
     /// Publish rate, messages/s.
@@ -160,7 +191,7 @@ pub struct RunReport {
     pub clients_bad: u64,
     /// Why they are bad.
     pub bad: BadClients,
-    /// `clients × messages`.
+    /// Deliveries the reading clients should have received.
     pub deliveries_expected: u64,
     /// Distinct deliveries received.
     pub deliveries_received: u64,
@@ -194,6 +225,12 @@ pub struct RunReport {
     pub server_timestamp_skew_ms: Option<Skew>,
     /// Bot CPU time.
     pub cpu: Cpu,
+    /// What became of the never-reading clients (none: there were none).
+    pub never_read: Option<NeverRead>,
+    /// What the background clients did, by kind.
+    pub activity: BTreeMap<String, RoleCounts>,
+    /// The watched server's memory (`--server-pid`).
+    pub server_rss: Option<ServerRss>,
     /// Wall time of the whole run, s.
     pub duration_s: f64,
 }
@@ -212,7 +249,15 @@ pub fn build(input: Input<'_>) -> RunReport {
     let (mut good, mut received, mut duplicates, mut reordered, mut unexpected, mut negative) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let mut skew: Option<(i64, i64)> = None;
+    let mut expected = 0u64;
+    let mut never_read = NeverRead::default();
+    let mut activity: BTreeMap<String, RoleCounts> = BTreeMap::new();
     for r in input.results {
+        expected += r.expected;
+        never_read.merge(&r.never_read);
+        for (role, counts) in &r.activity {
+            activity.entry(role.clone()).or_default().merge(counts);
+        }
         histogram.merge(&r.histogram);
         for (i, stat) in r.messages.iter().enumerate() {
             if m > 0 {
@@ -287,7 +332,6 @@ pub fn build(input: Input<'_>) -> RunReport {
 
     let measure = input.coordinator_cpu_measure + input.workers_cpu_measure;
     let total = input.coordinator_cpu + input.workers_cpu;
-    let expected = cfg.clients * u64::from(cfg.messages);
     let targets: Vec<String> = cfg.targets.iter().map(ToString::to_string).collect();
     let title = format!(
         "janus-bot: {} clients on {}, {} message{}",
@@ -303,6 +347,8 @@ pub fn build(input: Input<'_>) -> RunReport {
         agents,
         workers: input.links.len(),
         topic: cfg.topic.clone(),
+        topics: cfg.topics,
+        subscriptions: cfg.subscriptions,
         messages: cfg.messages,
         rate: cfg.rate,
         payload: cfg.payload,
@@ -352,6 +398,9 @@ pub fn build(input: Input<'_>) -> RunReport {
             reads: input.results.iter().map(|r| r.reads).sum(),
             wakeups: input.results.iter().map(|r| r.wakeups).sum(),
         },
+        never_read: (cfg.never_read > 0).then_some(never_read),
+        activity,
+        server_rss: input.server_rss,
         duration_s: input.duration.as_secs_f64(),
     }
 }
@@ -410,10 +459,7 @@ impl RunReport {
             "  topic {:?}, {} B payload, {} publish at {}/s, {} worker process{}",
             self.topic,
             self.payload,
-            match self.publish_mode {
-                PublishMode::Oneshot => "one-shot",
-                PublishMode::Persistent => "persistent",
-            },
+            self.publish_mode.describe(),
             self.rate,
             self.workers,
             if self.workers == 1 { "" } else { "es" }
@@ -423,6 +469,13 @@ impl RunReport {
                 out,
                 "  {}: clock offset {:+.3} ms ± {:.3} ms (best of {} probes)",
                 a.name, a.offset_ms, a.uncertainty_ms, a.probes
+            )?;
+        }
+        if self.topics > 1 {
+            writeln!(
+                out,
+                "  {} topics, {} per client; message i goes to topic i mod {}",
+                self.topics, self.subscriptions, self.topics
             )?;
         }
         writeln!(
@@ -508,6 +561,48 @@ impl RunReport {
                 out,
                 "server timestamps (sanity check only): bot wall clock − server timestamp from {:+.1} ms to {:+.1} ms{note}",
                 k.min, k.max
+            )?;
+        }
+        if let Some(n) = &self.never_read {
+            writeln!(
+                out,
+                "never-reading clients: {} subscribed; {} cut by the server ({} told slow_consumer), {} trimmed, {} got everything anyway, {} neither cut nor complete",
+                n.clients, n.cut, n.told, n.trimmed, n.complete, n.stalled
+            )?;
+        }
+        for (role, c) in &self.activity {
+            let codes: Vec<String> = c
+                .error_frames
+                .iter()
+                .map(|(code, n)| format!("{code} {n}"))
+                .collect();
+            writeln!(
+                out,
+                "background {role}: {} clients, {} connections, {} cycles, {} closed by the server, {} failed, {} bytes sent{}",
+                c.clients,
+                c.connections,
+                c.cycles,
+                c.closed_by_server,
+                c.failures,
+                c.bytes_sent,
+                if codes.is_empty() {
+                    String::new()
+                } else {
+                    format!("; error frames: {}", codes.join(", "))
+                }
+            )?;
+        }
+        if let Some(m) = &self.server_rss {
+            let end = m.end_mib.map_or_else(String::new, |e| {
+                format!(
+                    ", {e:.1} MiB after the background clients left ({:+.1} %)",
+                    m.growth_percent().unwrap_or(0.0)
+                )
+            });
+            writeln!(
+                out,
+                "server memory (pid {}): {:.1} MiB at the start, {:.1} MiB with every subscriber{}",
+                m.pid, m.start_mib, m.reference_mib, end
             )?;
         }
         let c = &self.cpu;

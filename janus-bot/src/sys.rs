@@ -1,15 +1,25 @@
-//! The few operating-system calls the standard library does not offer.
-//!
-//! Everything `unsafe` in this crate lives here, one small function per call:
-//! the shared monotonic clock, the process's CPU time, the open-file limit and
-//! one socket option. Each wraps a single libc call whose arguments are plain
-//! values or pointers to locals.
-
-#![allow(unsafe_code)]
+//! The few operating-system calls the standard library does not offer: the
+//! shared monotonic clock, the process's CPU time, the open-file limit and
+//! one socket option, each through `nix`'s safe wrappers (this crate has no
+//! `unsafe` code at all).
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::time::Duration;
+
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use nix::sys::socket::{setsockopt, sockopt::IpBindAddressNoPort};
+use nix::time::{clock_gettime, ClockId};
+
+/// Nanoseconds of `clock`, or 0 if it cannot be read.
+fn clock_ns(clock: ClockId) -> u64 {
+    let Ok(ts) = clock_gettime(clock) else {
+        return 0;
+    };
+    let secs = u64::try_from(ts.tv_sec()).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec()).unwrap_or(0);
+    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+}
 
 /// Nanoseconds on `CLOCK_MONOTONIC`.
 ///
@@ -18,37 +28,12 @@ use std::time::Duration;
 /// same number in every process of one machine, which is what lets a worker
 /// process compare its receive instant with the coordinator's send instant.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec that outlives the call, and
-    // CLOCK_MONOTONIC is always available on Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    if rc != 0 {
-        return 0;
-    }
-    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
-    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
-    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+    clock_ns(ClockId::CLOCK_MONOTONIC)
 }
 
 /// User plus system CPU time this process has used so far.
 pub fn cpu_time() -> Duration {
-    // SAFETY: `rusage` is plain old data; all-zero is a valid value.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `usage` is a valid, writable rusage that outlives the call.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    if rc != 0 {
-        return Duration::ZERO;
-    }
-    timeval(usage.ru_utime) + timeval(usage.ru_stime)
-}
-
-fn timeval(tv: libc::timeval) -> Duration {
-    let secs = u64::try_from(tv.tv_sec).unwrap_or(0);
-    let micros = u64::try_from(tv.tv_usec).unwrap_or(0);
-    Duration::from_secs(secs) + Duration::from_micros(micros)
+    Duration::from_nanos(clock_ns(ClockId::CLOCK_PROCESS_CPUTIME_ID))
 }
 
 /// Raises the soft open-file limit to the hard limit and returns the new soft
@@ -57,26 +42,11 @@ fn timeval(tv: libc::timeval) -> Duration {
 /// # Errors
 /// When the limit cannot be read or set.
 pub fn raise_open_file_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, writable rlimit that outlives the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(io::Error::from)?;
     }
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: `raised` is a valid rlimit that outlives the call.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        lim = raised;
-    }
-    Ok(lim.rlim_cur)
+    Ok(hard.max(soft))
 }
 
 /// Sets `IP_BIND_ADDRESS_NO_PORT`, so that binding a client socket to a
@@ -89,25 +59,22 @@ pub fn raise_open_file_limit() -> io::Result<u64> {
 ///
 /// # Errors
 /// When the kernel refuses the option.
-pub fn set_bind_address_no_port(socket: &impl AsRawFd) -> io::Result<()> {
-    let one: libc::c_int = 1;
-    // SAFETY: the descriptor is open for the duration of the call (borrowed
-    // from `socket`), and the option value points to a c_int local whose size
-    // is passed along.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+pub fn set_bind_address_no_port(socket: &impl AsFd) -> io::Result<()> {
+    setsockopt(socket, IpBindAddressNoPort, &true).map_err(io::Error::from)
+}
+
+/// Resident memory (`VmRSS`) of process `pid` on this machine, in KiB.
+///
+/// # Errors
+/// When `/proc/PID/status` cannot be read or has no `VmRSS` line (the
+/// process is gone, or this is not Linux).
+pub fn rss_kib(pid: u32) -> io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| io::Error::other(format!("no VmRSS in /proc/{pid}/status")))
 }
 
 #[cfg(test)]
@@ -144,5 +111,17 @@ mod tests {
     #[test]
     fn open_file_limit_is_readable() {
         assert!(raise_open_file_limit().unwrap() >= 64);
+    }
+
+    #[test]
+    fn own_memory_is_readable() {
+        assert!(rss_kib(std::process::id()).unwrap() > 0);
+        assert!(rss_kib(u32::MAX).is_err());
+    }
+
+    #[test]
+    fn bind_address_no_port_is_accepted() {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        set_bind_address_no_port(&s).unwrap();
     }
 }

@@ -95,6 +95,12 @@ impl SeqTracker {
         self.late
     }
 
+    /// Whether some message was skipped and is still missing: messages
+    /// after it arrived, it did not.
+    pub fn has_gaps(&self) -> bool {
+        !self.gaps.is_empty()
+    }
+
     /// Messages out of `expected` that never arrived.
     pub fn missing(&self, expected: u32) -> u32 {
         expected.saturating_sub(self.got)
@@ -262,6 +268,8 @@ mod tests {
 
         let (t, _) = run(&[2]);
         assert_eq!(t.missing(3), 2);
+        assert!(t.has_gaps());
+        assert!(!run(&[0, 1]).0.has_gaps());
     }
 
     #[test]

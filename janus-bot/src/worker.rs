@@ -3,25 +3,42 @@
 //! A worker is one process (the hidden `janus-bot worker` subcommand, spawned
 //! by a coordinator or an agent) holding up to ~18,000 client connections in
 //! a single `mio` loop: no task, thread or timer per client. Each client is a
-//! small `Conn` in a vector indexed by its `mio::Token`, and walks
+//! small `Conn` in a vector indexed by its `mio::Token`, with a role:
+//!
+//! - **readers** subscribe to their topics and count every delivery: the
+//!   measurement (and, in a soak, the canary);
+//! - **never-reading** clients subscribe, then leave their socket alone
+//!   until the end of the run, when what they were left with is read to see
+//!   what the server's slow-consumer policy did to them;
+//! - **background** clients run in cycles while the coordinator has the
+//!   activity on: churners (connect, subscribe, hold, unsubscribe, leave),
+//!   stuck readers, request flooders, tricklers and oversized-frame senders.
+//!
+//! A subscribing client walks
 //!
 //! ```text
 //! Waiting ─connect─▶ Connecting ─▶ AwaitHello ─subscribe─▶ AwaitAck ─ACK─▶ Subscribed
 //!                        └───────────────┴──────────────────────┴──▶ Failed      └──▶ Disconnected
 //! ```
 //!
-//! At most `connect_concurrency` clients are between `Waiting` and
-//! `Subscribed` at once, so the server's accept backlog never overflows; each
-//! has `timeout` to get through. Sockets are edge-triggered and read until a
-//! short read or `WouldBlock` into one scratch buffer shared by all clients; a
-//! per-connection buffer exists only while a frame is cut by a read (see
-//! [`crate::frame`]). Each read is stamped once with the shared monotonic
-//! clock, and each delivery costs a substring search and a few counters.
+//! and a background client goes round `Idle ─▶ Connecting ─▶ AwaitHello ─▶
+//! (AwaitAck ─▶ Subscribed | Acting) ─▶ Idle`, timed by one heap of
+//! deadlines for the whole worker.
+//!
+//! At most `connect_concurrency` subscribing clients are between `Waiting`
+//! and `Subscribed` at once, so the server's accept backlog never overflows;
+//! each has `timeout` to get through. Sockets are edge-triggered and read
+//! until a short read or `WouldBlock` into one scratch buffer shared by all
+//! clients; a per-connection buffer exists only while a frame is cut by a
+//! read (see [`crate::frame`]). Each read is stamped once with the shared
+//! monotonic clock, and each delivery costs a substring search and a few
+//! counters.
 //!
 //! Commands arrive as lines on stdin (see [`crate::control`]); a thread reads
 //! them and wakes the loop through a `mio::Waker`.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::io::{self, BufRead, ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc;
@@ -31,9 +48,13 @@ use anyhow::{bail, Context as _};
 use janus_core::{ClientMessage, ServerMessage};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
+use nix::errno::Errno;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::control::{write_line, Command, ErrorCount, Event, Progress, Results, Setup};
+use crate::control::{
+    topic_name, write_line, Command, ErrorCount, Event, NeverRead, Progress, Results, RoleCounts,
+    Setup,
+};
 use crate::frame::{self, Frame};
 use crate::sys;
 use crate::tally::{Ledger, SeqTracker};
@@ -43,8 +64,22 @@ const WAKER: Token = Token(usize::MAX);
 const SCRATCH: usize = 64 * 1024;
 /// How often the loop wakes up when nothing happens (timeouts, progress).
 const TICK: Duration = Duration::from_millis(50);
+/// [`TICK`] in nanoseconds: also a flooder's write interval.
+const TICK_NS: u64 = 50_000_000;
 /// How often progress is reported.
 const PROGRESS_EVERY_NS: u64 = 250_000_000;
+/// How long a background client waits to reconnect after a failure.
+const RETRY_NS: u64 = 100_000_000;
+/// How long a hostile client the server cut waits before it comes back.
+const HOSTILE_PAUSE_NS: u64 = 1_000_000_000;
+/// At the end, never-reading clients are read until none has received a
+/// byte for this long…
+const DRAIN_QUIET_NS: u64 = 2_000_000_000;
+/// … or for this long at most.
+const DRAIN_MAX_NS: u64 = 30_000_000_000;
+/// What a trickler sends, one byte at a time (then `a`s): a subscribe
+/// request whose topic never ends.
+const TRICKLE: &[u8] = b"{\"action\":\"subscribe\",\"data\":\"";
 /// File descriptors a worker keeps for itself (epoll, pipes, std streams).
 pub const RESERVED_FDS: u64 = 64;
 
@@ -97,11 +132,11 @@ pub fn serve(
                     write_line(&mut events, &Event::Pong { t0, t })?;
                 }
                 Input::Command(Command::Setup(setup)) => {
-                    if setup.clients() + RESERVED_FDS > limit {
+                    if setup.connections() + RESERVED_FDS > limit {
                         let error = format!(
-                            "{}: {} clients need more open files than this process may have ({limit})",
+                            "{}: {} connections need more open files than this process may have ({limit})",
                             setup.name,
-                            setup.clients()
+                            setup.connections()
                         );
                         write_line(&mut events, &Event::Fatal { error })?;
                         return Ok(());
@@ -110,7 +145,7 @@ pub fn serve(
                     return swarm.run(&rx, &mut events);
                 }
                 Input::Command(Command::Finish) => return Ok(()),
-                Input::Command(Command::Sent { .. }) => {}
+                Input::Command(Command::Sent { .. } | Command::Activity { .. }) => {}
             }
         }
         match poll.poll(&mut mio_events, Some(Duration::from_secs(1))) {
@@ -144,14 +179,63 @@ fn read_commands(commands: impl BufRead, tx: &mpsc::Sender<Input>, waker: &Waker
     let _ = waker.wake();
 }
 
+/// What a client does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Subscribes and counts every delivery.
+    Reader,
+    /// Subscribes, never reads until the end of the run.
+    NeverRead,
+    /// Background: connect, subscribe to one topic, hold, leave, again.
+    Churner,
+    /// Background: subscribes to the run's topics, never reads, leaves
+    /// after the hostile hold.
+    Stuck,
+    /// Background: requests over and over without reading the answers.
+    Flooder,
+    /// Background: one byte per trickle interval, never a whole frame.
+    Trickler,
+    /// Background: one frame longer than the server's limit.
+    Oversized,
+}
+
+impl Role {
+    /// The key of its [`RoleCounts`] in the results.
+    fn name(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::NeverRead => "never_read",
+            Role::Churner => "churner",
+            Role::Stuck => "stuck",
+            Role::Flooder => "flooder",
+            Role::Trickler => "trickler",
+            Role::Oversized => "oversized",
+        }
+    }
+
+    /// A background client, run in cycles while the activity is on.
+    fn background(self) -> bool {
+        !matches!(self, Role::Reader | Role::NeverRead)
+    }
+}
+
 /// Where a client is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
+    /// A subscribing client not started yet.
     Waiting,
+    /// A background client between cycles (or with the activity off).
+    Idle,
     Connecting,
     AwaitHello,
     AwaitAck,
+    /// Readers count deliveries; never-reading and stuck clients leave the
+    /// socket alone; churners hold their subscription.
     Subscribed,
+    /// A flooder, trickler or oversized sender after the hello.
+    Acting,
+    /// A never-reading client being read at the end of the run.
+    Draining,
     Failed,
     Disconnected,
 }
@@ -167,9 +251,9 @@ impl State {
 
     fn phase(self) -> &'static str {
         match self {
-            State::Waiting | State::Connecting => "connect",
+            State::Waiting | State::Idle | State::Connecting => "connect",
             State::AwaitHello | State::AwaitAck => "handshake",
-            State::Subscribed | State::Failed | State::Disconnected => "run",
+            _ => "run",
         }
     }
 }
@@ -177,31 +261,91 @@ impl State {
 /// One client connection.
 struct Conn {
     stream: Option<TcpStream>,
+    role: Role,
     state: State,
     target: u16,
     source: Option<IpAddr>,
-    /// When the client must be subscribed by (monotonic ns).
+    /// Subscribing clients: the first of their topics. Churners: the topic
+    /// of the current cycle.
+    topic: u32,
+    /// Subscribing clients: when they must be subscribed by. Background
+    /// clients: when the current cycle ends (monotonic ns).
     deadline_ns: u64,
-    /// Bytes of the subscribe request the socket did not take yet.
+    /// The instant of this client's pending timer, 0 for none.
+    timer_ns: u64,
+    /// `ACK`s still expected.
+    acks_due: u32,
+    /// Cycles a background client completed; bytes a trickler sent.
+    count: u32,
+    /// Bytes the socket did not take yet.
     out: Option<Vec<u8>>,
     /// A frame cut by the end of a read.
     partial: Option<Vec<u8>>,
-    seq: SeqTracker,
+    /// One sequence per subscription.
+    seqs: Vec<SeqTracker>,
+    /// A never-reading client's stream ended while it was drained…
+    ended: bool,
+    /// … with a `slow_consumer` error frame.
+    told: bool,
+}
+
+impl Conn {
+    fn new(role: Role, target: u16, source: Option<IpAddr>, topic: u32, subs: u32) -> Conn {
+        Conn {
+            stream: None,
+            role,
+            state: if role.background() {
+                State::Idle
+            } else {
+                State::Waiting
+            },
+            target,
+            source,
+            topic,
+            deadline_ns: 0,
+            timer_ns: 0,
+            acks_due: 0,
+            count: 0,
+            out: None,
+            partial: None,
+            seqs: vec![SeqTracker::default(); subs as usize],
+            ended: false,
+            told: false,
+        }
+    }
+
+    /// Whether its socket is read in its current state.
+    fn reads(&self) -> bool {
+        !matches!(
+            (self.role, self.state),
+            (Role::NeverRead | Role::Stuck, State::Subscribed) | (Role::Flooder, State::Acting)
+        )
+    }
+}
+
+/// Messages of a run of `total` that go to topic `j` of `topics`.
+fn per_topic(total: u32, topics: u32, j: u32) -> u32 {
+    let t = topics.max(1);
+    total / t + u32::from(j < total % t)
 }
 
 struct Swarm {
     setup: Setup,
     poll: Poll,
     conns: Vec<Conn>,
+    /// Subscribing clients are `conns[..subscribers]`.
+    subscribers: usize,
     next_start: usize,
     inflight: VecDeque<usize>,
     inflight_count: u32,
+    timers: BinaryHeap<Reverse<(u64, usize)>>,
+    activity_on: bool,
     progress: Progress,
     subscribed_per_target: Vec<u32>,
     sent_per_target: Vec<u32>,
     ledger: Ledger,
     errors: HashMap<(&'static str, u16, String), u32>,
-    subscribe: Vec<u8>,
+    roles: BTreeMap<&'static str, RoleCounts>,
     scratch: Vec<u8>,
     timeout_ns: u64,
     /// Unix µs minus monotonic µs, to turn receive instants into wall time.
@@ -210,6 +354,8 @@ struct Swarm {
     unexpected: u64,
     reads: u64,
     wakeups: u64,
+    /// Last instant a draining never-reading client received a byte.
+    drained_ns: u64,
 }
 
 impl Swarm {
@@ -229,7 +375,9 @@ impl Swarm {
                 setup.targets.len()
             );
         }
-        let mut conns = Vec::with_capacity(usize::try_from(setup.clients()).unwrap_or(0));
+        let topics = setup.topics.max(1);
+        let subs = setup.subscriptions.clamp(1, topics);
+        let mut conns = Vec::with_capacity(usize::try_from(setup.connections()).unwrap_or(0));
         // Interleave the groups so that every target and source address
         // sees clients from the start.
         let mut left: Vec<u32> = setup.groups.iter().map(|g| g.count).collect();
@@ -237,25 +385,40 @@ impl Swarm {
             for (g, n) in setup.groups.iter().zip(left.iter_mut()) {
                 if *n > 0 {
                     *n -= 1;
-                    conns.push(Conn {
-                        stream: None,
-                        state: State::Waiting,
-                        target: g.target,
-                        source: g.source,
-                        deadline_ns: 0,
-                        out: None,
-                        partial: None,
-                        seq: SeqTracker::default(),
-                    });
+                    let swarm_index = setup.first_client + conns.len() as u64;
+                    let first = (swarm_index * u64::from(subs) % u64::from(topics)) as u32;
+                    let role = if conns.len() < setup.never_read as usize {
+                        Role::NeverRead
+                    } else {
+                        Role::Reader
+                    };
+                    conns.push(Conn::new(role, g.target, g.source, first, subs));
                 }
             }
         }
-        let mut subscribe = Vec::new();
-        subscribe.extend_from_slice(janus_core::REGULAR_SOCKET_MARKER);
-        subscribe.push(janus_core::CLIENT_TERMINATOR);
-        let mut buf = bytes::BytesMut::new();
-        ClientMessage::Subscribe(setup.topic.clone()).encode(&mut buf);
-        subscribe.extend_from_slice(&buf);
+        let subscribers = conns.len();
+        let a = &setup.activity;
+        for (role, n) in [
+            (Role::Churner, a.churners),
+            (Role::Stuck, a.stuck),
+            (Role::Flooder, a.flooders),
+            (Role::Trickler, a.tricklers),
+            (Role::Oversized, a.oversized),
+        ] {
+            for _ in 0..n {
+                let target = (conns.len() % setup.targets.len()) as u16;
+                let subs = if role == Role::Stuck { subs } else { 1 };
+                let first = (conns.len() as u64 * u64::from(subs) % u64::from(topics)) as u32;
+                conns.push(Conn::new(role, target, None, first, subs));
+            }
+        }
+        let mut roles = BTreeMap::new();
+        for c in &conns[subscribers..] {
+            roles
+                .entry(c.role.name())
+                .or_insert_with(RoleCounts::default)
+                .clients += 1;
+        }
         let wall_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as i64)
@@ -269,19 +432,36 @@ impl Swarm {
             setup,
             poll,
             conns,
+            subscribers,
             next_start: 0,
             inflight: VecDeque::new(),
             inflight_count: 0,
+            timers: BinaryHeap::new(),
+            activity_on: false,
             progress: Progress::default(),
             errors: HashMap::new(),
-            subscribe,
+            roles,
             scratch: vec![0; SCRATCH],
             wall_offset_us: wall_us - (sys::monotonic_ns() / 1000) as i64,
             server_skew_us: None,
             unexpected: 0,
             reads: 0,
             wakeups: 0,
+            drained_ns: 0,
         })
+    }
+
+    /// The bytes that subscribe to `count` topics from `first` (marker
+    /// first), topic indexes taken modulo `space`.
+    fn subscribe_bytes(&self, first: u32, count: u32, space: u32) -> Vec<u8> {
+        let mut buf = bytes::BytesMut::new();
+        buf.extend_from_slice(janus_core::REGULAR_SOCKET_MARKER);
+        buf.extend_from_slice(&[janus_core::CLIENT_TERMINATOR]);
+        for s in 0..count {
+            let name = topic_name(&self.setup.topic, (first + s) % space, self.setup.topics);
+            ClientMessage::Subscribe(name).encode(&mut buf);
+        }
+        buf.to_vec()
     }
 
     fn run(mut self, rx: &mpsc::Receiver<Input>, out: &mut impl Write) -> anyhow::Result<()> {
@@ -291,20 +471,7 @@ impl Swarm {
         let mut last_sent = Progress::default();
         loop {
             self.start_clients();
-            match self.poll.poll(&mut events, Some(TICK)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e).context("polling sockets"),
-            }
-            if events.iter().any(|e| e.token() != WAKER) {
-                self.wakeups += 1;
-            }
-            for event in &events {
-                if event.token() == WAKER {
-                    continue;
-                }
-                self.on_event(event.token().0, event);
-            }
+            self.poll_once(&mut events)?;
             for input in rx.try_iter() {
                 match input {
                     Input::Closed => return Ok(()),
@@ -317,7 +484,10 @@ impl Swarm {
                         write_line(out, &Event::Pong { t0, t })?;
                     }
                     Input::Command(Command::Sent { seq, times }) => self.on_sent(seq, &times),
+                    Input::Command(Command::Activity { on }) => self.set_activity(on),
                     Input::Command(Command::Finish) => {
+                        self.set_activity(false);
+                        self.drain_never_read(&mut events)?;
                         let results = self.results();
                         write_line(out, &Event::Results(Box::new(results)))?;
                         return Ok(());
@@ -331,7 +501,7 @@ impl Swarm {
             }
             let now = sys::monotonic_ns();
             self.expire(now);
-            if !ready_sent && self.next_start == self.conns.len() && self.inflight_count == 0 {
+            if !ready_sent && self.next_start == self.subscribers && self.inflight_count == 0 {
                 ready_sent = true;
                 self.update_pending();
                 write_line(
@@ -360,41 +530,82 @@ impl Swarm {
         }
     }
 
-    /// Starts clients while fewer than the allowed number are connecting.
+    /// Waits for socket events (at most a tick), handles them, then fires
+    /// the timers that are due.
+    fn poll_once(&mut self, events: &mut Events) -> anyhow::Result<()> {
+        match self.poll.poll(events, Some(TICK)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).context("polling sockets"),
+        }
+        if events.iter().any(|e| e.token() != WAKER) {
+            self.wakeups += 1;
+        }
+        for event in events.iter() {
+            if event.token() != WAKER {
+                self.on_event(event.token().0, event);
+            }
+        }
+        let now = sys::monotonic_ns();
+        while let Some(&Reverse((at, idx))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if self.conns.get(idx).is_some_and(|c| c.timer_ns == at) {
+                self.conns[idx].timer_ns = 0;
+                self.on_timer(idx, now);
+            }
+        }
+        Ok(())
+    }
+
+    fn set_timer(&mut self, idx: usize, at: u64) {
+        let at = at.max(1);
+        self.conns[idx].timer_ns = at;
+        self.timers.push(Reverse((at, idx)));
+    }
+
+    /// Starts subscribing clients while fewer than the allowed number are
+    /// connecting.
     fn start_clients(&mut self) {
         let now = sys::monotonic_ns();
         while self.inflight_count < self.setup.connect_concurrency.max(1)
-            && self.next_start < self.conns.len()
+            && self.next_start < self.subscribers
         {
             let idx = self.next_start;
             self.next_start += 1;
-            let conn = &mut self.conns[idx];
-            let target = self.setup.targets[usize::from(conn.target)];
-            conn.deadline_ns = now + self.timeout_ns;
-            conn.state = State::Connecting;
+            self.conns[idx].deadline_ns = now + self.timeout_ns;
             self.inflight_count += 1;
             self.inflight.push_back(idx);
-            match open(target, conn.source) {
-                Ok(mut stream) => {
-                    let interest = Interest::READABLE | Interest::WRITABLE;
-                    match self
-                        .poll
-                        .registry()
-                        .register(&mut stream, Token(idx), interest)
-                    {
-                        Ok(()) => conn.stream = Some(stream),
-                        Err(e) => self.fail(idx, format!("registering the socket: {e}")),
-                    }
-                }
-                Err(e) => {
-                    let why = describe_connect_error(&e, conn.source);
-                    self.fail(idx, why);
-                }
+            if let Err(why) = self.connect(idx) {
+                self.fail(idx, why);
             }
         }
     }
 
-    /// Fails clients that took longer than the timeout to subscribe.
+    /// Opens client `idx`'s connection and registers it.
+    fn connect(&mut self, idx: usize) -> Result<(), String> {
+        let conn = &mut self.conns[idx];
+        conn.state = State::Connecting;
+        let target = self.setup.targets[usize::from(conn.target)];
+        let rcvbuf = matches!(conn.role, Role::NeverRead | Role::Stuck)
+            .then_some(self.setup.never_read_rcvbuf);
+        let mut stream = open(target, conn.source, rcvbuf)
+            .map_err(|e| describe_connect_error(&e, conn.source))?;
+        self.poll
+            .registry()
+            .register(
+                &mut stream,
+                Token(idx),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(|e| format!("registering the socket: {e}"))?;
+        conn.stream = Some(stream);
+        Ok(())
+    }
+
+    /// Fails subscribing clients that took longer than the timeout.
     fn expire(&mut self, now: u64) {
         while let Some(&idx) = self.inflight.front() {
             let conn = &self.conns[idx];
@@ -427,16 +638,12 @@ impl Swarm {
             if !(event.is_writable() || event.is_error() || event.is_write_closed()) {
                 return;
             }
-            match stream.take_error() {
-                Ok(Some(e)) | Err(e) => {
-                    let why = describe_connect_error(&e, conn.source);
-                    self.fail(idx, why);
-                    return;
-                }
-                Ok(None) => {}
-            }
-            match stream.peer_addr() {
-                Ok(_) => {}
+            let connected = match stream.take_error() {
+                Ok(Some(e)) | Err(e) => Err(e),
+                Ok(None) => stream.peer_addr().map(|_| ()),
+            };
+            match connected {
+                Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::NotConnected => return,
                 Err(e) => {
                     let why = describe_connect_error(&e, conn.source);
@@ -445,17 +652,25 @@ impl Swarm {
                 }
             }
             conn.state = State::AwaitHello;
-            self.progress.connected += 1;
+            if conn.role.background() {
+                self.role(idx).connections += 1;
+            } else {
+                self.progress.connected += 1;
+            }
             // A hello that arrived with the connect is in this same event
             // (readable); one that arrives later raises an edge of its own,
             // so a speculative read here would mostly return EAGAIN.
         }
-        if event.is_writable() && conn.out.is_some() {
-            self.flush(idx);
+        if event.is_writable() && self.conns[idx].out.is_some() && !self.flush(idx) {
+            return;
         }
-        if read {
+        if read && self.conns[idx].reads() {
             self.read(idx, event.is_read_closed());
         }
+    }
+
+    fn role(&mut self, idx: usize) -> &mut RoleCounts {
+        self.roles.entry(self.conns[idx].role.name()).or_default()
     }
 
     /// Reads everything the socket has, frame by frame.
@@ -470,6 +685,9 @@ impl Swarm {
                 }
                 Ok(n) => {
                     self.reads += 1;
+                    if self.conns[idx].state == State::Draining {
+                        self.drained_ns = now;
+                    }
                     if !self.consume(idx, &scratch[..n], now) {
                         break;
                     }
@@ -513,48 +731,70 @@ impl Swarm {
 
     /// Handles one frame; false once the connection is closed.
     fn on_frame(&mut self, idx: usize, bytes: &[u8], now: u64) -> bool {
-        let state = self.conns[idx].state;
-        match (frame::classify(bytes), state) {
-            (Frame::Delivery(d), State::Subscribed | State::AwaitAck) => {
-                self.deliver(idx, d, now);
-                true
-            }
-            (Frame::Ack, State::AwaitAck) => {
+        let (role, state) = (self.conns[idx].role, self.conns[idx].state);
+        match frame::classify(bytes) {
+            Frame::Delivery(d) => match (role, state) {
+                (Role::Reader, State::Subscribed | State::AwaitAck) => {
+                    self.check_skew(d);
+                    if let Some((target, seq)) = self.count_delivery(idx, d) {
+                        self.ledger.received(target, seq, now);
+                        self.progress.received += 1;
+                    }
+                    true
+                }
+                (Role::NeverRead, State::Draining) => {
+                    self.count_delivery(idx, d);
+                    true
+                }
+                (Role::Reader, _) => self.unexpected_frame(idx, bytes),
+                // Other clients' deliveries are not measured.
+                _ => true,
+            },
+            Frame::Ack if state == State::AwaitAck => {
                 let conn = &mut self.conns[idx];
-                conn.state = State::Subscribed;
-                self.inflight_count -= 1;
-                self.progress.subscribed += 1;
-                self.subscribed_per_target[usize::from(conn.target)] += 1;
+                conn.acks_due = conn.acks_due.saturating_sub(1);
+                if conn.acks_due == 0 {
+                    self.on_subscribed(idx, now);
+                }
                 true
             }
-            (Frame::Ack | Frame::Ping, State::AwaitAck | State::Subscribed) => true,
-            (Frame::Ping, State::AwaitHello) => true,
-            (Frame::Other(bytes), _) => self.on_other_frame(idx, bytes, state),
-            (_, _) => {
-                let why = format!("unexpected frame {}", show(bytes));
-                self.fail(idx, why);
-                false
+            Frame::Ack if role == Role::Reader && state != State::Subscribed => {
+                self.unexpected_frame(idx, bytes)
             }
+            Frame::Ack | Frame::Ping => true,
+            Frame::Other(bytes) => self.on_other_frame(idx, bytes, now),
         }
     }
 
-    fn on_other_frame(&mut self, idx: usize, bytes: &[u8], state: State) -> bool {
+    fn unexpected_frame(&mut self, idx: usize, bytes: &[u8]) -> bool {
+        let why = format!("unexpected frame {}", show(bytes));
+        self.fail(idx, why);
+        false
+    }
+
+    fn on_other_frame(&mut self, idx: usize, bytes: &[u8], now: u64) -> bool {
         let parsed = std::str::from_utf8(bytes)
             .map_err(|e| format!("server frame is not UTF-8: {e}"))
             .and_then(ServerMessage::parse);
+        let (role, state) = (self.conns[idx].role, self.conns[idx].state);
         match parsed {
             Ok(ServerMessage::Hello { .. }) if state == State::AwaitHello => {
-                self.conns[idx].state = State::AwaitAck;
-                self.write_subscribe(idx)
+                self.on_hello(idx, now)
+            }
+            Ok(ServerMessage::Error { code, .. }) if state == State::Draining => {
+                self.conns[idx].told |= code == janus_core::ErrorCode::SlowConsumer.as_str();
+                true
+            }
+            Ok(ServerMessage::Error { code, .. }) if role.background() => {
+                *self.role(idx).error_frames.entry(code).or_insert(0) += 1;
+                true
             }
             Ok(ServerMessage::Error { code, reason, .. }) => {
                 self.fail(idx, format!("server error {code}: {reason}"));
                 false
             }
-            Ok(_) => {
-                self.fail(idx, format!("unexpected frame {}", show(bytes)));
-                false
-            }
+            _ if role.background() || state == State::Draining => true,
+            Ok(_) => self.unexpected_frame(idx, bytes),
             Err(e) => {
                 self.fail(idx, format!("malformed server frame: {}", shorten(&e)));
                 false
@@ -562,19 +802,96 @@ impl Swarm {
         }
     }
 
-    fn deliver(&mut self, idx: usize, d: frame::DeliveryRef<'_>, now: u64) {
-        let conn = &mut self.conns[idx];
-        match frame::parse_seq(d.message_id) {
-            Some(seq) if seq < self.setup.messages => {
-                if conn.seq.observe(seq).is_new() {
-                    self.ledger.received(usize::from(conn.target), seq, now);
-                    self.progress.received += 1;
-                }
+    /// The hello arrived: subscribe, or start acting.
+    fn on_hello(&mut self, idx: usize, now: u64) -> bool {
+        let (role, first) = (self.conns[idx].role, self.conns[idx].topic);
+        match role {
+            Role::Reader | Role::NeverRead | Role::Stuck | Role::Churner => {
+                let subs = self.conns[idx].seqs.len().max(1) as u32;
+                // Churners pick from twice as many topics as carry messages.
+                let topics = self.setup.topics.max(1);
+                let space = if role == Role::Churner {
+                    2 * topics
+                } else {
+                    topics
+                };
+                let out = self.subscribe_bytes(first, subs, space);
+                let conn = &mut self.conns[idx];
+                conn.acks_due = subs;
+                conn.state = State::AwaitAck;
+                conn.out = Some(out);
+                self.flush(idx)
             }
-            _ => self.unexpected += 1,
+            Role::Flooder => {
+                self.conns[idx].state = State::Acting;
+                self.set_timer(idx, now);
+                true
+            }
+            Role::Trickler => {
+                self.conns[idx].state = State::Acting;
+                self.conns[idx].count = 0;
+                self.set_timer(idx, now);
+                true
+            }
+            Role::Oversized => {
+                let len = self.setup.activity.oversized_bytes as usize;
+                let conn = &mut self.conns[idx];
+                conn.state = State::Acting;
+                conn.out = Some(vec![b'a'; len]);
+                let at = conn.deadline_ns;
+                self.set_timer(idx, at);
+                self.flush(idx)
+            }
         }
+    }
+
+    /// Every `ACK` arrived.
+    fn on_subscribed(&mut self, idx: usize, now: u64) {
+        let conn = &mut self.conns[idx];
+        conn.state = State::Subscribed;
+        match conn.role {
+            Role::Reader | Role::NeverRead => {
+                self.inflight_count -= 1;
+                self.progress.subscribed += 1;
+                self.subscribed_per_target[usize::from(conn.target)] += 1;
+            }
+            Role::Churner => {
+                let hold = self.setup.activity.hold_ms.saturating_mul(1_000_000);
+                self.set_timer(idx, now + hold);
+            }
+            _ => {
+                let at = conn.deadline_ns;
+                self.set_timer(idx, at);
+            }
+        }
+    }
+
+    /// The subscription slot and sequence of a delivery for client `idx`,
+    /// counted in its sequence; `Some((target, seq))` when it is the first
+    /// delivery of that message at this client.
+    fn count_delivery(&mut self, idx: usize, d: frame::DeliveryRef<'_>) -> Option<(usize, u32)> {
+        let topics = self.setup.topics.max(1);
+        let conn = &mut self.conns[idx];
+        let Some(seq) = frame::parse_seq(d.message_id).filter(|&s| s < self.setup.messages) else {
+            self.unexpected += 1;
+            return None;
+        };
+        let slot = ((seq % topics) + topics - conn.topic % topics) % topics;
+        let Some(tracker) = conn.seqs.get_mut(slot as usize) else {
+            self.unexpected += 1;
+            return None;
+        };
+        tracker
+            .observe(seq / topics)
+            .is_new()
+            .then_some((usize::from(conn.target), seq))
+    }
+
+    /// Compares a reader's delivery with the server's clock (a sanity check
+    /// only: latency is measured on the monotonic clock).
+    fn check_skew(&mut self, d: frame::DeliveryRef<'_>) {
         if let Some(server) = d.server_micros {
-            let wall = (now / 1000) as i64 + self.wall_offset_us;
+            let wall = (sys::monotonic_ns() / 1000) as i64 + self.wall_offset_us;
             let skew = wall - server as i64;
             self.server_skew_us = Some(match self.server_skew_us {
                 None => (skew, skew),
@@ -583,39 +900,81 @@ impl Swarm {
         }
     }
 
-    fn write_subscribe(&mut self, idx: usize) -> bool {
-        let conn = &mut self.conns[idx];
-        conn.out = Some(self.subscribe.clone());
-        self.flush(idx)
-    }
-
     /// Writes what is pending; false if the connection failed.
     fn flush(&mut self, idx: usize) -> bool {
         let conn = &mut self.conns[idx];
         let (Some(stream), Some(out)) = (conn.stream.as_mut(), conn.out.as_mut()) else {
             return true;
         };
+        let mut written = 0u64;
+        let mut result = Ok(());
         while !out.is_empty() {
             match stream.write(out) {
                 Ok(0) => break,
                 Ok(n) => {
+                    written += n as u64;
                     out.drain(..n);
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
-                    self.fail(idx, format!("writing the subscribe request: {e}"));
-                    return false;
+                    result = Err(e);
+                    break;
                 }
             }
         }
-        conn.out = None;
-        true
+        if out.is_empty() {
+            conn.out = None;
+        }
+        if conn.role.background() {
+            self.role(idx).bytes_sent += written;
+        }
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                self.fail(idx, format!("writing: {e}"));
+                false
+            }
+        }
     }
 
-    /// Records why client `idx` failed and closes its connection.
+    /// Records why client `idx` failed (or, for a background client, that
+    /// its connection ended) and closes its connection.
     fn fail(&mut self, idx: usize, why: String) {
+        let now = sys::monotonic_ns();
         let conn = &mut self.conns[idx];
+        if conn.role.background() {
+            if conn.stream.is_none() {
+                return;
+            }
+            let started = matches!(conn.state, State::Subscribed | State::Acting);
+            let counts = self.roles.entry(conn.role.name()).or_default();
+            if started {
+                // The server cut a client that had done its thing: a cycle.
+                counts.closed_by_server += 1;
+                counts.cycles += 1;
+            } else {
+                counts.failures += 1;
+            }
+            let pause = match (started, conn.role) {
+                (false, _) => RETRY_NS,
+                (true, Role::Churner) => 0,
+                // A hostile client the server cut (an oversized frame is cut
+                // at once) pauses, so it tests the server, not the loopback.
+                (true, _) => HOSTILE_PAUSE_NS,
+            };
+            self.close(idx);
+            if self.activity_on {
+                self.set_timer(idx, now + pause);
+            }
+            return;
+        }
+        if conn.state == State::Draining {
+            conn.ended = true;
+            conn.stream = None;
+            conn.partial = None;
+            return;
+        }
         let phase = conn.state.phase();
         match conn.state {
             State::Waiting | State::Connecting | State::AwaitHello | State::AwaitAck => {
@@ -629,12 +988,177 @@ impl Swarm {
                 conn.state = State::Disconnected;
                 self.progress.disconnected += 1;
             }
-            State::Failed | State::Disconnected => return,
+            _ => return,
         }
         conn.stream = None;
         conn.partial = None;
         conn.out = None;
         *self.errors.entry((phase, conn.target, why)).or_insert(0) += 1;
+    }
+
+    /// Closes a background client's connection; it waits in `Idle`.
+    fn close(&mut self, idx: usize) {
+        let conn = &mut self.conns[idx];
+        conn.stream = None;
+        conn.partial = None;
+        conn.out = None;
+        conn.state = State::Idle;
+        conn.timer_ns = 0;
+    }
+
+    /// Turns the background clients on (staggered over half a second) or
+    /// off (every connection closed at once).
+    fn set_activity(&mut self, on: bool) {
+        self.activity_on = on;
+        let now = sys::monotonic_ns();
+        for idx in self.subscribers..self.conns.len() {
+            if on {
+                if self.conns[idx].state == State::Idle && self.conns[idx].timer_ns == 0 {
+                    let stagger = (idx % 100) as u64 * 5_000_000;
+                    self.set_timer(idx, now + stagger);
+                }
+            } else {
+                self.close(idx);
+            }
+        }
+    }
+
+    /// A background client's timer fired.
+    fn on_timer(&mut self, idx: usize, now: u64) {
+        let (role, state) = (self.conns[idx].role, self.conns[idx].state);
+        match (role, state) {
+            (_, State::Idle) if self.activity_on => self.start_cycle(idx, now),
+            (_, State::Idle) => {}
+            (_, State::Connecting | State::AwaitHello | State::AwaitAck) => {
+                self.fail(idx, "timed out".to_owned());
+            }
+            (Role::Churner, State::Subscribed) => {
+                // Every other cycle unsubscribes first; the rest just drop.
+                let conn = &mut self.conns[idx];
+                if conn.count % 2 == 0 {
+                    let name = topic_name(
+                        &self.setup.topic,
+                        conn.topic % (2 * self.setup.topics.max(1)),
+                        self.setup.topics,
+                    );
+                    let mut buf = bytes::BytesMut::new();
+                    ClientMessage::Unsubscribe(name).encode(&mut buf);
+                    conn.out = Some(buf.to_vec());
+                    if !self.flush(idx) {
+                        return;
+                    }
+                }
+                self.end_cycle(idx, now);
+            }
+            (Role::Flooder, State::Acting) if now < self.conns[idx].deadline_ns => {
+                if self.conns[idx].out.is_none() {
+                    self.conns[idx].out = Some(self.flood_chunk(idx));
+                }
+                if self.flush(idx) {
+                    self.set_timer(idx, now + TICK_NS);
+                }
+            }
+            (Role::Trickler, State::Acting) if now < self.conns[idx].deadline_ns => {
+                let conn = &mut self.conns[idx];
+                let byte = TRICKLE.get(conn.count as usize).copied().unwrap_or(b'a');
+                conn.count += 1;
+                conn.out = Some(vec![byte]);
+                if self.flush(idx) {
+                    let every = self.setup.activity.trickle_ms.max(1) * 1_000_000;
+                    self.set_timer(idx, now + every);
+                }
+            }
+            _ => self.end_cycle(idx, now),
+        }
+    }
+
+    /// What a flooder writes next: `x␀`s, or (every other flooder)
+    /// subscribe requests.
+    fn flood_chunk(&self, idx: usize) -> Vec<u8> {
+        let size = self.setup.activity.flood_chunk.max(2) as usize;
+        let unit: Vec<u8> = if idx % 2 == 0 {
+            b"x\0".to_vec()
+        } else {
+            let mut buf = bytes::BytesMut::new();
+            let name = topic_name(&self.setup.topic, 0, self.setup.topics);
+            ClientMessage::Subscribe(name).encode(&mut buf);
+            buf.to_vec()
+        };
+        unit.iter()
+            .copied()
+            .cycle()
+            .take(size.max(unit.len()))
+            .collect()
+    }
+
+    /// A background client did its thing: it leaves and starts again.
+    fn end_cycle(&mut self, idx: usize, now: u64) {
+        self.role(idx).cycles += 1;
+        self.conns[idx].count = self.conns[idx].count.wrapping_add(1);
+        self.close(idx);
+        if self.activity_on {
+            self.set_timer(idx, now);
+        }
+    }
+
+    /// Starts a background client's next cycle.
+    fn start_cycle(&mut self, idx: usize, now: u64) {
+        let conn = &mut self.conns[idx];
+        let hold = match conn.role {
+            Role::Churner => {
+                // Half the topic names have subscribers that count, half
+                // only churners.
+                let space = 2 * self.setup.topics.max(1) as usize;
+                conn.topic = ((idx * 7919 + conn.count as usize * 31) % space) as u32;
+                self.timeout_ns
+            }
+            _ => self
+                .setup
+                .activity
+                .hostile_hold_ms
+                .saturating_mul(1_000_000),
+        };
+        conn.deadline_ns = now + hold;
+        if let Err(_why) = self.connect(idx) {
+            self.role(idx).failures += 1;
+            self.close(idx);
+            self.set_timer(idx, now + RETRY_NS);
+            return;
+        }
+        let limit = now + self.timeout_ns;
+        self.set_timer(idx, limit);
+    }
+
+    /// At the end of the run: reads what each never-reading client was left
+    /// with, until its stream ends or none has received anything for
+    /// [`DRAIN_QUIET_NS`].
+    fn drain_never_read(&mut self, events: &mut Events) -> anyhow::Result<()> {
+        let started = sys::monotonic_ns();
+        self.drained_ns = started;
+        let draining: Vec<usize> = (0..self.subscribers)
+            .filter(|&i| {
+                self.conns[i].role == Role::NeverRead && self.conns[i].state == State::Subscribed
+            })
+            .collect();
+        if draining.is_empty() {
+            return Ok(());
+        }
+        for &idx in &draining {
+            self.conns[idx].state = State::Draining;
+            // Its readiness edges went by unread: read what is there now.
+            self.read(idx, false);
+        }
+        loop {
+            let now = sys::monotonic_ns();
+            let open = draining.iter().any(|&i| self.conns[i].stream.is_some());
+            if !open
+                || now.saturating_sub(self.drained_ns) >= DRAIN_QUIET_NS
+                || now.saturating_sub(started) >= DRAIN_MAX_NS
+            {
+                return Ok(());
+            }
+            self.poll_once(events)?;
+        }
     }
 
     fn on_sent(&mut self, seq: u32, times: &[Option<u64>]) {
@@ -650,18 +1174,33 @@ impl Swarm {
         }
     }
 
-    /// Recomputes how many deliveries of sent messages live clients lack.
+    /// Messages of the first `sent` that client `c` should receive, per
+    /// subscription.
+    fn expected(&self, c: &Conn, sent: u32) -> impl Iterator<Item = u32> + '_ {
+        let topics = self.setup.topics.max(1);
+        let first = c.topic;
+        (0..c.seqs.len() as u32).map(move |s| per_topic(sent, topics, (first + s) % topics))
+    }
+
+    /// Recomputes how many deliveries of sent messages live readers lack,
+    /// and how many background connections are open.
     fn update_pending(&mut self) {
         let mut pending = 0u64;
         if self.progress.sent_seen > 0 {
-            for c in &self.conns {
-                if c.state == State::Subscribed {
+            for c in &self.conns[..self.subscribers] {
+                if c.role == Role::Reader && c.state == State::Subscribed {
                     let sent = self.sent_per_target[usize::from(c.target)];
-                    pending += u64::from(sent.saturating_sub(c.seq.received()));
+                    for (want, got) in self.expected(c, sent).zip(&c.seqs) {
+                        pending += u64::from(want.saturating_sub(got.received()));
+                    }
                 }
             }
         }
         self.progress.pending = pending;
+        self.progress.active = self.conns[self.subscribers..]
+            .iter()
+            .filter(|c| c.stream.is_some())
+            .count() as u32;
     }
 
     fn error_counts(&self) -> Vec<ErrorCount> {
@@ -682,7 +1221,7 @@ impl Swarm {
     fn results(&self) -> Results {
         let m = self.setup.messages;
         let mut r = Results {
-            clients: u32::try_from(self.conns.len()).unwrap_or(u32::MAX),
+            clients: u32::try_from(self.subscribers).unwrap_or(u32::MAX),
             subscribed: self.progress.subscribed,
             good: 0,
             bad_setup: 0,
@@ -690,6 +1229,7 @@ impl Swarm {
             bad_missing: 0,
             bad_duplicated: 0,
             bad_reordered: 0,
+            expected: 0,
             received: 0,
             duplicates: 0,
             reordered: 0,
@@ -703,15 +1243,47 @@ impl Swarm {
             cpu_ns: sys::cpu_time().as_nanos() as u64,
             reads: self.reads,
             wakeups: self.wakeups,
+            never_read: NeverRead::default(),
+            activity: self
+                .roles
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
         };
-        for c in &self.conns {
-            r.received += u64::from(c.seq.received());
-            r.duplicates += u64::from(c.seq.duplicates());
-            r.reordered += u64::from(c.seq.reordered());
+        for c in &self.conns[..self.subscribers] {
+            let want: Vec<u32> = self.expected(c, m).collect();
+            let missing: u32 = want.iter().zip(&c.seqs).map(|(w, s)| s.missing(*w)).sum();
+            if c.role == Role::NeverRead {
+                if !matches!(c.state, State::Draining | State::Subscribed) {
+                    r.bad_setup += u32::from(c.state == State::Failed);
+                    continue;
+                }
+                let n = &mut r.never_read;
+                n.clients += 1;
+                if c.ended {
+                    n.cut += 1;
+                    n.told += u32::from(c.told);
+                } else if c.seqs.iter().any(SeqTracker::has_gaps) {
+                    n.trimmed += 1;
+                } else if missing == 0 {
+                    n.complete += 1;
+                } else {
+                    n.stalled += 1;
+                }
+                continue;
+            }
+            r.expected += u64::from(want.iter().sum::<u32>());
+            let (dups, late): (u32, u32) = c
+                .seqs
+                .iter()
+                .fold((0, 0), |(d, l), s| (d + s.duplicates(), l + s.reordered()));
+            r.received += c.seqs.iter().map(|s| u64::from(s.received())).sum::<u64>();
+            r.duplicates += u64::from(dups);
+            r.reordered += u64::from(late);
             match c.state {
-                State::Subscribed if c.seq.duplicates() > 0 => r.bad_duplicated += 1,
-                State::Subscribed if c.seq.reordered() > 0 => r.bad_reordered += 1,
-                State::Subscribed if c.seq.missing(m) > 0 => r.bad_missing += 1,
+                State::Subscribed if dups > 0 => r.bad_duplicated += 1,
+                State::Subscribed if late > 0 => r.bad_reordered += 1,
+                State::Subscribed if missing > 0 => r.bad_missing += 1,
                 State::Subscribed => r.good += 1,
                 State::Disconnected => r.bad_disconnected += 1,
                 _ => r.bad_setup += 1,
@@ -722,13 +1294,17 @@ impl Swarm {
 }
 
 /// Opens a non-blocking client socket and starts connecting.
-fn open(target: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+fn open(target: SocketAddr, source: Option<IpAddr>, rcvbuf: Option<u32>) -> io::Result<TcpStream> {
     let socket = Socket::new(
         Domain::for_address(target),
         Type::STREAM.nonblocking(),
         Some(Protocol::TCP),
     )?;
     socket.set_tcp_nodelay(true)?;
+    if let Some(size) = rcvbuf {
+        // Before connecting, so that the window the server sees is small.
+        socket.set_recv_buffer_size(size as usize)?;
+    }
     if let Some(ip) = source {
         // Leave the port to connect(), which only needs it unique per target.
         if ip.is_ipv4() {
@@ -738,21 +1314,22 @@ fn open(target: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
     }
     match socket.connect(&target.into()) {
         Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) if e.raw_os_error() == Some(Errno::EINPROGRESS as i32) => {}
         Err(e) => return Err(e),
     }
     Ok(TcpStream::from_std(socket.into()))
 }
 
 fn describe_connect_error(e: &io::Error, source: Option<IpAddr>) -> String {
-    if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) {
+    let errno = e.raw_os_error().map(Errno::from_raw);
+    if errno == Some(Errno::EADDRNOTAVAIL) {
         let from = source.map_or_else(
             || "the default source address".to_owned(),
             |s| s.to_string(),
         );
         return format!("{e}: out of ephemeral ports on {from}; spread clients with --source-ips");
     }
-    if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE) {
+    if matches!(errno, Some(Errno::EMFILE | Errno::ENFILE)) {
         return format!("{e}: out of file descriptors; use more --workers");
     }
     e.to_string()
@@ -773,5 +1350,18 @@ fn shorten(s: &str) -> String {
         format!("{}…", &s[..end])
     } else {
         s.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_spread_over_topics() {
+        assert_eq!(per_topic(10, 1, 0), 10);
+        let counts: Vec<u32> = (0..4).map(|j| per_topic(10, 4, j)).collect();
+        assert_eq!(counts, [3, 3, 2, 2]);
+        assert_eq!(counts.iter().sum::<u32>(), 10);
     }
 }

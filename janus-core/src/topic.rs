@@ -65,21 +65,41 @@ pub fn validate_topic(topic: &str) -> Result<(), ProtocolError> {
 /// Identifies one subscriber (a session) across topics.
 pub type SubscriberId = u64;
 
+/// What the user of a [`TopicManager`] keeps per topic beside its
+/// subscribers, under the same lock (the server keeps a topic's offsets and
+/// history there). `()` keeps nothing.
+pub trait TopicState: Default {
+    /// Whether the topic must be kept although it has no subscribers (it
+    /// still holds something, e.g. history).
+    fn keep(&self) -> bool {
+        false
+    }
+}
+
+impl TopicState for () {}
+
 /// One topic's subscribers, kept in a vector for a tight fan-out loop.
-struct Topic<S> {
+struct Topic<S, T> {
     subscribers: Vec<(SubscriberId, S)>,
     /// Position of each subscriber in `subscribers`.
     index: HashMap<SubscriberId, usize>,
     published: u64,
+    state: T,
 }
 
-impl<S> Topic<S> {
+impl<S, T: TopicState> Topic<S, T> {
     fn new() -> Self {
         Self {
             subscribers: Vec::new(),
             index: HashMap::new(),
             published: 0,
+            state: T::default(),
         }
+    }
+
+    /// Whether nothing keeps the topic: no subscriber, no state worth keeping.
+    fn idle(&self) -> bool {
+        self.subscribers.is_empty() && !self.state.keep()
     }
 
     fn remove(&mut self, id: SubscriberId) -> bool {
@@ -237,7 +257,50 @@ fn topic_rank(order: TopicSort, subscribers: usize, published: u64) -> Reverse<u
     })
 }
 
-type Shard<S> = HashMap<Box<str>, Topic<S>>;
+type Shard<S, T> = HashMap<Box<str>, Topic<S, T>>;
+
+/// Several topics locked at once (see [`TopicManager::lock_topics`]).
+pub struct LockedTopics<'m, S, T> {
+    manager: &'m TopicManager<S, T>,
+    guards: Vec<(usize, MutexGuard<'m, Shard<S, T>>)>,
+}
+
+impl<S: Clone, T: TopicState> LockedTopics<'_, S, T> {
+    fn shard(&mut self, topic: &str) -> Option<&mut Shard<S, T>> {
+        let i = self.manager.shard_index(topic);
+        self.guards
+            .iter_mut()
+            .find(|(j, _)| *j == i)
+            .map(|(_, guard)| &mut **guard)
+    }
+
+    /// The state of `topic`, if the topic exists. `None` as well for a topic
+    /// that was not among those locked.
+    pub fn state(&mut self, topic: &str) -> Option<&mut T> {
+        self.shard(topic)?.get_mut(topic).map(|t| &mut t.state)
+    }
+
+    /// Subscribes `id` to `topic` (which must be among those locked),
+    /// creating it if needed; then lets `on_live` act on its state, as
+    /// [`TopicManager::subscribe`] does.
+    ///
+    /// # Errors
+    /// [`TopicLimit`] as for [`TopicManager::subscribe`]; also for a topic
+    /// that was not locked.
+    pub fn subscribe<R>(
+        &mut self,
+        topic: &str,
+        id: SubscriberId,
+        subscriber: S,
+        on_live: impl FnOnce(&mut T) -> R,
+    ) -> Result<R, TopicLimit> {
+        let manager = self.manager;
+        let shard = self.shard(topic).ok_or(TopicLimit(0))?;
+        let entry = manager.entry(shard, topic)?;
+        manager.add(entry, id, subscriber);
+        Ok(on_live(&mut entry.state))
+    }
+}
 
 /// A subscription was refused: creating its topic would exceed the
 /// manager's topic limit (the value).
@@ -245,16 +308,17 @@ type Shard<S> = HashMap<Box<str>, Topic<S>>;
 #[error("the topic limit of {0} is reached")]
 pub struct TopicLimit(pub usize);
 
-/// Maps topics to subscribers, and lends a publish the subscriber list of its topic.
-pub struct TopicManager<S> {
-    shards: Box<[Mutex<Shard<S>>]>,
+/// Maps topics to subscribers, and lends a publish the subscriber list of its
+/// topic and the topic's state `T`.
+pub struct TopicManager<S, T = ()> {
+    shards: Box<[Mutex<Shard<S, T>>]>,
     max_topics: usize,
     hasher: RandomState,
     topics: AtomicUsize,
     subscriptions: AtomicUsize,
 }
 
-impl<S> std::fmt::Debug for TopicManager<S> {
+impl<S, T> std::fmt::Debug for TopicManager<S, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TopicManager")
             .field("topics", &self.topics.load(Ordering::Relaxed))
@@ -263,7 +327,7 @@ impl<S> std::fmt::Debug for TopicManager<S> {
     }
 }
 
-impl<S: Clone> Default for TopicManager<S> {
+impl<S: Clone, T: TopicState> Default for TopicManager<S, T> {
     fn default() -> Self {
         Self::new()
     }
@@ -272,7 +336,7 @@ impl<S: Clone> Default for TopicManager<S> {
 /// Shard count: enough that unrelated topics rarely share a lock.
 const SHARDS: usize = 64;
 
-impl<S: Clone> TopicManager<S> {
+impl<S: Clone, T: TopicState> TopicManager<S, T> {
     /// An empty manager without a topic limit.
     pub fn new() -> Self {
         Self::with_max_topics(usize::MAX)
@@ -289,8 +353,12 @@ impl<S: Clone> TopicManager<S> {
         }
     }
 
-    fn shard(&self, topic: &str) -> MutexGuard<'_, Shard<S>> {
-        let i = (self.hasher.hash_one(topic) as usize) % self.shards.len();
+    fn shard_index(&self, topic: &str) -> usize {
+        (self.hasher.hash_one(topic) as usize) % self.shards.len()
+    }
+
+    fn shard(&self, topic: &str) -> MutexGuard<'_, Shard<S, T>> {
+        let i = self.shard_index(topic);
         // A panic elsewhere cannot leave a shard half-updated: every update
         // below is completed before anything that could panic.
         self.shards[i]
@@ -299,7 +367,7 @@ impl<S: Clone> TopicManager<S> {
     }
 
     /// Visits every topic of one shard, [`LISTING_CHUNK`] entries per lock.
-    fn scan_shard(shard: &Mutex<Shard<S>>, mut visit: impl FnMut(&str, &Topic<S>)) {
+    fn scan_shard(shard: &Mutex<Shard<S, T>>, mut visit: impl FnMut(&str, &Topic<S, T>)) {
         let mut pos = 0;
         let mut capacity = None;
         let mut restarts = 0;
@@ -340,10 +408,22 @@ impl<S: Clone> TopicManager<S> {
         topic: &str,
         id: SubscriberId,
         subscriber: S,
-        on_live: impl FnOnce(),
+        on_live: impl FnOnce(&mut T),
     ) -> Result<bool, TopicLimit> {
         let mut shard = self.shard(topic);
-        let entry = match shard.entry(topic.into()) {
+        let entry = self.entry(&mut shard, topic)?;
+        let added = self.add(entry, id, subscriber);
+        on_live(&mut entry.state);
+        Ok(added)
+    }
+
+    /// The topic's entry, created if needed (and allowed).
+    fn entry<'s>(
+        &self,
+        shard: &'s mut Shard<S, T>,
+        topic: &str,
+    ) -> Result<&'s mut Topic<S, T>, TopicLimit> {
+        Ok(match shard.entry(topic.into()) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
                 // Reserve a slot first, so concurrent creations cannot overshoot.
@@ -354,8 +434,12 @@ impl<S: Clone> TopicManager<S> {
                 }
                 e.insert(Topic::new())
             }
-        };
-        let added = match entry.index.entry(id) {
+        })
+    }
+
+    /// Adds a subscriber to a topic; false if it was there already.
+    fn add(&self, entry: &mut Topic<S, T>, id: SubscriberId, subscriber: S) -> bool {
+        match entry.index.entry(id) {
             Entry::Occupied(_) => false,
             Entry::Vacant(slot) => {
                 slot.insert(entry.subscribers.len());
@@ -363,12 +447,19 @@ impl<S: Clone> TopicManager<S> {
                 self.subscriptions.fetch_add(1, Ordering::Relaxed);
                 true
             }
-        };
-        on_live();
-        Ok(added)
+        }
     }
 
-    /// Removes `id` from `topic`; drops the topic when it empties.
+    /// Removes `topic` from its shard if nothing keeps it.
+    fn drop_if_idle(&self, shard: &mut Shard<S, T>, topic: &str) {
+        if shard.get(topic).is_some_and(Topic::idle) {
+            shard.remove(topic);
+            self.topics.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Removes `id` from `topic`; drops the topic when nothing keeps it
+    /// (no subscriber, and its state does not ask to be kept).
     /// Returns whether `id` was subscribed.
     pub fn unsubscribe(&self, topic: &str, id: SubscriberId) -> bool {
         let mut shard = self.shard(topic);
@@ -379,28 +470,78 @@ impl<S: Clone> TopicManager<S> {
         if removed {
             self.subscriptions.fetch_sub(1, Ordering::Relaxed);
         }
-        if entry.subscribers.is_empty() {
-            shard.remove(topic);
-            self.topics.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.drop_if_idle(&mut shard, topic);
         removed
     }
 
-    /// Publishes to `topic`: runs `fanout` with the topic's subscribers while
-    /// the topic is locked, and counts the publish. Returns `None` (without
-    /// calling `fanout`) when the topic has no subscribers.
+    /// Publishes to `topic`: runs `fanout` with the topic's subscribers and
+    /// state while the topic is locked, and counts the publish. A topic that
+    /// does not exist is created first if `create` (and the topic limit
+    /// allows it), else `None` is returned without calling `fanout`.
     ///
     /// `fanout` runs under a shard lock shared with other topics: it must
     /// only queue (no I/O, no blocking, no other shard's lock).
     pub fn publish<R>(
         &self,
         topic: &str,
-        fanout: impl FnOnce(&[(SubscriberId, S)]) -> R,
+        create: bool,
+        fanout: impl FnOnce(&[(SubscriberId, S)], &mut T) -> R,
     ) -> Option<R> {
         let mut shard = self.shard(topic);
-        let entry = shard.get_mut(topic)?;
+        let entry = match shard.get_mut(topic) {
+            Some(entry) => entry,
+            None if create => self.entry(&mut shard, topic).ok()?,
+            None => return None,
+        };
         entry.published += 1;
-        Some(fanout(&entry.subscribers))
+        let result = fanout(&entry.subscribers, &mut entry.state);
+        self.drop_if_idle(&mut shard, topic);
+        Some(result)
+    }
+
+    /// Locks the shards of every topic in `topics` (in one global order, so
+    /// two callers cannot deadlock) for work that must see several topics at
+    /// one instant: a resume checks each topic's history, queues what was
+    /// missed and subscribes, before any publish to them can run.
+    pub fn lock_topics<'m>(&'m self, topics: &[&str]) -> LockedTopics<'m, S, T> {
+        let mut indices: Vec<usize> = topics.iter().map(|t| self.shard_index(t)).collect();
+        indices.sort_unstable();
+        indices.dedup();
+        let guards = indices
+            .into_iter()
+            .map(|i| {
+                let guard = self.shards[i]
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                (i, guard)
+            })
+            .collect();
+        LockedTopics {
+            manager: self,
+            guards,
+        }
+    }
+
+    /// Visits the state of every topic of shard `i` (of
+    /// [`TopicManager::shard_count`]), then drops the topics nothing keeps
+    /// any more. For housekeeping that goes round the shards one at a time.
+    pub fn sweep_shard(&self, i: usize, mut visit: impl FnMut(&str, &mut T)) {
+        let Some(shard) = self.shards.get(i) else {
+            return;
+        };
+        let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = shard.len();
+        shard.retain(|name, topic| {
+            visit(name, &mut topic.state);
+            !topic.idle()
+        });
+        self.topics
+            .fetch_sub(before - shard.len(), Ordering::Relaxed);
+    }
+
+    /// How many shards [`TopicManager::sweep_shard`] goes over.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
     }
 
     /// Number of live topics.
@@ -541,8 +682,12 @@ mod tests {
     }
 
     /// Publishes `frame` to every subscriber of `topic`, as the server's fan-out does.
-    fn publish(m: &TopicManager<Inbox>, topic: &str, frame: &'static [u8]) -> usize {
-        m.publish(topic, |subscribers| {
+    fn publish<T: TopicState>(
+        m: &TopicManager<Inbox, T>,
+        topic: &str,
+        frame: &'static [u8],
+    ) -> usize {
+        m.publish(topic, false, |subscribers, _| {
             let frame = Bytes::from_static(frame);
             for (_, inbox) in subscribers {
                 inbox.deliver(&frame);
@@ -571,10 +716,10 @@ mod tests {
 
     #[test]
     fn publish_encodes_once_and_shares_the_bytes() {
-        let m = TopicManager::new();
+        let m: TopicManager<Inbox> = TopicManager::new();
         let inboxes: Vec<Inbox> = (0..5).map(|_| Inbox::default()).collect();
         for (i, inbox) in inboxes.iter().enumerate() {
-            assert!(m.subscribe("t", i as u64, inbox.clone(), || {}).unwrap());
+            assert!(m.subscribe("t", i as u64, inbox.clone(), |_| {}).unwrap());
         }
         let reached = publish(&m, "t", b"frame");
         assert_eq!(reached, 5);
@@ -587,11 +732,11 @@ mod tests {
 
     #[test]
     fn double_subscribe_is_one_subscription_and_acks_twice() {
-        let m = TopicManager::new();
+        let m: TopicManager<Inbox> = TopicManager::new();
         let inbox = Inbox::default();
         let mut acks = 0;
-        assert!(m.subscribe("t", 1, inbox.clone(), || acks += 1).unwrap());
-        assert!(!m.subscribe("t", 1, inbox.clone(), || acks += 1).unwrap());
+        assert!(m.subscribe("t", 1, inbox.clone(), |_| acks += 1).unwrap());
+        assert!(!m.subscribe("t", 1, inbox.clone(), |_| acks += 1).unwrap());
         assert_eq!(acks, 2);
         assert_eq!(m.subscription_count(), 1);
         publish(&m, "t", b"x");
@@ -600,18 +745,20 @@ mod tests {
 
     #[test]
     fn topics_vanish_when_empty_and_are_isolated() {
-        let m = TopicManager::new();
+        let m: TopicManager<Inbox> = TopicManager::new();
         let (a, b) = (Inbox::default(), Inbox::default());
-        m.subscribe("a", 1, a.clone(), || {}).unwrap();
-        m.subscribe("b", 2, b.clone(), || {}).unwrap();
-        m.subscribe("b", 3, a.clone(), || {}).unwrap();
+        m.subscribe("a", 1, a.clone(), |_| {}).unwrap();
+        m.subscribe("b", 2, b.clone(), |_| {}).unwrap();
+        m.subscribe("b", 3, a.clone(), |_| {}).unwrap();
         assert_eq!((m.topic_count(), m.subscription_count()), (2, 3));
         assert_eq!(publish(&m, "a", b"1"), 1);
         assert_eq!(b.frames().len(), 0);
         assert!(m.unsubscribe("a", 1));
         assert!(!m.unsubscribe("a", 1));
         assert!(m
-            .publish("a", |_| unreachable!("no subscribers, no fan-out"))
+            .publish("a", false, |_, _| unreachable!(
+                "no subscribers, no fan-out"
+            ))
             .is_none());
         assert!(m.unsubscribe("b", 2));
         let page = m.subscribers("b", |_| 0, None, 10).unwrap();
@@ -624,29 +771,85 @@ mod tests {
 
     #[test]
     fn the_topic_limit_refuses_new_topics_only() {
-        let m = TopicManager::with_max_topics(2);
+        let m: TopicManager<Inbox> = TopicManager::with_max_topics(2);
         let inbox = Inbox::default();
-        m.subscribe("a", 1, inbox.clone(), || {}).unwrap();
-        m.subscribe("b", 1, inbox.clone(), || {}).unwrap();
+        m.subscribe("a", 1, inbox.clone(), |_| {}).unwrap();
+        m.subscribe("b", 1, inbox.clone(), |_| {}).unwrap();
         let mut acked = false;
         assert_eq!(
-            m.subscribe("c", 1, inbox.clone(), || acked = true),
+            m.subscribe("c", 1, inbox.clone(), |_| acked = true),
             Err(TopicLimit(2))
         );
         assert!(!acked, "no ACK for a refused subscription");
         // Existing topics still take subscribers, and a freed slot can be reused.
-        assert_eq!(m.subscribe("a", 2, inbox.clone(), || {}), Ok(true));
+        assert_eq!(m.subscribe("a", 2, inbox.clone(), |_| {}), Ok(true));
         m.unsubscribe("b", 1);
-        assert_eq!(m.subscribe("c", 1, inbox, || {}), Ok(true));
+        assert_eq!(m.subscribe("c", 1, inbox, |_| {}), Ok(true));
         assert_eq!(m.topic_count(), 2);
+    }
+
+    /// A state that asks to be kept while it counts something.
+    #[derive(Default)]
+    struct Kept(u32);
+
+    impl TopicState for Kept {
+        fn keep(&self) -> bool {
+            self.0 > 0
+        }
+    }
+
+    #[test]
+    fn state_keeps_a_topic_without_subscribers_until_it_lets_go() {
+        let m: TopicManager<Inbox, Kept> = TopicManager::new();
+        // Publishing may create a topic; it stays while its state says so.
+        assert_eq!(
+            m.publish("t", true, |subs, k| {
+                k.0 += 1;
+                subs.len()
+            }),
+            Some(0)
+        );
+        assert_eq!(m.topic_count(), 1);
+        assert_eq!(m.publish("u", true, |_, _| ()), Some(()));
+        assert_eq!(
+            m.topic_count(),
+            1,
+            "a topic nothing keeps is dropped at once"
+        );
+        assert!(m.publish("u", false, |_, _| ()).is_none());
+        m.subscribe("t", 1, Inbox::default(), |k| assert_eq!(k.0, 1))
+            .unwrap();
+        m.unsubscribe("t", 1);
+        assert_eq!(m.topic_count(), 1, "kept by its state");
+        for i in 0..m.shard_count() {
+            m.sweep_shard(i, |_, k| k.0 = 0);
+        }
+        assert_eq!(m.topic_count(), 0);
+    }
+
+    #[test]
+    fn locked_topics_see_and_subscribe_several_at_once() {
+        let m: TopicManager<Inbox, Kept> = TopicManager::new();
+        m.publish("a", true, |_, k| k.0 = 5);
+        let inbox = Inbox::default();
+        {
+            let mut locked = m.lock_topics(&["a", "b", "a"]);
+            assert_eq!(locked.state("a").map(|k| k.0), Some(5));
+            assert!(locked.state("b").is_none());
+            assert_eq!(locked.subscribe("b", 1, inbox.clone(), |k| k.0), Ok(0));
+            assert_eq!(locked.subscribe("a", 1, inbox.clone(), |k| k.0), Ok(5));
+        }
+        assert_eq!((m.topic_count(), m.subscription_count()), (2, 2));
+        publish(&m, "b", b"x");
+        assert_eq!(inbox.frames().len(), 1);
     }
 
     #[test]
     fn swap_remove_keeps_index_consistent() {
-        let m = TopicManager::new();
+        let m: TopicManager<Inbox> = TopicManager::new();
         let inboxes: Vec<Inbox> = (0..10).map(|_| Inbox::default()).collect();
         for (i, inbox) in inboxes.iter().enumerate() {
-            m.subscribe("t", i as u64, inbox.clone(), || {}).unwrap();
+            m.subscribe("t", i as u64, inbox.clone(), |_| {}).unwrap();
         }
         for i in [0u64, 5, 9, 3] {
             assert!(m.unsubscribe("t", i));
@@ -674,9 +877,9 @@ mod tests {
 
     #[test]
     fn topic_listing_filters_sorts_and_limits() {
-        let m = TopicManager::new();
+        let m: TopicManager<Inbox> = TopicManager::new();
         for name in ["news/b", "news/a", "sport", "news/c"] {
-            m.subscribe(name, 1, Inbox::default(), || {}).unwrap();
+            m.subscribe(name, 1, Inbox::default(), |_| {}).unwrap();
         }
         publish(&m, "news/a", b"x");
         let page = m.topics(&query("news/", TopicSort::Name, 2));
@@ -692,7 +895,7 @@ mod tests {
     /// per shard, against a plain sort of everything.
     #[test]
     fn top_k_and_cursor_pages_match_a_full_sort() {
-        let m = TopicManager::new();
+        let m: TopicManager<Inbox> = TopicManager::new();
         let n = SHARDS * LISTING_CHUNK * 2 + 77;
         // Name → (subscribers, published), as the test made them.
         let mut truth: HashMap<String, (usize, u64)> = HashMap::new();
@@ -700,11 +903,11 @@ mod tests {
             let name = format!("t{i:06}");
             // Subscriber counts and publish counts in different orders.
             for s in 0..(i * 7 % 5) {
-                m.subscribe(&name, s as u64, Inbox::default(), || {})
+                m.subscribe(&name, s as u64, Inbox::default(), |_| {})
                     .unwrap();
             }
             if i * 7 % 5 == 0 {
-                m.subscribe(&name, 9, Inbox::default(), || {}).unwrap();
+                m.subscribe(&name, 9, Inbox::default(), |_| {}).unwrap();
             }
             for _ in 0..(i * 13 % 11) {
                 publish(&m, &name, b"x");
@@ -759,10 +962,10 @@ mod tests {
 
     #[test]
     fn subscriber_pages_by_key() {
-        let m = TopicManager::new();
+        let m: TopicManager<Inbox> = TopicManager::new();
         let n = LISTING_CHUNK as u64 * 3 + 5;
         for id in 0..n {
-            m.subscribe("big", id, Inbox::default(), || {}).unwrap();
+            m.subscribe("big", id, Inbox::default(), |_| {}).unwrap();
         }
         // Key: the inbox's address, an order unrelated to insertion.
         let mut ids = Vec::new();

@@ -83,16 +83,6 @@ impl Unit {
     }
 }
 
-/// The fewest decimals (at most 3) that show every multiple of `step` exactly.
-pub(crate) fn decimals_for(step: f64) -> usize {
-    (0..3)
-        .find(|&d| {
-            let scaled = step * 10f64.powi(d as i32);
-            (scaled - scaled.round()).abs() < 1e-6 * scaled.max(1.0)
-        })
-        .unwrap_or(3)
-}
-
 /// Writes a latency in microseconds with three significant digits and the
 /// unit that suits it: `0 µs`, `850 µs`, `1.25 ms`, `12.3 ms`, `1.24 s`.
 pub fn format_micros(micros: f64) -> String {
@@ -187,15 +177,5 @@ mod tests {
         }
         assert_eq!(format_duration(Duration::from_millis(2)), "2.00 ms");
         assert_eq!(format_millis(0.5), "500 µs");
-    }
-
-    #[test]
-    fn decimals_for_steps() {
-        assert_eq!(decimals_for(1.0), 0);
-        assert_eq!(decimals_for(500.0), 0);
-        assert_eq!(decimals_for(0.5), 1);
-        assert_eq!(decimals_for(0.25), 2);
-        assert_eq!(decimals_for(0.05), 2);
-        assert_eq!(decimals_for(1.0 / 3.0), 3);
     }
 }

@@ -16,6 +16,11 @@
 //!   and the 2009-style bucket table with bars, see [`BucketTable`]) and
 //!   [`render_svg`] / [`svg_string`] (percentile plot on a "nines" axis and
 //!   the span-over-time panel).
+//! - [`TimeChart`] draws lines over time on one or two value axes (the
+//!   load test's server memory and CPU), with the same look and the same
+//!   tick rules as the latency plot.
+//! - [`format`] holds the number formatting and escaping every renderer
+//!   shares.
 //! - [`command`] is what the `janus-histo` binary runs, callable from tests.
 //!
 //! ```
@@ -36,10 +41,14 @@
 //! assert!(svg.starts_with("<svg"));
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod bucket;
+pub mod chart;
 pub mod command;
 pub mod duration;
 mod error;
+pub mod format;
 pub mod recorder;
 pub mod report;
 pub mod span;
@@ -48,11 +57,13 @@ pub mod svg;
 pub mod text;
 
 pub use bucket::{choose_bucket_width, BucketRow, BucketTable};
+pub use chart::{Axis, Line, TimeChart};
 pub use duration::{format_duration, format_micros, format_millis, parse_duration};
 pub use error::HistoError;
+pub use format::{escape, format_number, group_thousands};
 pub use recorder::{LatencyHistogram, Recorder};
 pub use report::Report;
 pub use span::{SpanPoint, SpanSeries};
 pub use summary::Summary;
-pub use svg::{render_svg, svg_string};
+pub use svg::{budget_on_scale, render_svg, svg_string};
 pub use text::{render_buckets, render_percentiles, render_text, TextOptions};

@@ -52,6 +52,10 @@ pub struct Report {
     /// How to label the budget line (default `budget`).
     #[serde(default)]
     pub budget_label: Option<String>,
+    /// Which latency the budget limits: this percentile (e.g. 99), or the
+    /// maximum when absent.
+    #[serde(default)]
+    pub budget_percentile: Option<f64>,
 }
 
 /// The serialized shape of [`Report`], with the summary added.
@@ -65,6 +69,8 @@ struct ReportJson<'a> {
     budget_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     budget_label: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budget_percentile: Option<f64>,
     histogram: &'a Recorder,
     #[serde(skip_serializing_if = "Option::is_none")]
     spans: Option<&'a SpanSeries>,
@@ -78,6 +84,7 @@ impl Serialize for Report {
             summary: self.summary(),
             budget_ms: self.budget_ms,
             budget_label: self.budget_label.as_deref(),
+            budget_percentile: self.budget_percentile,
             histogram: &self.histogram,
             spans: self.spans.as_ref(),
         }
@@ -95,12 +102,21 @@ impl Report {
             spans: None,
             budget_ms: None,
             budget_label: None,
+            budget_percentile: None,
         }
     }
 
     /// The summary of the histogram.
     pub fn summary(&self) -> Summary {
         self.histogram.summary()
+    }
+
+    /// What the budget limits, by name (`p99`, `max`), and its value in µs.
+    pub fn budget_measure(&self) -> (String, f64) {
+        match self.budget_percentile {
+            Some(p) => (format!("p{p}"), self.histogram.percentile_micros(p) as f64),
+            None => ("max".to_owned(), self.histogram.max_micros() as f64),
+        }
     }
 
     /// The label of the budget line: `budget_label`, or `budget`.
@@ -152,6 +168,7 @@ impl Report {
             Some(Value::String(s)) => Some(s),
             _ => None,
         };
+        let budget_percentile = obj.remove("budget_percentile").and_then(|v| v.as_f64());
         obj.remove("summary");
         for (key, value) in obj {
             let scalar = matches!(value, Value::String(_) | Value::Number(_) | Value::Bool(_));
@@ -166,6 +183,7 @@ impl Report {
             spans,
             budget_ms,
             budget_label,
+            budget_percentile,
         })
     }
 
@@ -199,6 +217,7 @@ impl Report {
                 if merged.budget_ms.is_none_or(|m| b < m) {
                     merged.budget_ms = Some(b);
                     merged.budget_label.clone_from(&report.budget_label);
+                    merged.budget_percentile = report.budget_percentile;
                 }
             }
         }

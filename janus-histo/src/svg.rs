@@ -20,7 +20,8 @@
 
 use std::io::{self, Write};
 
-use crate::duration::{decimals_for, format_micros, Unit};
+use crate::duration::{format_micros, Unit};
+use crate::format::{decimals_for, escape, group_thousands};
 use crate::text::metadata_value;
 use crate::{Recorder, Report, SpanSeries};
 
@@ -43,21 +44,21 @@ const SPAN_TOP: f64 = 540.0;
 /// Bottom of the span plot area.
 const SPAN_BOTTOM: f64 = 760.0;
 
-const FONT: &str =
+pub(crate) const FONT: &str =
     "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif";
-const INK: &str = "#222";
-const MUTED: &str = "#666";
-const GRID: &str = "#e3e3e3";
+pub(crate) const INK: &str = "#222";
+pub(crate) const MUTED: &str = "#666";
+pub(crate) const GRID: &str = "#e3e3e3";
 const GRID_MINOR: &str = "#f0f0f0";
-const AXIS: &str = "#555";
-const BLUE: &str = "#1f6fb4";
-const ORANGE: &str = "#e8710a";
-const GREEN: &str = "#2a9d3a";
-const RED: &str = "#d62728";
+pub(crate) const AXIS: &str = "#555";
+pub(crate) const BLUE: &str = "#1f6fb4";
+pub(crate) const ORANGE: &str = "#e8710a";
+pub(crate) const GREEN: &str = "#2a9d3a";
+pub(crate) const RED: &str = "#d62728";
 
 /// A budget this many times above the data is noted rather than drawn, so
 /// that the data does not shrink to a flat line at the bottom of the plot.
-const BUDGET_OFF_SCALE_FACTOR: f64 = 3.0;
+const BUDGET_OFF_SCALE_FACTOR: f64 = 10.0;
 
 /// Writes the SVG plot of `report` to `out`.
 ///
@@ -70,7 +71,8 @@ pub fn render_svg(report: &Report, out: &mut impl Write) -> io::Result<()> {
 
 /// The SVG plot of `report` as a string, ready to inline in an HTML page.
 pub fn svg_string(report: &Report) -> String {
-    let spans = report.spans.as_ref().filter(|s| !s.is_empty());
+    // One message has no "over the run" to show.
+    let spans = report.spans.as_ref().filter(|s| s.len() > 1);
     let height = if spans.is_some() { 820.0 } else { 500.0 };
     let mut svg = Svg::new();
     svg.raw(&format!(
@@ -99,14 +101,31 @@ pub fn svg_string(report: &Report) -> String {
         span_panel(&mut svg, report, spans);
     }
     svg.raw("</svg>\n");
-    svg.buf
+    svg.into_string()
+}
+
+/// Whether the plot of `report` draws its budget as a line (`Some(true)`)
+/// or only notes it as above the scale (`Some(false)`); `None` without a
+/// budget or samples. Captions must say the same as the picture.
+pub fn budget_on_scale(report: &Report) -> Option<bool> {
+    let budget_us = report.budget_ms? * 1e3;
+    if report.histogram.is_empty() {
+        return None;
+    }
+    let axis = YAxis::new(
+        report.histogram.max_micros() as f64,
+        Some(budget_us),
+        PCT_TOP,
+        PCT_BOTTOM,
+    );
+    Some(budget_us <= axis.top_us)
 }
 
 /// Sample count and metadata, `·`-separated.
 fn subtitle(report: &Report) -> String {
     let mut parts = vec![format!(
         "{} samples",
-        crate::text::group_thousands(report.histogram.count())
+        group_thousands(report.histogram.count())
     )];
     parts.extend(
         report
@@ -228,10 +247,7 @@ fn percentile_panel(svg: &mut Svg, report: &Report) {
     svg.text(SIDE_LEFT, y, "Summary", Text::new(14.0).weight("600"));
     y += 24.0;
     let summary_rows: Vec<(String, String)> = [
-        (
-            "samples".to_owned(),
-            crate::text::group_thousands(hist.count()),
-        ),
+        ("samples".to_owned(), group_thousands(hist.count())),
         ("min".to_owned(), format_micros(hist.min_micros() as f64)),
         (
             "mean".to_owned(),
@@ -270,15 +286,16 @@ fn percentile_panel(svg: &mut Svg, report: &Report) {
             Text::new(13.0).anchor("end").fill(RED).weight("600"),
         );
         y += 20.0;
-        let (verdict, color) = if max_us <= budget {
-            ("max within budget", GREEN)
+        let (name, value_us) = report.budget_measure();
+        let (verdict, color) = if value_us <= budget {
+            (format!("{name} within budget"), GREEN)
         } else {
-            ("max over budget", RED)
+            (format!("{name} over budget"), RED)
         };
         svg.text(
             SIDE_LEFT,
             y,
-            verdict,
+            &verdict,
             Text::new(13.0).fill(color).weight("600"),
         );
     }
@@ -408,7 +425,7 @@ fn span_panel(svg: &mut Svg, report: &Report, spans: &SpanSeries) {
         y += 20.0;
     }
     y += 6.0;
-    let mut stats = vec![("messages", crate::text::group_thousands(spans.len() as u64))];
+    let mut stats = vec![("messages", group_thousands(spans.len() as u64))];
     if let Some((p50, max)) = spans.span_p50_max() {
         stats.push(("median span", format_micros(p50 * 1e3)));
         stats.push(("max span", format_micros(max * 1e3)));
@@ -568,7 +585,7 @@ impl YAxis {
 
 /// The smallest step of the 1-2-5 sequence that divides `range` into at most
 /// `max_ticks` steps.
-fn nice_step(range: f64, max_ticks: u32) -> f64 {
+pub(crate) fn nice_step(range: f64, max_ticks: u32) -> f64 {
     if !range.is_finite() || range <= 0.0 {
         return 1.0;
     }
@@ -582,14 +599,14 @@ fn nice_step(range: f64, max_ticks: u32) -> f64 {
 }
 
 /// The stroke of a line.
-struct Stroke<'a> {
+pub(crate) struct Stroke<'a> {
     color: &'a str,
     width: f64,
     dashed: bool,
 }
 
 impl<'a> Stroke<'a> {
-    fn new(color: &'a str, width: f64) -> Stroke<'a> {
+    pub(crate) fn new(color: &'a str, width: f64) -> Stroke<'a> {
         Stroke {
             color,
             width,
@@ -597,12 +614,12 @@ impl<'a> Stroke<'a> {
         }
     }
 
-    fn dashed(mut self) -> Stroke<'a> {
+    pub(crate) fn dashed(mut self) -> Stroke<'a> {
         self.dashed = true;
         self
     }
 
-    fn attributes(&self) -> String {
+    pub(crate) fn attributes(&self) -> String {
         let dash = if self.dashed {
             " stroke-dasharray=\"7 5\""
         } else {
@@ -616,7 +633,7 @@ impl<'a> Stroke<'a> {
 }
 
 /// The look of a text.
-struct Text<'a> {
+pub(crate) struct Text<'a> {
     size: f64,
     fill: &'a str,
     weight: &'a str,
@@ -625,7 +642,7 @@ struct Text<'a> {
 }
 
 impl<'a> Text<'a> {
-    fn new(size: f64) -> Text<'a> {
+    pub(crate) fn new(size: f64) -> Text<'a> {
         Text {
             size,
             fill: INK,
@@ -635,52 +652,56 @@ impl<'a> Text<'a> {
         }
     }
 
-    fn fill(mut self, fill: &'a str) -> Text<'a> {
+    pub(crate) fn fill(mut self, fill: &'a str) -> Text<'a> {
         self.fill = fill;
         self
     }
 
-    fn weight(mut self, weight: &'a str) -> Text<'a> {
+    pub(crate) fn weight(mut self, weight: &'a str) -> Text<'a> {
         self.weight = weight;
         self
     }
 
-    fn anchor(mut self, anchor: &'a str) -> Text<'a> {
+    pub(crate) fn anchor(mut self, anchor: &'a str) -> Text<'a> {
         self.anchor = anchor;
         self
     }
 
     /// A white outline, so the text stays readable over lines.
-    fn halo(mut self) -> Text<'a> {
+    pub(crate) fn halo(mut self) -> Text<'a> {
         self.halo = true;
         self
     }
 }
 
 /// An SVG document being written.
-struct Svg {
+pub(crate) struct Svg {
     buf: String,
 }
 
 impl Svg {
-    fn new() -> Svg {
+    pub(crate) fn new() -> Svg {
         Svg {
             buf: String::with_capacity(32 * 1024),
         }
     }
 
-    fn raw(&mut self, s: &str) {
+    pub(crate) fn into_string(self) -> String {
+        self.buf
+    }
+
+    pub(crate) fn raw(&mut self, s: &str) {
         self.buf.push_str(s);
     }
 
-    fn line(&mut self, x1: f64, y1: f64, x2: f64, y2: f64, stroke: Stroke<'_>) {
+    pub(crate) fn line(&mut self, x1: f64, y1: f64, x2: f64, y2: f64, stroke: Stroke<'_>) {
         self.buf.push_str(&format!(
             "<line x1=\"{x1:.1}\" y1=\"{y1:.1}\" x2=\"{x2:.1}\" y2=\"{y2:.1}\" {}/>\n",
             stroke.attributes()
         ));
     }
 
-    fn polyline(&mut self, points: &[(f64, f64)], stroke: Stroke<'_>) {
+    pub(crate) fn polyline(&mut self, points: &[(f64, f64)], stroke: Stroke<'_>) {
         self.buf.push_str(&format!(
             "<polyline fill=\"none\" stroke-linejoin=\"round\" {} points=\"{}\"/>\n",
             stroke.attributes(),
@@ -688,20 +709,20 @@ impl Svg {
         ));
     }
 
-    fn polygon(&mut self, points: &[(f64, f64)], fill: &str, opacity: f64) {
+    pub(crate) fn polygon(&mut self, points: &[(f64, f64)], fill: &str, opacity: f64) {
         self.buf.push_str(&format!(
             "<polygon fill=\"{fill}\" fill-opacity=\"{opacity}\" stroke=\"none\" points=\"{}\"/>\n",
             point_list(points)
         ));
     }
 
-    fn circle(&mut self, x: f64, y: f64, r: f64, fill: &str) {
+    pub(crate) fn circle(&mut self, x: f64, y: f64, r: f64, fill: &str) {
         self.buf.push_str(&format!(
             "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"{r}\" fill=\"{fill}\" stroke=\"#ffffff\" stroke-width=\"1\"/>\n"
         ));
     }
 
-    fn text(&mut self, x: f64, y: f64, content: &str, t: Text<'_>) {
+    pub(crate) fn text(&mut self, x: f64, y: f64, content: &str, t: Text<'_>) {
         let halo = if t.halo {
             " stroke=\"#ffffff\" stroke-width=\"4\" stroke-linejoin=\"round\" paint-order=\"stroke\""
         } else {
@@ -740,23 +761,6 @@ fn clip(text: &str, max: usize) -> String {
         s.push('…');
         s
     }
-}
-
-/// Escapes text for use in SVG content and attributes.
-fn escape(text: &str) -> String {
-    let mut s = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => s.push_str("&amp;"),
-            '<' => s.push_str("&lt;"),
-            '>' => s.push_str("&gt;"),
-            '"' => s.push_str("&quot;"),
-            '\'' => s.push_str("&apos;"),
-            c if c.is_control() => {}
-            c => s.push(c),
-        }
-    }
-    s
 }
 
 /// A recorder for tests and the sample: `n` latencies with a lognormal-like

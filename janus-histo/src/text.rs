@@ -20,7 +20,8 @@ use std::io::{self, Write};
 use std::time::Duration;
 
 use crate::bucket::BucketTable;
-use crate::duration::{decimals_for, format_micros, format_millis, Unit};
+use crate::duration::{format_micros, format_millis, Unit};
+use crate::format::{decimals_for, group_thousands};
 use crate::{HistoError, Recorder, Report};
 
 /// The width everything is laid out to.
@@ -78,11 +79,12 @@ pub fn render_text(
     }
     render_percentiles(&report.histogram, out)?;
     if let Some(budget) = report.budget_ms {
-        let max = report.histogram.max_micros() as f64 / 1e3;
-        let verdict = if max <= budget {
-            format!("max {} is within it", format_millis(max))
+        let (name, value_us) = report.budget_measure();
+        let value = value_us / 1e3;
+        let verdict = if value <= budget {
+            format!("{name} {} is within it", format_millis(value))
         } else {
-            format!("max {} EXCEEDS it", format_millis(max))
+            format!("{name} {} EXCEEDS it", format_millis(value))
         };
         writeln!(
             out,
@@ -227,19 +229,6 @@ fn bar(count: u64, most: u64, width: usize) -> String {
     s
 }
 
-/// `19000` as `19,000`.
-pub(crate) fn group_thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// A metadata value without JSON quotes around strings.
 pub(crate) fn metadata_value(v: &serde_json::Value) -> String {
     match v {
@@ -374,10 +363,6 @@ mod tests {
 
     #[test]
     fn helpers() {
-        assert_eq!(group_thousands(0), "0");
-        assert_eq!(group_thousands(999), "999");
-        assert_eq!(group_thousands(19_000), "19,000");
-        assert_eq!(group_thousands(1_234_567), "1,234,567");
         assert_eq!(bar(0, 10, 10), "");
         assert_eq!(bar(10, 10, 4), "████");
         assert_eq!(bar(1, 1000, 4), "▏");

@@ -148,6 +148,8 @@ impl Config {
             Some(self.heartbeat),
             self.idle_timeout,
             Some(self.write_deadline),
+            Some(self.session_ttl).filter(|t| !t.is_zero()),
+            Some(self.history_ttl).filter(|t| !t.is_zero()),
         ]
         .into_iter()
         .flatten()

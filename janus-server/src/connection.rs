@@ -61,6 +61,10 @@ const IN_PLACE_WRITES: usize = 2;
 /// How long a closing connection reads what its peer still sends.
 const LINGER: Duration = Duration::from_secs(2);
 
+/// The same while the server shuts down: a client that does not close its
+/// side must not hold the shutdown up for long.
+const LINGER_DRAINING: Duration = Duration::from_millis(250);
+
 /// What woke the connection task.
 enum Event {
     /// The socket has bytes (or an error) to read.
@@ -364,11 +368,9 @@ impl Connection {
                 return self.publish(&publish, one_shot);
             }
             ClientMessage::Resume(Resume::Token(token)) => self.resume_token(&token),
-            ClientMessage::Resume(Resume::Positions { .. }) => self
-                .send_error(&ProtocolError::new(
-                ErrorCode::UnknownSession,
-                "resuming from topic positions is not supported yet; continuing as a fresh session",
-            )),
+            ClientMessage::Resume(Resume::Positions { token, topics }) => {
+                self.resume_positions(&token, &topics);
+            }
         }
         0
     }
@@ -414,6 +416,135 @@ impl Connection {
         if attached.claimed {
             self.write_now();
         }
+    }
+
+    /// The positional form of resume (X1): session `token` (replacing one
+    /// that still exists, or new), subscribed to `topics`, with every message
+    /// published on them after the client's positions replayed first — or,
+    /// if the history does not hold all of them, none (`recovered: false`).
+    fn resume_positions(&mut self, token: &str, topics: &[janus_core::TopicPosition]) {
+        let shared = self.shared.clone();
+        let stats = &shared.stats;
+        stats.resumes.fetch_add(1, Ordering::Relaxed);
+        let fresh = self.session.outbound.status();
+        let untouched = fresh.frames == 0
+            && !fresh.parked
+            && fresh.end == End::Open
+            && self.session.subscriptions().is_empty();
+        let (Ok(token), true) = (token.parse::<janus_core::Token>(), untouched) else {
+            stats.resumes_unknown.fetch_add(1, Ordering::Relaxed);
+            self.send_error(&ProtocolError::new(
+                ErrorCode::UnknownSession,
+                "resume needs a session token (32 lowercase hex digits) and must be the \
+                 connection's first request; continuing as a fresh session",
+            ));
+            return;
+        };
+        if topics.len() > shared.config.max_subscriptions {
+            let limit = shared.config.max_subscriptions;
+            self.send_error(&ProtocolError::new(
+                ErrorCode::TooManySubscriptions,
+                format!("a session may hold at most {limit} subscriptions"),
+            ));
+            return;
+        }
+        // Whatever session had this token is replaced (its connection lets
+        // it go): the history, not its queue, says what the client missed.
+        // It leaves its topics only once the new session has joined them, so
+        // no topic's stream ends in between.
+        let session = Arc::new(Session::new(
+            self.id,
+            token,
+            self.peer,
+            self.socket.clone(),
+            self.session.outbound.budget(),
+        ));
+        session.set_offsets(true);
+        let old = shared.sessions.replace(session.clone());
+        if let Some(old) = &old {
+            old.take_over(self.id);
+            old.outbound.detach();
+            old.wake();
+        }
+        let fresh = std::mem::replace(&mut self.session, session);
+        fresh.outbound.detach();
+        shared.forget(&fresh);
+        let (recovered, claimed) = self.recover(topics);
+        if let Some(old) = old.filter(|o| o.id != self.session.id) {
+            shared.forget(&old);
+        }
+        let counter = if recovered {
+            &stats.resumes_recovered
+        } else {
+            &stats.resumes_not_recovered
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if claimed {
+            self.write_now();
+        }
+    }
+
+    /// Under the locks of every topic at once: queues `resumed`, then what
+    /// the client missed (if all of it can be replayed and fits its budget),
+    /// and subscribes, so no publish can fall between replay and live.
+    /// Returns whether everything missed was replayed, and whether the
+    /// caller now holds the write token.
+    fn recover(&mut self, topics: &[janus_core::TopicPosition]) -> (bool, bool) {
+        let shared = &*self.shared;
+        let session = &self.session;
+        let budget = session.outbound.budget();
+        let now = crate::metrics::secs_now();
+        // Lock order: the session's subscriptions, then the topic shards.
+        let mut subs = session.subscriptions();
+        let names: Vec<&str> = topics.iter().map(|p| p.topic.as_str()).collect();
+        let mut locked = shared.topics.lock_topics(&names);
+        let mut replay: Vec<Bytes> = Vec::new();
+        let mut recovered = true;
+        for position in topics {
+            let stream = locked.state(&position.topic);
+            let since = stream
+                .and_then(|s| s.since(&position.epoch, position.offset, now, &shared.history));
+            match since {
+                Some(frames) => replay.extend(frames.cloned()),
+                None => recovered = false,
+            }
+        }
+        let bytes: usize = replay
+            .iter()
+            .map(|f| f.len() + crate::outbound::FRAME_OVERHEAD)
+            .sum();
+        if bytes > budget.bytes / 2 || replay.len() > budget.frames / 2 {
+            // More than the client can be sent at once: it resyncs instead.
+            recovered = false;
+        }
+        if !recovered {
+            replay.clear();
+        }
+        let resumed = ServerMessage::Resumed {
+            timestamp: Timestamp::now(),
+            token: session.token.to_string(),
+            recovered,
+            missed: replay.len() as u64,
+        };
+        let claimed = session.outbound.push_control(resumed.to_bytes()).claimed();
+        let stamp = crate::metrics::stamp_now();
+        for frame in &replay {
+            session.outbound.push_delivery(frame, stamp, Bytes::new);
+        }
+        for position in topics {
+            let handle = SessionHandle(session.clone());
+            if locked
+                .subscribe(&position.topic, session.id, handle, |_| ())
+                .is_ok()
+            {
+                subs.insert(position.topic.clone().into_boxed_str());
+            }
+        }
+        drop(locked);
+        drop(subs);
+        tracing::debug!(peer = %self.peer, token = %session.token, recovered,
+            missed = replay.len(), "session resumed from topic positions");
+        (recovered, claimed)
     }
 
     /// The session `token` names, if this connection may take it over: it
@@ -464,13 +595,22 @@ impl Connection {
             &topic,
             session.id,
             SessionHandle(session.clone()),
-            || {
+            |stream| {
                 // Queued under the topic's lock: ordered before any delivery of
-                // a publish that starts after the subscription is live.
-                claimed = session
-                    .outbound
-                    .push_control(Bytes::from_static(b"ACK\x01"))
-                    .claimed();
+                // a publish that starts after the subscription is live, and
+                // (for an offset client) naming the offset it starts after.
+                let answer = if session.offsets() {
+                    ServerMessage::Subscribed {
+                        timestamp: Timestamp::now(),
+                        topic: topic.clone(),
+                        epoch: stream.epoch().to_owned(),
+                        offset: stream.last(),
+                    }
+                    .to_bytes()
+                } else {
+                    Bytes::from_static(b"ACK\x01")
+                };
+                claimed = session.outbound.push_control(answer).claimed();
             },
         );
         match subscribed {
@@ -583,7 +723,12 @@ impl Connection {
                 }
             }
         };
-        let _ = tokio::time::timeout(LINGER, drain).await;
+        let limit = if self.shared.draining() {
+            LINGER_DRAINING
+        } else {
+            LINGER
+        };
+        let _ = tokio::time::timeout(limit, drain).await;
     }
 }
 

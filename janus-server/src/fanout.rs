@@ -7,19 +7,23 @@
 //! 2. The topic manager locks the topic and lends its subscriber list
 //!    ([`janus_core::TopicManager::publish`]); holding that lock for the
 //!    whole hand-out is what gives each topic a single order.
-//! 3. The delivery is encoded **once** into a `Bytes`; each subscriber gets a
-//!    clone of it (a reference-count increment) pushed onto its
-//!    [`crate::outbound::Outbound`] side, which applies the per-client
-//!    budget and the slow-consumer policy.
-//! 4. A push that finds the subscriber's write token free claims it: that
+//! 3. The message takes the topic's next offset and, if history is kept, is
+//!    added to the topic's history ([`crate::history::Stream`]), still under
+//!    the lock, so offsets follow the one order subscribers see.
+//! 4. The delivery is encoded **once per form** into a `Bytes` ([`Forms`]:
+//!    the 2009 form, and the form with `"offset"` for clients that opted in);
+//!    each subscriber gets a clone of its form (a reference-count increment)
+//!    pushed onto its [`crate::outbound::Outbound`] side, which applies the
+//!    per-client budget and the slow-consumer policy.
+//! 5. A push that finds the subscriber's write token free claims it: that
 //!    session goes on this publish's `ready` list, handed to the writer
 //!    threads ([`crate::writer`]) in chunks while the loop still runs, so
 //!    writing starts before a wide fan-out has finished queuing.
-//! 5. After the topic is unlocked, [`Fanout::finish`] hands over the rest,
+//! 6. After the topic is unlocked, [`Fanout::finish`] hands over the rest,
 //!    deals with subscribers the budget cut off (they leave every topic and
 //!    their connection task closes them), and updates the server's counters
 //!    once for the whole publish.
-//! 6. A writer thread takes each ready session and writes everything queued
+//! 7. A writer thread takes each ready session and writes everything queued
 //!    for it with one `writev` per up to 64 frames ([`crate::session::Session::flush`]).
 //!
 //! Per subscriber that is a `Bytes` clone, one uncontended lock, a queue
@@ -32,7 +36,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use janus_core::{ProtocolError, Publish, ServerMessage, Timestamp};
 
-use crate::metrics::stamp_now;
+use crate::metrics::{secs_now, stamp_now};
 use crate::outbound::Push;
 use crate::session::{CloseReason, Session, SessionHandle};
 use crate::Shared;
@@ -41,25 +45,69 @@ use crate::Shared;
 /// writing starts while a large fan-out is still queuing.
 const SCHEDULE_CHUNK: usize = 256;
 
-/// Publishes exactly like a client `PUBLISH`: one timestamp, one encoding,
-/// every subscriber of the topic. Returns how many subscribers it reached.
+/// Publishes exactly like a client `PUBLISH`: one timestamp, the topic's
+/// next offset, one encoding per form, every subscriber of the topic.
+/// Returns how many subscribers it reached.
 pub fn publish(shared: &Shared, publish: &Publish) -> usize {
     let timestamp = Timestamp::now();
     let stamp = stamp_now();
+    let now = secs_now();
     shared.writers.queue().publish_seen(stamp);
+    let history = &shared.history;
     let mut fanout = Fanout::new(shared);
+    // With history kept, a topic nobody subscribes to yet is created to keep it.
     let reached = shared
         .topics
-        .publish(&publish.topic, |subscribers| {
-            let frame = publish.encode_delivery(timestamp);
+        .publish(&publish.topic, history.enabled(), |subscribers, stream| {
+            let offset = stream.take_offset();
+            let mut forms = Forms::new(publish, timestamp, offset);
+            if history.enabled() {
+                stream.append(offset, forms.get(true).clone(), now, history);
+            }
             for (_, SessionHandle(session)) in subscribers {
-                fanout.deliver(session, &frame, stamp);
+                fanout.deliver(session, forms.get(session.offsets()), stamp);
             }
             subscribers.len()
         })
         .unwrap_or(0);
     fanout.finish(1);
     reached
+}
+
+/// The encodings of one publish, each made at most once, when a subscriber
+/// (or the history) first needs it.
+struct Forms<'p> {
+    publish: &'p Publish,
+    timestamp: Timestamp,
+    offset: u64,
+    /// The 2009 form (PROTOCOL P6), byte for byte what old clients expect.
+    plain: Option<Bytes>,
+    /// The form with `"offset"` last (X1).
+    with_offset: Option<Bytes>,
+}
+
+impl<'p> Forms<'p> {
+    fn new(publish: &'p Publish, timestamp: Timestamp, offset: u64) -> Self {
+        Self {
+            publish,
+            timestamp,
+            offset,
+            plain: None,
+            with_offset: None,
+        }
+    }
+
+    /// The form for a client that did (`offsets`) or did not opt in to offsets.
+    fn get(&mut self, offsets: bool) -> &Bytes {
+        let (publish, timestamp, offset) = (self.publish, self.timestamp, self.offset);
+        if offsets {
+            self.with_offset
+                .get_or_insert_with(|| publish.encode_delivery_at(timestamp, Some(offset)))
+        } else {
+            self.plain
+                .get_or_insert_with(|| publish.encode_delivery(timestamp))
+        }
+    }
 }
 
 /// Queues one delivery for one session (the admin API's unicast). Returns

@@ -37,21 +37,52 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// During a shutdown, how long a client may make no write progress before it
 /// is aborted (the others keep being written until the shutdown timeout).
-pub const SHUTDOWN_STALL: Duration = Duration::from_secs(1);
+pub const SHUTDOWN_STALL: Duration = Duration::from_millis(500);
+
+/// How often the sweep runs while the server shuts down.
+const SHUTDOWN_TICK: Duration = Duration::from_millis(100);
 
 /// Sessions looked at per lock of the registry.
 const PAGE: usize = 1024;
+
+/// Topic shards whose histories are expired per tick: a full round takes
+/// `shards / HISTORY_SHARDS_PER_TICK` ticks, and no tick holds many locks.
+const HISTORY_SHARDS_PER_TICK: usize = 8;
 
 /// Runs the sweep until `stop` is cancelled.
 pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let mut ticker = tokio::time::interval(shared.config.sweep_interval());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_shard = 0;
     loop {
+        let tick = async {
+            if shared.draining() {
+                tokio::time::sleep(SHUTDOWN_TICK).await;
+            } else {
+                ticker.tick().await;
+            }
+        };
         tokio::select! {
-            _ = ticker.tick() => sweep(&shared),
+            () = tick => {
+                sweep(&shared);
+                next_shard = expire_history(&shared, next_shard);
+            }
             () = stop.cancelled() => return,
         }
     }
+}
+
+/// Expires old history in a few topic shards from `from` on (topics left
+/// with neither subscribers nor history go); returns where to go on next time.
+fn expire_history(shared: &Shared, from: usize) -> usize {
+    let topics = &shared.topics;
+    let now = crate::metrics::secs_now();
+    let mut i = from;
+    for _ in 0..HISTORY_SHARDS_PER_TICK.min(topics.shard_count()) {
+        topics.sweep_shard(i, |_, stream| stream.expire(now, &shared.history));
+        i = (i + 1) % topics.shard_count();
+    }
+    i
 }
 
 /// One pass over every session.

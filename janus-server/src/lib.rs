@@ -25,6 +25,7 @@ pub mod broker;
 pub mod config;
 mod connection;
 pub mod fanout;
+pub mod history;
 mod housekeeping;
 pub mod limits;
 pub mod metrics;
@@ -60,8 +61,10 @@ use stats::Stats;
 pub struct Shared {
     /// The configuration in force.
     pub config: Config,
-    /// Topic → subscribers.
-    pub topics: TopicManager<SessionHandle>,
+    /// Topic → subscribers, and each topic's stream (offsets, history).
+    pub topics: TopicManager<SessionHandle, history::Stream>,
+    /// How much history is kept, and how much is held.
+    pub history: history::HistoryLimits,
     /// Token → session.
     pub sessions: Registry,
     /// Counters.
@@ -323,6 +326,11 @@ impl Server {
             admin_addr: admin.as_ref().map(TcpListener::local_addr).transpose()?,
             accepting: AtomicBool::new(false),
             topics: TopicManager::with_max_topics(config.max_topics),
+            history: history::HistoryLimits::new(
+                config.history_size,
+                config.history_ttl,
+                config.history_bytes,
+            ),
             config,
             sessions: Registry::default(),
             stats,

@@ -997,6 +997,17 @@ mod model {
         }
     }
 
+    /// A socket taking `room` bytes, and an outbound side writing to it.
+    fn fixture(
+        room: usize,
+        frames: usize,
+        policy: SlowConsumerPolicy,
+    ) -> (Arc<FakeSocket>, Arc<Side>) {
+        let socket = FakeSocket::new(room);
+        let side = Side::new(Some(socket.clone()), budget(frames, policy), 0);
+        (socket, Arc::new(side))
+    }
+
     /// Writes while `push` (or an un-park) gave the caller the token.
     fn write_if(side: &Side, holds: bool) {
         if !holds {
@@ -1049,12 +1060,7 @@ mod model {
     #[test]
     fn publish_drain_and_kick() {
         model(|| {
-            let socket = FakeSocket::new(4);
-            let side = Arc::new(Side::new(
-                Some(socket.clone()),
-                budget(64, SlowConsumerPolicy::Disconnect),
-                0,
-            ));
+            let (socket, side) = fixture(4, 64, SlowConsumerPolicy::Disconnect);
             let publisher = {
                 let side = side.clone();
                 thread::spawn(move || {
@@ -1093,12 +1099,7 @@ mod model {
     #[test]
     fn slow_consumer_cut_while_writing() {
         model(|| {
-            let socket = FakeSocket::new(2);
-            let side = Arc::new(Side::new(
-                Some(socket.clone()),
-                budget(2, SlowConsumerPolicy::Disconnect),
-                0,
-            ));
+            let (socket, side) = fixture(2, 2, SlowConsumerPolicy::Disconnect);
             let publisher = {
                 let side = side.clone();
                 thread::spawn(move || {
@@ -1143,12 +1144,7 @@ mod model {
     #[test]
     fn drop_oldest_keeps_whole_frames_in_order() {
         model(|| {
-            let socket = FakeSocket::new(2);
-            let side = Arc::new(Side::new(
-                Some(socket.clone()),
-                budget(2, SlowConsumerPolicy::DropOldest),
-                0,
-            ));
+            let (socket, side) = fixture(2, 2, SlowConsumerPolicy::DropOldest);
             let reader = {
                 let (side, socket) = (side.clone(), socket.clone());
                 thread::spawn(move || {
@@ -1176,12 +1172,7 @@ mod model {
     #[test]
     fn shutdown_flushes_first_and_abort_stops_writing() {
         model(|| {
-            let socket = FakeSocket::new(3);
-            let side = Arc::new(Side::new(
-                Some(socket.clone()),
-                budget(64, SlowConsumerPolicy::Disconnect),
-                0,
-            ));
+            let (socket, side) = fixture(3, 64, SlowConsumerPolicy::Disconnect);
             delivery(&side, b"D1;");
             let publisher = {
                 let side = side.clone();
@@ -1200,12 +1191,7 @@ mod model {
             assert_eq!(frames, expected);
 
             // Abort while a writer may hold the token: it stops, nothing is kept.
-            let socket = FakeSocket::new(1);
-            let side = Arc::new(Side::new(
-                Some(socket.clone()),
-                budget(64, SlowConsumerPolicy::Disconnect),
-                0,
-            ));
+            let (socket, side) = fixture(1, 64, SlowConsumerPolicy::Disconnect);
             let writer = {
                 let side = side.clone();
                 thread::spawn(move || delivery(&side, b"D1;"))
@@ -1227,12 +1213,7 @@ mod model {
     #[test]
     fn detach_and_attach_while_writing() {
         model(|| {
-            let old = FakeSocket::new(4);
-            let side = Arc::new(Side::new(
-                Some(old.clone()),
-                budget(64, SlowConsumerPolicy::Disconnect),
-                0,
-            ));
+            let (old, side) = fixture(4, 64, SlowConsumerPolicy::Disconnect);
             let publisher = {
                 let side = side.clone();
                 thread::spawn(move || {

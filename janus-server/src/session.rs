@@ -203,7 +203,7 @@ impl Session {
     }
 
     /// Removes the session from every topic it is subscribed to.
-    pub fn unsubscribe_all(&self, topics: &TopicManager<SessionHandle>) {
+    pub fn unsubscribe_all(&self, topics: &TopicManager<SessionHandle, crate::history::Stream>) {
         let taken = self.subscriptions().take();
         for topic in taken {
             topics.unsubscribe(&topic, self.id);
@@ -355,6 +355,11 @@ impl Registry {
         }
         map.insert(session.token, session);
         true
+    }
+
+    /// Registers a session in place of whatever had its token; returns that.
+    pub fn replace(&self, session: Arc<Session>) -> Option<Arc<Session>> {
+        self.lock().insert(session.token, session)
     }
 
     /// Unregisters `session` (if the token still names it).

@@ -1,7 +1,9 @@
 //! `janus-bot` end to end: real runs against in-process servers, with local
-//! worker processes and with agent processes, and every way a run can fail
-//! (refused connections, malformed frames, a server or an agent that dies,
-//! an agent that never answers).
+//! worker processes and with agent processes, every run mode (many topics,
+//! never-reading clients, churn, soak), the publish forms, and every way a
+//! run can fail with its exit status (0 ok, 1 failed, 2 usage, 3
+//! unreachable): refused connections, malformed frames, a server or an
+//! agent that dies, an agent that never answers.
 //!
 //! Sizes are small (tens to a few hundred clients) so each test takes
 //! seconds; every wait has a deadline.
@@ -338,7 +340,8 @@ async fn an_agent_that_dies_fails_the_run() {
     run.wait_for("barrier:").await;
     agent.kill();
     let done = run.finish().await;
-    assert_eq!(done.code, Some(2), "{done:?}");
+    // The run was made and failed: 1.
+    assert_eq!(done.code, Some(1), "{done:?}");
     assert!(
         done.stderr.contains(&format!("agent {}", agent.addr)),
         "{done:?}"
@@ -371,7 +374,8 @@ async fn an_agent_that_never_answers_fails_the_run() {
     ])
     .await;
     holder.abort();
-    assert_eq!(done.code, Some(2), "{done:?}");
+    // It accepted the connection, so it was reached: the run failed (1).
+    assert_eq!(done.code, Some(1), "{done:?}");
     assert!(
         done.stderr.contains("did not answer a clock ping"),
         "{done:?}"
@@ -379,7 +383,27 @@ async fn an_agent_that_never_answers_fails_the_run() {
 }
 
 #[tokio::test]
-async fn a_refusing_target_exits_2_and_says_why() {
+async fn an_unreachable_agent_exits_3() {
+    let done = run_bot(&[
+        "run",
+        "--target",
+        "127.0.0.1:9",
+        "--agents",
+        &dead_port().to_string(),
+        "--clients",
+        "10",
+        "--timeout",
+        "2s",
+        "--progress",
+        "none",
+    ])
+    .await;
+    assert_eq!(done.code, Some(3), "{done:?}");
+    assert!(done.stderr.contains("connecting to agent"), "{done:?}");
+}
+
+#[tokio::test]
+async fn a_refusing_target_exits_3_and_says_why() {
     let addr = dead_port().to_string();
     let done = run_bot(&[
         "run",
@@ -391,7 +415,7 @@ async fn a_refusing_target_exits_2_and_says_why() {
         "none",
     ])
     .await;
-    assert_eq!(done.code, Some(2), "{done:?}");
+    assert_eq!(done.code, Some(3), "{done:?}");
     assert!(done.stderr.contains(&addr), "{done:?}");
     assert!(done.stderr.contains("Connection refused"), "{done:?}");
     assert!(done.stderr.contains("20 clients"), "{done:?}");
@@ -421,7 +445,8 @@ async fn a_malformed_server_frame_is_reported() {
     ])
     .await;
     server.abort();
-    assert_eq!(done.code, Some(2), "{done:?}");
+    // It connected, and the server misbehaved: the run failed (1).
+    assert_eq!(done.code, Some(1), "{done:?}");
     assert!(done.stderr.contains("malformed server frame"), "{done:?}");
 }
 
@@ -457,14 +482,14 @@ async fn publish_reaches_a_subscriber() {
     let server = TestServer::start().await;
     let mut sub = Client::connect(server.addr()).await;
     sub.subscribe("news").await;
+    let target = server.addr().to_string();
+    // TOPIC DATA, like `janus-admin publish`: JSON when it parses…
     let done = run_bot(&[
         "publish",
-        "--target",
-        &server.addr().to_string(),
-        "--topic",
         "news",
-        "--data",
         "{\"k\":[1,2]}",
+        "--target",
+        &target,
         "--event",
         "e",
         "--message-id",
@@ -481,36 +506,266 @@ async fn publish_reaches_a_subscriber() {
         }
         other => panic!("expected a delivery, got {other:?}"),
     }
-    // Bad JSON never reaches the server.
-    let bad = run_bot(&[
-        "publish",
-        "--target",
-        &server.addr().to_string(),
-        "--topic",
-        "news",
-        "--data",
-        "{nope",
-    ])
-    .await;
+    // … otherwise a string, and always a string with --string.
+    for (args, data) in [
+        (&["news", "{nope"][..], "\"{nope\""),
+        (&["news", "42", "--string"][..], "\"42\""),
+    ] {
+        let mut all = vec![
+            "publish",
+            "--target",
+            &target,
+            "--publish-mode",
+            "persistent",
+        ];
+        all.extend_from_slice(args);
+        let done = run_bot(&all).await;
+        assert_eq!(done.code, Some(0), "{done:?}");
+        match sub.recv().await {
+            ServerMessage::Delivery(d) => assert_eq!(d.data, data),
+            other => panic!("expected a delivery, got {other:?}"),
+        }
+    }
+    // A topic the protocol refuses is a usage error (2) and never sent.
+    let bad = run_bot(&["publish", "--target", &target, "", "1"]).await;
     assert_eq!(bad.code, Some(2), "{bad:?}");
     assert!(bad.stderr.contains("bad message"), "{bad:?}");
 }
 
+/// What the 2009 form puts on the wire, seen by a listener that records
+/// every byte and never writes first.
 #[tokio::test]
-async fn publish_to_nothing_fails_plainly() {
-    let addr = dead_port().to_string();
+async fn publish_in_the_2009_form_writes_no_nul_and_closes_at_once() {
+    use tokio::io::AsyncReadExt;
+    let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = fake.local_addr().unwrap();
+    let recorder = tokio::spawn(async move {
+        let (mut s, _) = fake.accept().await.unwrap();
+        // A hello the bot must not wait for.
+        let _ = s
+            .write_all(b"{\"timestamp\":[1,2,3],\"token\":\"ab\"}\x01")
+            .await;
+        let mut got = Vec::new();
+        // End of stream or a reset: either way the publisher is gone.
+        let _ = s.read_to_end(&mut got).await;
+        got
+    });
     let done = run_bot(&[
         "publish",
+        "news",
+        "{\"a\":1}",
         "--target",
-        &addr,
-        "--topic",
-        "t",
-        "--data",
+        &addr.to_string(),
+        "--publish-form",
+        "2009",
+        "--message-id",
         "1",
-        "--timeout",
-        "2s",
     ])
     .await;
-    assert_eq!(done.code, Some(2), "{done:?}");
+    assert_eq!(done.code, Some(0), "{done:?}");
+    let got = tokio::time::timeout(TIMEOUT, recorder)
+        .await
+        .expect("the bot closed its connection")
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "<regular-socket/>\0PUBLISH\0{\"topic\":\"news\",\"event\":\"\",\"message_id\":\"1\",\"data\":{\"a\":1}}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_topics_count_each_subscription() {
+    let server = TestServer::start().await;
+    let json = temp("topics.json");
+    let done = run_bot(&[
+        "run",
+        "--target",
+        &server.addr().to_string(),
+        "--clients",
+        "60",
+        "--topics",
+        "6",
+        "--subscriptions",
+        "2",
+        "--messages",
+        "12",
+        "--rate",
+        "100",
+        "--json",
+        json.to_str().unwrap(),
+        "--progress",
+        "none",
+    ])
+    .await;
+    assert_eq!(done.code, Some(0), "{done:?}");
+    let v = read_json(&json);
+    // 12 messages over 6 topics: 2 each; every client takes 2 topics.
+    assert_eq!(v["deliveries_expected"], 60 * 2 * 2);
+    assert_eq!(v["deliveries_received"], 240);
+    assert_eq!(v["clients_good"], 60);
+    assert_eq!(v["topics"], 6);
+    let stats = &server.shared().stats;
+    wait_until("server counted every delivery", || {
+        stats.deliveries_sent.load(Ordering::Relaxed) == 240
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_reading_clients_are_read_at_the_end() {
+    let server = TestServer::start().await;
+    let json = temp("never.json");
+    let done = run_bot(&[
+        "run",
+        "--target",
+        &server.addr().to_string(),
+        "--clients",
+        "20",
+        "--never-read-percent",
+        "25",
+        "--messages",
+        "30",
+        "--rate",
+        "200",
+        "--json",
+        json.to_str().unwrap(),
+        "--progress",
+        "none",
+    ])
+    .await;
+    assert_eq!(done.code, Some(0), "{done:?}");
+    let v = read_json(&json);
+    // The 15 readers are the measurement; the 5 others are read at the end
+    // and, with so little data, got everything without being cut.
+    assert_eq!(v["deliveries_expected"], 15 * 30);
+    assert_eq!(v["deliveries_received"], 15 * 30);
+    let n = &v["never_read"];
+    assert_eq!(n["clients"], 5, "{n}");
+    assert_eq!(n["complete"], 5, "{n}");
+    assert_eq!(n["cut"], 0, "{n}");
+    assert!(
+        done.stdout.contains("never-reading clients: 5 subscribed"),
+        "{done:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_cycles_clients_and_watches_memory() {
+    // No resumable sessions and no history: when the bot is gone, nothing of
+    // it may stay.
+    let server = TestServer::start_with(janus_server::Config {
+        session_ttl: std::time::Duration::ZERO,
+        history_size: 0,
+        ..janus_tests::test_config()
+    })
+    .await;
+    let json = temp("churn.json");
+    // The server runs in this test process: its memory is ours.
+    let pid = std::process::id().to_string();
+    let done = run_bot(&[
+        "churn",
+        "--target",
+        &server.addr().to_string(),
+        "--clients",
+        "30",
+        "--topics",
+        "3",
+        "--churners",
+        "10",
+        "--warmup",
+        "1s",
+        "--duration",
+        "2s",
+        "--rate",
+        "20",
+        "--settle",
+        "1s",
+        "--server-pid",
+        &pid,
+        "--json",
+        json.to_str().unwrap(),
+        "--progress",
+        "none",
+    ])
+    .await;
+    assert_eq!(done.code, Some(0), "{done:?}");
+    let v = read_json(&json);
+    assert_eq!(v["messages"], 40, "2 s at 20/s");
+    assert_eq!(v["deliveries_received"], v["deliveries_expected"]);
+    let churn = &v["activity"]["churner"];
+    assert_eq!(churn["clients"], 10, "{churn}");
+    assert!(churn["cycles"].as_u64().unwrap() >= 10, "{churn}");
+    assert_eq!(churn["failures"], 0, "{churn}");
+    let rss = &v["server_rss"];
+    assert!(rss["reference_mib"].as_f64().unwrap() > 0.0, "{rss}");
+    assert!(rss["end_mib"].as_f64().unwrap() > 0.0, "{rss}");
+    // The bot has exited: the server forgets every client and topic.
+    let shared = server.shared();
+    wait_until("every client and topic forgotten", || {
+        shared.stats.connections.load(Ordering::Relaxed) == 0 && shared.topics.topic_count() == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_soak_runs_every_hostile_kind() {
+    let server = TestServer::start().await;
+    let json = temp("soak.json");
+    let done = run_bot(&[
+        "soak",
+        "--target",
+        &server.addr().to_string(),
+        "--clients",
+        "5",
+        "--churners",
+        "5",
+        "--stuck",
+        "3",
+        "--flooders",
+        "2",
+        "--tricklers",
+        "3",
+        "--oversized",
+        "2",
+        "--warmup",
+        "0s",
+        "--duration",
+        "3s",
+        "--rate",
+        "10",
+        "--hostile-hold",
+        "1s",
+        "--trickle-interval",
+        "200ms",
+        "--json",
+        json.to_str().unwrap(),
+        "--progress",
+        "none",
+    ])
+    .await;
+    assert_eq!(done.code, Some(0), "canaries got everything: {done:?}");
+    let v = read_json(&json);
+    let a = &v["activity"];
+    for role in ["churner", "stuck", "flooder", "trickler", "oversized"] {
+        assert!(a[role]["connections"].as_u64().unwrap() >= 1, "{role}: {a}");
+    }
+    assert!(a["flooder"]["bytes_sent"].as_u64().unwrap() > 0, "{a}");
+    assert!(a["trickler"]["bytes_sent"].as_u64().unwrap() > 0, "{a}");
+    // The server answers a frame past its limit with frame_too_large.
+    assert!(
+        a["oversized"]["error_frames"]["frame_too_large"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{a}"
+    );
+    assert!(done.stdout.contains("background trickler"), "{done:?}");
+}
+
+#[tokio::test]
+async fn publish_to_nothing_exits_3() {
+    let addr = dead_port().to_string();
+    let done = run_bot(&["publish", "t", "1", "--target", &addr, "--timeout", "2s"]).await;
+    assert_eq!(done.code, Some(3), "{done:?}");
     assert!(done.stderr.contains("Connection refused"), "{done:?}");
 }

@@ -174,7 +174,8 @@ async fn a_subscriber_that_never_reads_is_released_at_the_write_deadline() {
         }
         if session_ttl.is_zero() {
             wait_until("the stuck subscriber to be dropped and forgotten", || {
-                shared.sessions.get(&token).is_none() && shared.topics.topic("t").is_none()
+                shared.sessions.get(&token).is_none()
+                    && shared.topics.topic("t").is_none_or(|t| t.subscribers == 0)
             })
             .await;
         } else {
@@ -220,7 +221,7 @@ async fn a_kick_takes_effect_at_once_and_kicked_comes_before_the_backlog() {
     );
     assert!(shared.close_session(&session, &CloseReason::Kicked("bye".into())));
     // At once: out of the topic, its queue freed, closing.
-    assert!(shared.topics.topic("t").is_none());
+    assert!(shared.topics.topic("t").is_none_or(|t| t.subscribers == 0));
     let status = session.outbound.status();
     assert!(status.frames <= 2, "{status:?}");
     assert_eq!(status.end, janus_server::outbound::End::Closing);
@@ -538,5 +539,49 @@ async fn a_client_that_floods_requests_and_never_reads_is_bounded() {
     assert!(
         grown < 64 * 1024,
         "server RSS grew by {grown} KiB for one flooding client"
+    );
+}
+
+/// SIGTERM with a subscriber that never reads: the server binary exits in
+/// about a second (the stall limit), not after the shutdown timeout; a
+/// reading subscriber gets `server_shutdown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_is_not_held_up_by_a_client_that_never_reads() {
+    let mut server = ServerProcess::spawn(&["--shutdown-timeout", "30s"]);
+    let addr = server.addr();
+    let mut stuck = Client::connect_with_rcvbuf(addr, 4096).await;
+    stuck.subscribe("t").await;
+    let mut good = Client::connect(addr).await;
+    good.subscribe("other").await;
+    let data = format!("\"{}\"", "s".repeat(4000));
+    let mut p = Client::connect(addr).await;
+    // 8 MB for the stuck client: its socket is full and its queue is not empty.
+    for id in 0..2000 {
+        publish_acked(&mut p, "t", id, &data).await;
+    }
+    let started = std::time::Instant::now();
+    let pid = server.pid().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    good.expect_error("server_shutdown").await;
+    good.expect_closed().await;
+    let mut status = None;
+    wait_until("the server to exit", || {
+        status = server.child().try_wait().expect("wait");
+        status.is_some()
+    })
+    .await;
+    let took = started.elapsed();
+    eprintln!("SIGTERM to exit: {took:?}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit status {status:?}"
+    );
+    assert!(
+        took < Duration::from_secs(8),
+        "SIGTERM took {took:?} with a client that never reads"
     );
 }

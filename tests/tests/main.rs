@@ -8,4 +8,5 @@ mod delivery;
 mod example;
 mod hostile;
 mod protocol;
+mod resume;
 mod server;

@@ -1,12 +1,15 @@
 //! `cargo xtask ci`: the checks every change must pass, in the order that
 //! fails fastest (formatting takes a second, the load test minutes).
+//!
+//! Each step's output is kept, not shown: the terminal gets one line per
+//! step with what it found and how long it took, and only a failing step's
+//! full output (then `ci` stops). A passing run prints a dozen lines.
 
-use std::process::Command;
-use std::time::Instant;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::loadtest::{self, LoadtestArgs};
 use crate::{cargo, project_root};
 
 /// Options of `cargo xtask ci`.
@@ -16,17 +19,41 @@ pub struct CiArgs {
     /// always runs it).
     #[arg(long)]
     pub skip_loadtest: bool,
+    /// Show every step's full output as it runs, as the tools print it.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+/// One step: a name and the command that runs it.
+struct Step {
+    name: &'static str,
+    program: std::ffi::OsString,
+    args: Vec<String>,
+}
+
+impl Step {
+    fn cargo(name: &'static str, args: &[&str]) -> Step {
+        Step {
+            name,
+            program: cargo(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+        }
+    }
+
+    fn command_line(&self) -> String {
+        format!("{} {}", self.program.to_string_lossy(), self.args.join(" "))
+    }
 }
 
 /// Runs fmt, clippy, tests and the quick load test, stopping at the first failure.
 ///
 /// # Errors
-/// The first step that failed, by name.
+/// The first step that failed, by name (its output is printed first).
 pub fn run(args: &CiArgs) -> Result<()> {
     let started = Instant::now();
-    let steps: [(&str, &[&str]); 3] = [
-        ("format check", &["fmt", "--all", "--", "--check"]),
-        (
+    let mut steps = vec![
+        Step::cargo("format", &["fmt", "--all", "--", "--check"]),
+        Step::cargo(
             "clippy",
             &[
                 "clippy",
@@ -37,36 +64,156 @@ pub fn run(args: &CiArgs) -> Result<()> {
                 "warnings",
             ],
         ),
-        ("tests (with tidy)", &["test", "--workspace"]),
+        Step::cargo("tests", &["test", "--workspace"]),
+        // The loom model check of the write-token protocol
+        // (janus-server/src/outbound.rs): every interleaving of publish,
+        // partial write, park, kick, slow-consumer cut, shutdown and resume.
+        Step::cargo(
+            "model check",
+            &[
+                "test",
+                "-p",
+                "janus-server",
+                "--features",
+                "model-check",
+                "--lib",
+                "outbound::model",
+            ],
+        ),
     ];
-    let mut timings = Vec::new();
-    for (name, cargo_args) in steps {
+    if !args.skip_loadtest {
+        let exe = std::env::current_exe().context("finding the xtask executable")?;
+        steps.push(Step {
+            name: "loadtest --quick",
+            program: exe.into_os_string(),
+            args: vec!["loadtest".into(), "--quick".into()],
+        });
+    }
+    println!("xtask ci: {} steps", steps.len());
+    for step in &steps {
         let t = Instant::now();
-        println!("\n== xtask ci: {name}: cargo {}", cargo_args.join(" "));
-        let status = Command::new(cargo())
-            .args(cargo_args)
-            .current_dir(project_root())
-            .status()
-            .with_context(|| format!("cannot run cargo for {name}"))?;
-        if !status.success() {
+        let (ok, summary, output) = run_step(step, args.verbose)?;
+        let took = t.elapsed();
+        let mark = if ok { "ok  " } else { "FAIL" };
+        let line = format!(
+            "  [{mark}] {:<17} {:>7}  {summary}",
+            step.name,
+            seconds(took)
+        );
+        println!("{}", line.trim_end());
+        if !ok {
+            if !args.verbose {
+                println!("\n----- output of `{}` -----", step.command_line());
+                print!("{output}");
+                println!("----- end of output -----\n");
+            }
             bail!(
-                "ci step '{name}' failed ({status}): run `cargo {}` to see why",
-                cargo_args.join(" ")
+                "ci step '{}' failed after {}: `{}`",
+                step.name,
+                seconds(took),
+                step.command_line()
             );
         }
-        timings.push((name, t.elapsed()));
     }
     if args.skip_loadtest {
-        println!("\n== xtask ci: quick load test SKIPPED (--skip-loadtest)");
-    } else {
-        let t = Instant::now();
-        println!("\n== xtask ci: load test: cargo xtask loadtest --quick");
-        loadtest::run(&LoadtestArgs::quick()).context("ci step 'loadtest --quick' failed")?;
-        timings.push(("loadtest --quick", t.elapsed()));
+        println!("  [SKIP] loadtest --quick (--skip-loadtest; CI always runs it)");
     }
-    println!("\n== xtask ci: all green in {:.0?}", started.elapsed());
-    for (name, took) in timings {
-        println!("   {name:<20} {:>8.1?}", took);
-    }
+    println!("xtask ci: all green in {}", seconds(started.elapsed()));
     Ok(())
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+/// Runs one step, its output kept (or shown, with `verbose`); returns
+/// whether it passed, a one-line summary, and the output.
+fn run_step(step: &Step, verbose: bool) -> Result<(bool, String, String)> {
+    let mut command = Command::new(&step.program);
+    command
+        .args(&step.args)
+        .current_dir(project_root())
+        .stdin(Stdio::null());
+    if verbose {
+        let status = command
+            .status()
+            .with_context(|| format!("cannot run `{}`", step.command_line()))?;
+        return Ok((status.success(), String::new(), String::new()));
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command
+        .output()
+        .with_context(|| format!("cannot run `{}`", step.command_line()))?;
+    let mut output = String::from_utf8_lossy(&stdout).into_owned();
+    output.push_str(&String::from_utf8_lossy(&stderr));
+    Ok((status.success(), summarize(step.name, &output), output))
+}
+
+/// The line worth keeping from a step's output.
+fn summarize(step: &str, output: &str) -> String {
+    match step {
+        "tests" => {
+            let (mut passed, mut failed, mut binaries) = (0u64, 0u64, 0u64);
+            for line in output.lines().filter(|l| l.starts_with("test result:")) {
+                binaries += 1;
+                passed += count_before(line, " passed");
+                failed += count_before(line, " failed");
+            }
+            format!("{passed} passed, {failed} failed ({binaries} test binaries)")
+        }
+        "loadtest --quick" => output
+            .lines()
+            .filter(|l| l.starts_with("== loadtest: PASS") || l.starts_with("== loadtest: NO"))
+            .map(|l| l.trim_start_matches("== loadtest: ").to_owned())
+            .chain(
+                output
+                    .lines()
+                    .filter_map(|l| l.trim().strip_suffix("report.html"))
+                    .map(|dir| format!("report: {dir}report.html")),
+            )
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => output
+            .lines()
+            .rev()
+            .find(|l| l.trim_start().starts_with("Finished"))
+            .map_or_else(String::new, |l| l.trim().to_owned()),
+    }
+}
+
+/// The number just before `word` in `line` (`3 passed` → 3), or 0.
+fn count_before(line: &str, word: &str) -> u64 {
+    line.split(';')
+        .find_map(|part| part.trim().strip_suffix(word.trim()))
+        .and_then(|n| n.trim().rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_counts_are_summed() {
+        let out = "running 3 tests\n\
+                   test result: ok. 31 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.06s\n\
+                   test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out\n";
+        assert_eq!(
+            summarize("tests", out),
+            "33 passed, 1 failed (2 test binaries)"
+        );
+        assert_eq!(
+            summarize("clippy", "  Checking x\n    Finished `dev` profile in 3s\n"),
+            "Finished `dev` profile in 3s"
+        );
+        let lt = "== loadtest: reports: /t/loadtest/report.json\n                      /t/loadtest/report.html\n== loadtest: PASS (5 scenarios in 80 s)\n";
+        assert_eq!(
+            summarize("loadtest --quick", lt),
+            "PASS (5 scenarios in 80 s); report: /t/loadtest/report.html"
+        );
+    }
 }

@@ -101,16 +101,19 @@ impl Default for BaselineConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
-    /// One message to every subscriber of one topic (`janus-bot`).
+    /// One message to every subscriber of one topic.
     Fanout,
-    /// A steady train of messages to every subscriber of one topic (`janus-bot`).
+    /// A steady train of messages to every subscriber of one topic.
     Train,
-    /// Many topics with a few subscribers each (xtask driver).
+    /// Many topics with a few subscribers each.
     Topics,
-    /// Clients connecting, subscribing and leaving while messages flow (xtask driver).
+    /// Clients connecting, subscribing and leaving while messages flow.
     Churn,
-    /// Some subscribers never read (xtask driver).
+    /// Some subscribers never read.
     Slow,
+    /// A long run with churn and hostile clients, canary subscribers and a
+    /// memory check (never in `--quick`).
+    Soak,
 }
 
 impl Kind {
@@ -122,6 +125,7 @@ impl Kind {
             "topics" => Kind::Topics,
             "churn" => Kind::Churn,
             "slow" => Kind::Slow,
+            "soak" => Kind::Soak,
             _ => return None,
         })
     }
@@ -140,6 +144,7 @@ impl Kind {
             ],
             Kind::Churn => &["clients", "topics", "churners", "duration_s", "rate"],
             Kind::Slow => &["clients", "slow_percent", "messages", "rate", "payload"],
+            Kind::Soak => &["clients", "duration_s", "rate"],
         }
     }
 }
@@ -152,6 +157,7 @@ impl fmt::Display for Kind {
             Kind::Topics => "topics",
             Kind::Churn => "churn",
             Kind::Slow => "slow",
+            Kind::Soak => "soak",
         };
         f.write_str(name)
     }
@@ -174,8 +180,10 @@ pub struct Scenario {
     pub server_args: Vec<String>,
     /// The size of a normal run.
     pub full: Size,
-    /// The size of a `--quick` (CI) run.
-    pub quick: Size,
+    /// The size of a `--quick` (CI) run; without one, `--quick` skips the
+    /// scenario.
+    #[serde(default)]
+    pub quick: Option<Size>,
 }
 
 impl Scenario {
@@ -186,13 +194,18 @@ impl Scenario {
             .unwrap_or(Kind::Fanout)
     }
 
-    /// The size to run.
-    pub fn size(&self, quick: bool) -> &Size {
+    /// The size to run (`None`: a scenario `--quick` skips).
+    pub fn size(&self, quick: bool) -> Option<&Size> {
         if quick {
-            &self.quick
+            self.quick.as_ref()
         } else {
-            &self.full
+            Some(&self.full)
         }
+    }
+
+    /// The sizes the file gives, with their names.
+    fn sizes(&self) -> impl Iterator<Item = (&'static str, &Size)> {
+        std::iter::once(("full", &self.full)).chain(self.quick.iter().map(|q| ("quick", q)))
     }
 }
 
@@ -233,6 +246,21 @@ pub struct Size {
     /// How long a churning client stays subscribed, ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hold_ms: Option<u64>,
+    /// Soak: stuck readers (subscribe, never read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stuck: Option<usize>,
+    /// Soak: request flooders.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flooders: Option<usize>,
+    /// Soak: tricklers (a byte every few seconds, never a whole frame).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tricklers: Option<usize>,
+    /// Soak: senders of frames over the server's limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oversized: Option<usize>,
+    /// Soak: how long a hostile client keeps at it before it starts again, s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostile_hold_s: Option<f64>,
     /// `janus-bot --workers`: bot processes sharing the clients.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
@@ -268,16 +296,6 @@ impl Size {
     /// Messages published, defaulting to one.
     pub fn messages(&self) -> u64 {
         self.messages.unwrap_or(1)
-    }
-
-    /// Publish rate, defaulting to 100/s.
-    pub fn rate(&self) -> f64 {
-        self.rate.unwrap_or(100.0)
-    }
-
-    /// Payload bytes, defaulting to 64.
-    pub fn payload(&self) -> usize {
-        self.payload.unwrap_or(64)
     }
 
     /// Drain time after the last publish, defaulting to 10 s.
@@ -348,10 +366,18 @@ impl Scenario {
     fn check(&self) -> Result<()> {
         ensure!(
             self.kind.is_some() || Kind::from_name(&self.name).is_some(),
-            "say which kind it is (kind = \"fanout\" | \"train\" | \"topics\" | \"churn\" | \"slow\")"
+            "say which kind it is (kind = \"fanout\" | \"train\" | \"topics\" | \"churn\" | \"slow\" | \"soak\")"
         );
         ensure!(self.timeout_s > 0.0, "timeout_s must be positive");
-        for (label, size) in [("full", &self.full), ("quick", &self.quick)] {
+        ensure!(
+            self.kind() != Kind::Soak || self.quick.is_none(),
+            "a soak has no [quick] size: it is never part of --quick"
+        );
+        ensure!(
+            self.kind() == Kind::Soak || self.quick.is_some(),
+            "[quick] size missing: CI runs every scenario but the soak"
+        );
+        for (label, size) in self.sizes() {
             for needed in self.kind().required() {
                 ensure!(
                     size.has(needed),
@@ -418,7 +444,7 @@ mod tests {
     fn minimal_file_parses_with_defaults() {
         let c = LoadtestConfig::parse(MINIMAL).unwrap();
         assert_eq!(c.scenarios[0].kind(), Kind::Fanout);
-        assert_eq!(c.scenarios[0].size(true).clients, 10);
+        assert_eq!(c.scenarios[0].size(true).map(|s| s.clients), Some(10));
         assert_eq!(c.baseline.tolerance, 0.5);
         assert_eq!(c.server.startup_timeout_s, 20.0);
     }
@@ -470,11 +496,19 @@ mod tests {
         let path = crate::project_root().join("xtask/loadtest.toml");
         let c = LoadtestConfig::load(&path).unwrap();
         let names: Vec<&str> = c.scenarios.iter().map(|s| s.name.as_str()).collect();
-        for expected in ["fanout", "train", "topics", "churn", "slow"] {
+        for expected in ["fanout", "train", "topics", "churn", "slow", "soak"] {
             assert!(names.contains(&expected), "missing {expected}");
         }
         for s in &c.scenarios {
-            assert!(s.quick.clients <= s.full.clients, "{}", s.name);
+            if let Some(q) = &s.quick {
+                assert!(q.clients <= s.full.clients, "{}", s.name);
+            }
         }
+        let soak = c.scenarios.iter().find(|s| s.name == "soak").unwrap();
+        assert!(soak.quick.is_none(), "the soak is not part of --quick");
+        assert!(
+            soak.full.duration_s.unwrap() >= 600.0,
+            "a soak lasts 10 minutes"
+        );
     }
 }

@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+pub use janus_histo::format_number;
+
 /// Which way a figure improves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Better {
@@ -157,6 +159,22 @@ pub const FIGURES: &[FigureDef] = &[
         0.0,
     ),
     def(
+        "server_reference_rss_mib",
+        "server RSS with every subscriber, after the warm-up",
+        "MiB",
+        Better::Lower,
+        false,
+        16.0,
+    ),
+    def(
+        "rss_growth_percent",
+        "server RSS after the soak above its reference",
+        "%",
+        Better::Lower,
+        false,
+        0.0,
+    ),
+    def(
         "slow_clients",
         "never-reading subscribers",
         "",
@@ -233,35 +251,6 @@ pub fn format_value(key: &str, value: f64) -> String {
     }
 }
 
-/// A number with thousands separators and a precision that suits its size.
-pub fn format_number(value: f64) -> String {
-    if !value.is_finite() {
-        return value.to_string();
-    }
-    let abs = value.abs();
-    if abs >= 100.0 || value.fract() == 0.0 {
-        let rounded = value.round();
-        let digits = format!("{}", rounded.abs() as u64);
-        let mut out = String::new();
-        for (i, c) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i) % 3 == 0 {
-                out.push(',');
-            }
-            out.push(c);
-        }
-        if rounded < 0.0 {
-            out.insert(0, '-');
-        }
-        out
-    } else if abs >= 10.0 {
-        format!("{value:.1}")
-    } else if abs >= 1.0 {
-        format!("{value:.2}")
-    } else {
-        format!("{value:.3}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,12 +264,6 @@ mod tests {
 
     #[test]
     fn numbers_read_well() {
-        assert_eq!(format_number(1234567.4), "1,234,567");
-        assert_eq!(format_number(-1500.0), "-1,500");
-        assert_eq!(format_number(0.0), "0");
-        assert_eq!(format_number(12.34), "12.3");
-        assert_eq!(format_number(1.234), "1.23");
-        assert_eq!(format_number(0.1234), "0.123");
         assert_eq!(format_value("max_ms", 812.0), "812 ms");
         assert_eq!(format_value("deliveries_per_s", 412345.0), "412,345/s");
         assert_eq!(format_value("lost", 3.0), "3");

@@ -2,30 +2,16 @@
 //! SVG, no scripts, nothing fetched) that someone can open and understand
 //! without reading code: the verdict first, then one section per scenario
 //! saying what it does, what was measured against which budget, and the
-//! latency plot with the budget drawn on it.
+//! latency plot with the budget on it. Plots, number formatting and
+//! escaping come from `janus-histo`, which draws the bot's plots too.
 
 use std::fmt::Write as _;
 
-use janus_histo::Report as HistoReport;
+use janus_histo::{escape, format_number, Axis, Line, Report as HistoReport, TimeChart};
 
-use crate::figures::{self, format_number, format_value};
+use crate::figures::{self, format_value};
 use crate::report::{Report, ScenarioReport, Status};
-
-/// Escapes text for HTML element content and attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use crate::server::TimedSample;
 
 const CSS: &str = "
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,Arial,sans-serif;margin:2em auto;max-width:1060px;color:#222;line-height:1.45;padding:0 1em}
@@ -35,7 +21,8 @@ th{background:#f5f5f5}td.num{text-align:right;font-variant-numeric:tabular-nums;
 .pass{color:#fff;background:#2a9d3a;padding:.05em .5em;border-radius:3px;font-weight:bold}
 .fail{color:#fff;background:#d62728;padding:.05em .5em;border-radius:3px;font-weight:bold}
 .skip{color:#222;background:#f2c94c;padding:.05em .5em;border-radius:3px;font-weight:bold}
-code{background:#f5f5f5;padding:.1em .3em;border-radius:3px;font-size:90%;word-break:break-all}
+code{background:#f5f5f5;padding:.1em .3em;border-radius:3px;font-size:90%}
+pre.cmd{background:#f5f5f5;padding:.5em .8em;border-radius:4px;font-size:85%;white-space:pre-wrap;overflow-x:auto;margin:.3em 0}
 .box{background:#fafafa;border:1px solid #e5e5e5;padding:.6em 1em;border-radius:4px}
 .failures{background:#fdecea;border:1px solid #d62728;padding:.6em 1em;border-radius:4px}
 .plot svg{max-width:100%;height:auto;border:1px solid #eee}
@@ -85,7 +72,7 @@ pub fn render(report: &Report) -> String {
          it measured with the budgets checked in to <code>xtask/loadtest.toml</code>. A scenario \
          fails when any figure misses its budget; the run fails when any scenario fails. \
          <b>Latency</b> is the time from a publisher writing a message to a subscriber \
-         reading it, measured on one clock. <b>Lost</b> counts deliveries a subscriber should \
+         reading it, measured by <code>janus-bot</code> on one monotonic clock. <b>Lost</b> counts deliveries a subscriber should \
          have had and never got. Server <b>CPU</b> is user+system time from \
          <code>/proc/PID/stat</code>; <b>peak RSS</b> is <code>VmHWM</code>. The bots and the \
          server share this machine's cores, so figures include the load generator's cost.</p>\
@@ -185,14 +172,93 @@ fn baseline(h: &mut String, b: &crate::baseline::Comparison) {
 }
 
 /// The budget drawn on the latency plot: the max-latency budget, else p99
-/// (the plot adds the value to the label).
-fn plot_budget(s: &ScenarioReport) -> Option<(f64, &'static str)> {
-    for (key, label) in [("max_ms", "max latency budget"), ("p99_ms", "p99 budget")] {
+/// (the plot adds the value to the label), with the percentile it limits.
+fn plot_budget(s: &ScenarioReport) -> Option<(f64, &'static str, Option<f64>)> {
+    for (key, label, percentile) in [
+        ("max_ms", "max latency budget", None),
+        ("p99_ms", "p99 budget", Some(99.0)),
+    ] {
         if let Some(c) = s.checks.iter().find(|c| c.figure == key) {
-            return Some((c.limit, label));
+            return Some((c.limit, label, percentile));
         }
     }
     None
+}
+
+/// What the latency plot shows, saying only what it really draws.
+fn plot_caption(plot: &HistoReport) -> String {
+    let mut text = "Latency by percentile: read across to see what share of deliveries \
+                    arrived within a time; the right end is the slowest delivery."
+        .to_owned();
+    match janus_histo::budget_on_scale(plot) {
+        Some(true) => text.push_str(" The dashed red line is the budget."),
+        Some(false) => text.push_str(
+            " The budget is far above every delivery, so it is not drawn: the plot says its \
+             value in its top left corner.",
+        ),
+        None => {}
+    }
+    if plot.spans.as_ref().is_some_and(|s| s.len() > 1) {
+        text.push_str(
+            " The lower panel shows each message's fan-out span (first to last delivery) \
+             over the run.",
+        );
+    }
+    text
+}
+
+/// A command line with one flag (and its value) per line, continued with
+/// backslashes as a shell would take it, so that it wraps between flags
+/// and never inside a word.
+fn command_lines(command: &str) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    for word in command.split_whitespace() {
+        match lines.last_mut() {
+            Some(line) if !word.starts_with("--") => {
+                line.push(' ');
+                line.push_str(word);
+            }
+            _ => lines.push(word.to_owned()),
+        }
+    }
+    lines.join(" \\\n    ")
+}
+
+/// CPU use between consecutive samples, in percent of one core.
+fn cpu_percent(samples: &[TimedSample]) -> Vec<(f64, f64)> {
+    samples
+        .windows(2)
+        .filter_map(|w| {
+            let dt = w[1].t_s - w[0].t_s;
+            (dt > 0.0).then(|| (w[1].t_s, (w[1].cpu_s - w[0].cpu_s) / dt * 100.0))
+        })
+        .collect()
+}
+
+/// The server's memory (left axis) and CPU (right axis) over the scenario.
+fn resource_chart(samples: &[TimedSample]) -> TimeChart {
+    TimeChart {
+        title: "Server resources over the scenario".into(),
+        left: Axis {
+            unit: "MiB".into(),
+            min_top: 1.0,
+            lines: vec![Line {
+                label: "resident memory (VmRSS, left)".into(),
+                color: "#1f6fb4".into(),
+                points: samples.iter().map(|s| (s.t_s, s.rss_mib)).collect(),
+            }],
+        },
+        right: Some(Axis {
+            unit: "%".into(),
+            // One core is 100 %: a quiet server is not drawn as a busy one.
+            min_top: 100.0,
+            lines: vec![Line {
+                label: "CPU, % of one core (right)".into(),
+                color: "#e8710a".into(),
+                points: cpu_percent(samples),
+            }],
+        }),
+    }
 }
 
 fn scenario(h: &mut String, s: &ScenarioReport) {
@@ -212,10 +278,11 @@ fn scenario(h: &mut String, s: &ScenarioReport) {
     }
     let _ = writeln!(
         h,
-        "<p><b>Load:</b> {}<br><b>Server:</b> <code>{}</code><br><span class=\"muted\">{:.1} s; \
-         machine load average {} before, {} after</span></p>",
-        escape(&s.load),
-        escape(&s.server_command),
+        "<p><b>Load:</b></p><pre class=\"cmd\">{}</pre><p><b>Server:</b></p>\
+         <pre class=\"cmd\">{}</pre><p class=\"muted\">{:.1} s; machine load average {} \
+         before, {} after</p>",
+        escape(&command_lines(&s.load)),
+        escape(&command_lines(&s.server_command)),
         s.duration_s,
         s.load_avg.0.map_or("?".into(), format_number),
         s.load_avg.1.map_or("?".into(), format_number),
@@ -289,16 +356,12 @@ fn scenario(h: &mut String, s: &ScenarioReport) {
             hist.clone(),
         );
         plot.spans = s.spans.clone();
-        if let Some((ms, label)) = plot_budget(s) {
+        if let Some((ms, label, percentile)) = plot_budget(s) {
             plot.budget_ms = Some(ms);
             plot.budget_label = Some(label.to_owned());
+            plot.budget_percentile = percentile;
         }
-        h.push_str(
-            "<p class=\"muted\">Latency by percentile: read across to see what share of \
-             deliveries arrived within a time; the right end is the slowest delivery. The dashed \
-             red line is the budget. When several messages were published, the lower panel \
-             shows each message's fan-out span (first to last delivery) over the run.</p>\n",
-        );
+        let _ = writeln!(h, "<p class=\"muted\">{}</p>", plot_caption(&plot));
         let _ = writeln!(
             h,
             "<div class=\"plot\">{}</div>",
@@ -307,7 +370,7 @@ fn scenario(h: &mut String, s: &ScenarioReport) {
     } else {
         h.push_str("<p class=\"muted\">No latencies were recorded.</p>\n");
     }
-    let chart = crate::svg::resource_chart(&s.resources);
+    let chart = resource_chart(&s.resources).to_svg();
     if !chart.is_empty() {
         let _ = writeln!(h, "<div class=\"plot\">{chart}</div>");
     }
@@ -330,11 +393,26 @@ mod tests {
     use janus_histo::Recorder;
 
     #[test]
-    fn escaping() {
+    fn commands_break_between_flags_only() {
+        let text = command_lines("janus-server --listen 127.0.0.1:1 --quiet --queue-limit 64");
         assert_eq!(
-            escape("<a href=\"x\">&'"),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+            text,
+            "janus-server \\\n    --listen 127.0.0.1:1 \\\n    --quiet \\\n    --queue-limit 64"
         );
+    }
+
+    #[test]
+    fn cpu_between_samples() {
+        let samples: Vec<TimedSample> = (0..3)
+            .map(|i| TimedSample {
+                t_s: f64::from(i) * 0.25,
+                rss_mib: 10.0,
+                cpu_s: f64::from(i) * 0.2,
+            })
+            .collect();
+        // 0.2 CPU s per 0.25 s = 80 % of a core.
+        assert!((cpu_percent(&samples)[0].1 - 80.0).abs() < 1e-9);
+        assert!(resource_chart(&samples).to_svg().contains("<polyline"));
     }
 
     #[test]

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 
+use crate::bot::Outcome;
 use crate::config::{Kind, LoadtestConfig, Scenario, Size};
-use crate::process::{self, install_signal_handlers, ChildGuard};
+use crate::process::{self, install_signal_handlers};
 use crate::report::{check_budgets, Host, Report, ScenarioReport, Status, REPORT_VERSION};
-use crate::scenarios::{self, Outcome};
-use crate::server::{log_tail, Sampler, Server, ServerOptions};
-use crate::{baseline, bot, html, project_root};
+use crate::server::{log_tail, status_number, Sampler, Server, ServerOptions};
+use crate::{baseline, bot, html, project_root, screenshot};
 
 /// Options of `cargo xtask loadtest`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -32,6 +32,11 @@ pub struct LoadtestArgs {
     /// Budgets stay those of the size being run.
     #[arg(long, value_name = "N")]
     pub clients: Option<usize>,
+    /// Override how long messages flow in the churn and soak scenarios,
+    /// e.g. `--scenario soak --duration 60s` to try the soak (10 minutes
+    /// otherwise). Budgets stay those of the size being run.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
     /// Compare with a saved report and fail on a regression beyond the
     /// scenario file's tolerance.
     #[arg(long, value_name = "FILE")]
@@ -46,98 +51,13 @@ pub struct LoadtestArgs {
     /// The scenario file [default: xtask/loadtest.toml].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Use the release binaries already built (janus-server, janus-bot, and
-    /// xtask itself, which runs the load) instead of running cargo build.
+    /// Use the release binaries already built (janus-server and janus-bot)
+    /// instead of running cargo build.
     #[arg(long)]
     pub no_build: bool,
     /// List the scenarios with their sizes and budgets, and exit.
     #[arg(long)]
     pub list: bool,
-}
-
-impl LoadtestArgs {
-    /// The options of `loadtest --quick`, as CI runs it.
-    pub fn quick() -> LoadtestArgs {
-        LoadtestArgs {
-            quick: true,
-            ..LoadtestArgs::default()
-        }
-    }
-
-    /// These options as a command line again.
-    fn to_cli_args(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if !self.scenarios.is_empty() {
-            out.push(format!("--scenario={}", self.scenarios.join(",")));
-        }
-        if self.quick {
-            out.push("--quick".into());
-        }
-        if let Some(n) = self.clients {
-            out.push(format!("--clients={n}"));
-        }
-        let path =
-            |flag: &str, p: &Option<PathBuf>| p.as_ref().map(|p| format!("{flag}={}", p.display()));
-        out.extend(path("--baseline", &self.baseline));
-        out.extend(path("--save-baseline", &self.save_baseline));
-        out.extend(path("--config", &self.config));
-        out.extend(self.server_args.iter().map(|a| format!("--server-arg={a}")));
-        if self.no_build {
-            out.push("--no-build".into());
-        }
-        if self.list {
-            out.push("--list".into());
-        }
-        out
-    }
-}
-
-/// Set in the environment of the optimized xtask that a debug xtask starts.
-const OPTIMIZED_ENV: &str = "XTASK_LOADTEST_OPTIMIZED";
-
-/// Runs the load test in an optimized build of xtask.
-///
-/// The scenario drivers read hundreds of MB/s of deliveries; unoptimized,
-/// they would be the bottleneck and the load test would measure xtask,
-/// not the server. `cargo xtask` builds the dev profile, so the load test
-/// builds xtask in release along with the server and the bot and runs that.
-fn run_optimized(args: &LoadtestArgs, needs_bot: bool) -> Result<()> {
-    if !args.no_build {
-        build(needs_bot, true)?;
-    }
-    let exe = target_dir().join("release/xtask");
-    if !exe.exists() {
-        bail!(
-            "{} does not exist: build it (or drop --no-build)",
-            exe.display()
-        );
-    }
-    let mut cli = args.to_cli_args();
-    if !args.no_build {
-        cli.push("--no-build".into());
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let status = runtime.block_on(async {
-        // Ctrl-C reaches only us (the child has a process group of its own):
-        // we pass it on as SIGTERM and give the child time to stop its own.
-        install_signal_handlers(Duration::from_secs(10))?;
-        let mut command = Command::new(&exe);
-        command.arg("loadtest").args(&cli).env(OPTIMIZED_ENV, "1");
-        let mut child =
-            ChildGuard::spawn(&mut command, "xtask (release)", Duration::from_secs(10))?;
-        loop {
-            if let Some(status) = child.wait_for(Duration::from_secs(3600)).await? {
-                return anyhow::Ok(status);
-            }
-        }
-    })?;
-    if !status.success() {
-        bail!("the load test failed ({status}); see above");
-    }
-    Ok(())
 }
 
 /// Where cargo puts build output.
@@ -164,28 +84,27 @@ pub fn run(args: &LoadtestArgs) -> Result<()> {
         .config
         .clone()
         .unwrap_or_else(|| project_root().join("xtask/loadtest.toml"));
-    let config = LoadtestConfig::load(&config_path)?;
-    let selected = config.select(&args.scenarios)?;
+    let config = LoadtestConfig::load(&config_path).map_err(crate::Usage)?;
+    let selected = config.select(&args.scenarios).map_err(crate::Usage)?;
     if args.list {
         list(&selected);
         return Ok(());
     }
-    let baseline = args.baseline.as_deref().map(baseline::load).transpose()?;
+    let baseline = args
+        .baseline
+        .as_deref()
+        .map(baseline::load)
+        .transpose()
+        .map_err(crate::Usage)?;
 
-    let needs_bot = selected
-        .iter()
-        .any(|s| matches!(s.kind(), Kind::Fanout | Kind::Train));
-    if cfg!(debug_assertions) && std::env::var_os(OPTIMIZED_ENV).is_none() {
-        return run_optimized(args, needs_bot);
-    }
     if !args.no_build {
-        build(needs_bot, false)?;
+        build()?;
     }
     let release = target_dir().join("release");
     let server_bin = release.join("janus-server");
     let bot_bin = release.join("janus-bot");
-    for (bin, needed) in [(&server_bin, true), (&bot_bin, needs_bot)] {
-        if needed && !bin.exists() {
+    for bin in [&server_bin, &bot_bin] {
+        if !bin.exists() {
             bail!(
                 "{} does not exist: build it (or drop --no-build)",
                 bin.display()
@@ -224,7 +143,15 @@ pub fn run(args: &LoadtestArgs) -> Result<()> {
         };
         let mut reports = Vec::new();
         for scenario in &selected {
-            let report = ctx.run_scenario(scenario).await;
+            let Some(size) = ctx.size(scenario) else {
+                println!(
+                    "\n== loadtest: {} skipped: it has no --quick size (run it with --scenario {} \
+                     and without --quick)",
+                    scenario.name, scenario.name
+                );
+                continue;
+            };
+            let report = ctx.run_scenario(scenario, size).await;
             print!("{}", report.to_text());
             reports.push(report);
         }
@@ -287,7 +214,8 @@ pub fn run(args: &LoadtestArgs) -> Result<()> {
 fn list(selected: &[&Scenario]) {
     for s in selected {
         println!("{} ({}): {}", s.name, s.kind(), s.description);
-        for (label, size) in [("full", &s.full), ("quick", &s.quick)] {
+        let sizes = [("full", Some(&s.full)), ("quick", s.quick.as_ref())];
+        for (label, size) in sizes.iter().filter_map(|(l, s)| Some((l, (*s)?))) {
             let params = serde_json::to_string(size).unwrap_or_default();
             let budget: Vec<String> = size
                 .budget
@@ -302,17 +230,20 @@ fn list(selected: &[&Scenario]) {
     }
 }
 
-fn build(with_bot: bool, with_xtask: bool) -> Result<()> {
-    let mut args = vec!["build", "--release", "-p", "janus-server"];
-    if with_bot {
-        args.extend(["-p", "janus-bot"]);
-    }
-    if with_xtask {
-        args.extend(["-p", "xtask"]);
-    }
+/// Builds the release binaries the load test runs. xtask itself only
+/// orchestrates (the bot makes the load), so it stays a debug build.
+fn build() -> Result<()> {
+    let args = [
+        "build",
+        "--release",
+        "-p",
+        "janus-server",
+        "-p",
+        "janus-bot",
+    ];
     println!("== loadtest: cargo {}", args.join(" "));
     let status = Command::new(crate::cargo())
-        .args(&args)
+        .args(args)
         .current_dir(project_root())
         .status()
         .context("cannot run cargo build")?;
@@ -335,6 +266,16 @@ fn write_reports(report: &Report, out_dir: &Path, save_baseline: Option<&Path>) 
         json_path.display(),
         html_path.display()
     );
+    let png = html_path.with_extension("png");
+    // Tall enough for the whole page: about 2,000 px per scenario.
+    let height = 900 + 2000 * report.scenarios.len() as u32;
+    match screenshot::capture(&html_path, &png, height.min(20_000)) {
+        Ok(()) => println!(
+            "                      {} (the page in headless Chromium)",
+            png.display()
+        ),
+        Err(e) => println!("== loadtest: NO SCREENSHOT of the report: {e:#}"),
+    }
     if let Some(path) = save_baseline {
         std::fs::write(path, &json)
             .with_context(|| format!("cannot save baseline {}", path.display()))?;
@@ -361,16 +302,20 @@ struct Measured {
 }
 
 impl Runner<'_> {
-    fn size(&self, scenario: &Scenario) -> Size {
-        let mut size = scenario.size(self.args.quick).clone();
+    /// The size to run, with the command line's overrides; `None` when
+    /// `--quick` skips the scenario.
+    fn size(&self, scenario: &Scenario) -> Option<Size> {
+        let mut size = scenario.size(self.args.quick)?.clone();
         if let Some(n) = self.args.clients {
             size.clients = n;
         }
-        size
+        if let (Some(d), Kind::Churn | Kind::Soak) = (self.args.duration, scenario.kind()) {
+            size.duration_s = Some(d.as_secs_f64());
+        }
+        Some(size)
     }
 
-    async fn run_scenario(&self, scenario: &Scenario) -> ScenarioReport {
-        let size = self.size(scenario);
+    async fn run_scenario(&self, scenario: &Scenario, size: Size) -> ScenarioReport {
         let load_before = process::load_average();
         let started = Instant::now();
         println!(
@@ -426,10 +371,10 @@ impl Runner<'_> {
                 Default::default()
             }
         };
-        if self.args.clients.is_some() {
+        if self.args.clients.is_some() || self.args.duration.is_some() {
             report.notes.push(format!(
-                "--clients {} overrode the scenario file; the budgets are those of the {} size",
-                size.clients,
+                "--clients or --duration overrode the scenario file; the budgets are those of \
+                 the {} size",
                 if self.args.quick { "quick" } else { "full" }
             ));
         }
@@ -469,25 +414,19 @@ impl Runner<'_> {
         };
         let mut server = Server::start(&opts).await?;
         let sampler = Sampler::start(server.pid());
-        let load = async {
-            match scenario.kind() {
-                Kind::Fanout | Kind::Train => {
-                    let run = bot::BotRun {
-                        binary: self.bot_bin,
-                        scenario: &scenario.name,
-                        size,
-                        out_dir: self.out_dir,
-                        timeout: Duration::from_secs_f64(scenario.timeout_s)
-                            .saturating_sub(Duration::from_secs(10)),
-                    };
-                    bot::run(&run, &server).await
-                }
-                Kind::Topics => scenarios::topics(&server, size).await,
-                Kind::Churn => scenarios::churn(&server, size).await,
-                Kind::Slow => scenarios::slow(&server, size).await,
-            }
+        let run = bot::BotRun {
+            binary: self.bot_bin,
+            scenario: &scenario.name,
+            kind: scenario.kind(),
+            size,
+            out_dir: self.out_dir,
+            timeout: Duration::from_secs_f64(scenario.timeout_s)
+                .saturating_sub(Duration::from_secs(10)),
         };
-        let mut outcome = load.await;
+        let mut outcome = bot::run(&run, &server).await;
+        if let Ok(o) = &mut outcome {
+            self.server_checks(scenario.kind(), size, &server, o).await;
+        }
         if let Some(status) = server.exited()? {
             bail!(
                 "janus-server died during the scenario ({status})\n{}",
@@ -511,6 +450,44 @@ impl Runner<'_> {
             resources,
             exit: Some(exit),
         })
+    }
+}
+
+impl Runner<'_> {
+    /// What the server itself says after the load: the slow-consumer
+    /// counter, and for churn whether it forgot every client and how far
+    /// its memory is from where it was after the warm-up.
+    async fn server_checks(&self, kind: Kind, size: &Size, server: &Server, o: &mut Outcome) {
+        match kind {
+            Kind::Slow => match server.status().await {
+                Some(status) => {
+                    if let Some(n) = status_number(&status, "slow_consumers") {
+                        o.figures.insert("slow_consumers_counted".into(), n);
+                    }
+                }
+                None => {
+                    o.unmeasured.insert(
+                        "slow_consumers_counted".into(),
+                        "admin API unavailable".into(),
+                    );
+                }
+            },
+            Kind::Churn => {
+                server
+                    .leftovers(Duration::from_secs_f64(size.settle_s()), o)
+                    .await;
+                let reference = o.figures.get("server_reference_rss_mib").copied();
+                if let (Some(reference), Ok(end)) = (reference, server.sample()) {
+                    let end = end.rss_kib as f64 / 1024.0;
+                    o.figures.insert("rss_growth_mib".into(), end - reference);
+                    o.notes.push(format!(
+                        "server RSS {reference:.1} MiB after the warm-up with every subscriber \
+                         connected, {end:.1} MiB once every client had left"
+                    ));
+                }
+            }
+            _ => {}
+        }
     }
 }
 
@@ -568,11 +545,10 @@ fn utc_now() -> String {
 
 /// Unix seconds as `YYYY-MM-DD HH:MM:SS` (UTC).
 fn format_utc(secs: u64) -> String {
-    let t = UNIX_EPOCH + std::time::Duration::from_secs(secs);
-    // RFC 3339 with whole seconds is `YYYY-MM-DDTHH:MM:SSZ`.
-    humantime::format_rfc3339_seconds(t)
+    let time = UNIX_EPOCH + Duration::from_secs(secs);
+    humantime::format_rfc3339_seconds(time)
         .to_string()
-        .replacen('T', " ", 1)
+        .replace('T', " ")
         .trim_end_matches('Z')
         .to_owned()
 }
@@ -645,10 +621,5 @@ mod tests {
             ["--test-fanout-delay=50us", "--queue-limit=8"]
         );
         assert_eq!(cli.args.clients, Some(100));
-        let again =
-            Cli::try_parse_from(std::iter::once("x".to_owned()).chain(cli.args.to_cli_args()))
-                .unwrap();
-        assert_eq!(again.args.to_cli_args(), cli.args.to_cli_args());
-        assert_eq!(again.args.server_args, cli.args.server_args);
     }
 }

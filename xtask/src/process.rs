@@ -10,15 +10,17 @@
 //! no destructors. Its own group also keeps a terminal's Ctrl-C from reaching
 //! the server before xtask has collected its figures.
 //!
-//! Signals are sent with the `kill` utility: the workspace denies
-//! `unsafe_code`, which calling `libc::kill` would need.
+//! Signals are sent with `nix`'s safe `killpg` (the workspace denies
+//! `unsafe_code`).
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::{sysconf, Pid, SysconfVar};
 
 /// Pids of children that are (or may be) still running.
 static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
@@ -82,12 +84,12 @@ impl ChildGuard {
         Ok(self.status)
     }
 
-    /// Waits up to `timeout` for the child to end on its own, without
-    /// blocking the async runtime.
+    /// Waits up to `timeout` for the child to end on its own (blocking: in
+    /// the async runtime, call it through `block_in_place`).
     ///
     /// # Errors
     /// The status cannot be read.
-    pub async fn wait_for(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
+    pub fn wait_for(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.try_wait()? {
@@ -96,7 +98,7 @@ impl ChildGuard {
             if Instant::now() >= deadline {
                 return Ok(None);
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            std::thread::sleep(Duration::from_millis(25));
         }
     }
 
@@ -152,13 +154,17 @@ fn unregister(pid: u32) {
         .retain(|p| *p != pid);
 }
 
-/// Sends `signal` (a name such as `TERM`) to the process group led by `pid`.
+/// Sends `signal` (`TERM` or `KILL`) to the process group led by `pid`.
 /// A group that is already gone is not an error.
 fn signal_group(pid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .args(["-s", signal, "--", &format!("-{pid}")])
-        .stderr(std::process::Stdio::null())
-        .status();
+    let signal = if signal == "KILL" {
+        Signal::SIGKILL
+    } else {
+        Signal::SIGTERM
+    };
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = killpg(Pid::from_raw(pid), signal);
+    }
 }
 
 /// Stops every registered child: SIGTERM, up to `grace`, then SIGKILL.
@@ -233,16 +239,10 @@ fn stat_fields(stat: &str) -> Option<Vec<&str>> {
 
 /// Clock ticks per second, as `/proc` counts CPU time.
 fn clock_ticks() -> f64 {
-    static TICKS: OnceLock<f64> = OnceLock::new();
-    *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(100.0)
-    })
+    match sysconf(SysconfVar::CLK_TCK) {
+        Ok(Some(ticks)) if ticks > 0 => ticks as f64,
+        _ => 100.0,
+    }
 }
 
 /// Parses `/proc/PID/stat` and `/proc/PID/status` text into a sample.

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::process::{self, ChildGuard, ProcSample};
@@ -151,16 +150,17 @@ impl Server {
                 break;
             }
             if Instant::now() >= deadline {
-                bail!(
-                    "janus-server did not {} within {:?}: `{command_line}`\n{}",
-                    if logged.is_some() {
-                        "accept connections"
-                    } else {
-                        "log `listening on ADDR`"
-                    },
+                let what = if logged.is_some() {
+                    "accept connections"
+                } else {
+                    "log `listening on ADDR`"
+                };
+                return Err(crate::Unreachable(format!(
+                    "janus-server did not {what} within {:?}: `{command_line}`\n{}",
                     opts.startup_timeout,
                     log_tail(&opts.log, 15)
-                );
+                ))
+                .into());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -203,10 +203,8 @@ impl Server {
     /// or it does not answer with JSON.
     pub async fn status(&self) -> Option<serde_json::Value> {
         let admin = self.admin?;
-        tokio::time::timeout(Duration::from_secs(3), http_get_json(admin, "/status"))
-            .await
-            .ok()?
-            .ok()
+        let get = move || get_json(admin, "/status", Duration::from_secs(3));
+        tokio::task::spawn_blocking(get).await.ok()?.ok()
     }
 
     /// SIGTERM, wait for a graceful exit, SIGKILL if needed.
@@ -264,55 +262,19 @@ pub fn log_tail(log: &Path, n: usize) -> String {
     out
 }
 
-/// A minimal HTTP/1.0 GET returning the body parsed as JSON. HTTP/1.0 makes
-/// the server close after one response, so the body is "until end of stream".
-async fn http_get_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value> {
-    let mut stream = TcpStream::connect(addr).await?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n")
-                .as_bytes(),
-        )
-        .await?;
-    let mut response = Vec::new();
-    stream.take(16 << 20).read_to_end(&mut response).await?;
-    parse_http_json(&response)
-}
-
-/// The JSON body of a raw HTTP response with status 200.
-fn parse_http_json(response: &[u8]) -> Result<serde_json::Value> {
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("no end of HTTP headers")?;
-    let head = String::from_utf8_lossy(&response[..split]);
-    let status_line = head.lines().next().unwrap_or_default();
-    if status_line.split_whitespace().nth(1) != Some("200") {
-        bail!("admin API answered {status_line:?}");
-    }
-    let mut body = response[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body = dechunk(&body).context("bad chunked body")?;
-    }
-    Ok(serde_json::from_slice(&body)?)
-}
-
-fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = body.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&body[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        body = &body[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(body.get(..size)?);
-        body = body.get(size + 2..)?;
-    }
+/// `GET path` on the admin API, its body parsed as JSON (blocking: call it
+/// off the async runtime).
+fn get_json(addr: SocketAddr, path: &str, limit: Duration) -> Result<serde_json::Value> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(limit))
+        .build()
+        .into();
+    let mut response = agent
+        .get(&format!("http://{addr}{path}"))
+        .header("Accept", "application/json")
+        .call()
+        .with_context(|| format!("GET {path} from {addr}"))?;
+    Ok(response.body_mut().read_json()?)
 }
 
 /// Resource use of the server over a scenario, sampled every 250 ms.
@@ -363,6 +325,60 @@ impl Sampler {
     }
 }
 
+/// The leftover counters the churn scenario checks, and their `/status` keys.
+const LEFTOVERS: [(&str, &str); 4] = [
+    ("leftover_connections", "connections"),
+    ("leftover_sessions", "sessions"),
+    ("leftover_topics", "topics"),
+    ("leftover_subscriptions", "subscriptions"),
+];
+
+impl Server {
+    /// Polls the admin API until the server holds no connection, session,
+    /// topic or subscription, or `settle` passes, and records what is left
+    /// as figures. Without an admin API the checks are skipped, loudly.
+    pub async fn leftovers(&self, settle: Duration, out: &mut crate::bot::Outcome) {
+        let deadline = Instant::now() + settle;
+        let mut last = None;
+        loop {
+            let status = self.status().await;
+            let values: Option<Vec<Option<f64>>> = status
+                .as_ref()
+                .map(|s| LEFTOVERS.iter().map(|(_, k)| status_number(s, k)).collect());
+            let clean = values
+                .as_ref()
+                .is_some_and(|v| v.iter().all(|x| x.is_none_or(|x| x == 0.0)));
+            if values.is_some() {
+                last = values;
+            }
+            if clean || Instant::now() >= deadline || (status.is_none() && last.is_none()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let Some(values) = last else {
+            let why = "admin API unavailable: leftover check skipped";
+            eprintln!("\n!!! {why} !!!\n");
+            out.notes.push(format!("WARNING: {why}"));
+            for (figure, _) in LEFTOVERS {
+                out.unmeasured.insert(figure.into(), why.into());
+            }
+            return;
+        };
+        for ((figure, key), value) in LEFTOVERS.iter().zip(values) {
+            match value {
+                Some(v) => {
+                    out.figures.insert((*figure).into(), v);
+                }
+                None => {
+                    out.unmeasured
+                        .insert((*figure).into(), format!("admin /status has no `{key}`"));
+                }
+            }
+        }
+    }
+}
+
 /// Reads a counter from an admin `/status` document (`connections`, or
 /// nested paths such as `topics.count`, whichever shape the server uses).
 pub fn status_number(status: &serde_json::Value, key: &str) -> Option<f64> {
@@ -396,19 +412,6 @@ mod tests {
     }
 
     #[test]
-    fn http_responses() {
-        let plain = b"HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{\"connections\":3}";
-        assert_eq!(parse_http_json(plain).unwrap()["connections"], 3);
-        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n2\r\n1}\r\n0\r\n\r\n";
-        assert_eq!(parse_http_json(chunked).unwrap()["a"], 1);
-        let missing = b"HTTP/1.0 404 Not Found\r\n\r\nnope";
-        assert!(parse_http_json(missing)
-            .unwrap_err()
-            .to_string()
-            .contains("404"));
-    }
-
-    #[test]
     fn status_numbers_in_any_shape() {
         let s: serde_json::Value = serde_json::json!({
             "connections": 5, "topics": {"count": 2}, "sessions": [1, 2, 3],
@@ -421,19 +424,21 @@ mod tests {
         assert_eq!(status_number(&s, "nope"), None);
     }
 
-    #[tokio::test]
-    async fn admin_get_over_tcp() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    #[test]
+    fn admin_get_over_http() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
+        let server = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut s, _) = listener.accept().unwrap();
             let mut buf = [0u8; 512];
-            let _ = s.read(&mut buf).await.unwrap();
-            s.write_all(b"HTTP/1.0 200 OK\r\n\r\n{\"sessions\":0}")
-                .await
+            let n = s.read(&mut buf).unwrap();
+            assert!(buf[..n].starts_with(b"GET /status HTTP/1.1"));
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 14\r\n\r\n{\"sessions\":0}")
                 .unwrap();
         });
-        let v = http_get_json(addr, "/status").await.unwrap();
+        let v = get_json(addr, "/status", Duration::from_secs(5)).unwrap();
         assert_eq!(v["sessions"], 0);
+        server.join().unwrap();
     }
 }

@@ -1,0 +1,289 @@
+//! Nothing missed across a reconnect (PROTOCOL X1): offsets, topic
+//! history, exact resume that is never partial, and the token-only form.
+
+use std::time::Duration;
+
+use janus_core::{ClientMessage, Publish, Resume, ServerMessage, TopicPosition};
+use janus_server::Config;
+use janus_tests::{test_config, wait_until, Client, TestServer};
+
+/// Opts a client in to offsets.
+async fn opt_in(c: &mut Client) {
+    c.send(ClientMessage::Options {
+        offsets: Some(true),
+    })
+    .await;
+    assert_eq!(c.recv().await, ServerMessage::Ack);
+}
+
+/// Subscribes an offset client; returns the topic's epoch and latest offset.
+async fn subscribe_at(c: &mut Client, topic: &str) -> (String, u64) {
+    c.send(ClientMessage::Subscribe(topic.to_owned())).await;
+    match c.recv().await {
+        ServerMessage::Subscribed {
+            topic: t,
+            epoch,
+            offset,
+            ..
+        } => {
+            assert_eq!(t, topic);
+            (epoch, offset)
+        }
+        other => panic!("expected subscribed, got {other:?}"),
+    }
+}
+
+/// A persistent publisher.
+async fn publisher(server: &TestServer) -> Client {
+    Client::connect(server.addr()).await
+}
+
+async fn publish(p: &mut Client, topic: &str, id: u64) {
+    let publish = Publish::new(topic, "e", id.to_string(), &id.to_string()).expect("publish");
+    p.send(ClientMessage::Publish {
+        publish,
+        one_shot: false,
+    })
+    .await;
+    assert_eq!(p.recv().await, ServerMessage::Ack);
+}
+
+/// The next delivery's message id and offset.
+async fn next(c: &mut Client) -> (u64, Option<u64>) {
+    match c.recv().await {
+        ServerMessage::Delivery(d) => (d.message_id.parse().expect("id"), d.offset),
+        other => panic!("expected a delivery, got {other:?}"),
+    }
+}
+
+/// Drops a connection the way a lost network does: a reset, no goodbye.
+fn lose(c: Client) {
+    let sock = socket2::SockRef::from(&c.stream);
+    sock.set_linger(Some(Duration::ZERO)).expect("linger");
+    drop(c);
+}
+
+async fn resume(
+    addr: std::net::SocketAddr,
+    token: &str,
+    topics: Vec<TopicPosition>,
+) -> (Client, bool, u64) {
+    let mut c = Client::connect(addr).await;
+    c.send(ClientMessage::Resume(Resume::Positions {
+        token: token.to_owned(),
+        topics,
+    }))
+    .await;
+    match c.recv().await {
+        ServerMessage::Resumed {
+            token: t,
+            recovered,
+            missed,
+            ..
+        } => {
+            assert_eq!(t, token);
+            (c, recovered, missed)
+        }
+        other => panic!("expected resumed, got {other:?}"),
+    }
+}
+
+fn at(topic: &str, epoch: &str, offset: u64) -> TopicPosition {
+    TopicPosition {
+        topic: topic.into(),
+        epoch: epoch.into(),
+        offset,
+    }
+}
+
+#[tokio::test]
+async fn offsets_are_opt_in_and_old_clients_see_the_same_bytes() {
+    let server = TestServer::start().await;
+    let mut old = Client::connect(server.addr()).await;
+    old.subscribe("t").await;
+    let mut new = Client::connect(server.addr()).await;
+    opt_in(&mut new).await;
+    assert_eq!(subscribe_at(&mut new, "t").await.1, 0);
+    let mut p = publisher(&server).await;
+    for id in 1..=3 {
+        publish(&mut p, "t", id).await;
+    }
+    for id in 1..=3 {
+        let raw = old.recv_raw().await;
+        let text = String::from_utf8(raw).expect("utf-8");
+        assert!(text.ends_with(&format!("\"data\":{id}}}")), "{text}");
+        assert!(!text.contains("offset"), "{text}");
+        assert_eq!(next(&mut new).await, (id, Some(id)));
+    }
+    // A late subscriber learns where the stream is.
+    let mut late = Client::connect(server.addr()).await;
+    opt_in(&mut late).await;
+    let (_, latest) = subscribe_at(&mut late, "t").await;
+    assert_eq!(latest, 3);
+}
+
+#[tokio::test]
+async fn resume_with_nothing_missed_goes_on_live() {
+    let server = TestServer::start().await;
+    let mut c = Client::connect(server.addr()).await;
+    opt_in(&mut c).await;
+    let (epoch, offset) = subscribe_at(&mut c, "t").await;
+    let token = c.token.clone();
+    lose(c);
+    let (mut c, recovered, missed) =
+        resume(server.addr(), &token, vec![at("t", &epoch, offset)]).await;
+    assert!(recovered);
+    assert_eq!(missed, 0);
+    let mut p = publisher(&server).await;
+    publish(&mut p, "t", 1).await;
+    assert_eq!(next(&mut c).await, (1, Some(1)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_replays_500_missed_while_publishing_goes_on() {
+    let server = TestServer::start().await;
+    let mut c = Client::connect(server.addr()).await;
+    opt_in(&mut c).await;
+    let (epoch, _) = subscribe_at(&mut c, "t").await;
+    let token = c.token.clone();
+    let mut p = publisher(&server).await;
+    for id in 1..=10 {
+        publish(&mut p, "t", id).await;
+    }
+    let mut last = 0;
+    for _ in 1..=10 {
+        last = next(&mut c).await.1.expect("offset");
+    }
+    lose(c);
+    for id in 11..=510 {
+        publish(&mut p, "t", id).await;
+    }
+    // Publishing goes on while the client resumes.
+    let publishing = tokio::spawn(async move {
+        for id in 511..=1000 {
+            publish(&mut p, "t", id).await;
+        }
+    });
+    let (mut c, recovered, missed) =
+        resume(server.addr(), &token, vec![at("t", &epoch, last)]).await;
+    assert!(recovered);
+    assert!(missed >= 500, "{missed}");
+    // Every message after offset 10 exactly once, in order: replay, then live.
+    for expected in 11..=1000 {
+        assert_eq!(next(&mut c).await, (expected, Some(expected)));
+    }
+    publishing.await.expect("publisher");
+    c.expect_nothing_buffered();
+}
+
+#[tokio::test]
+async fn resume_past_the_history_is_not_recovered_and_replays_nothing() {
+    let server = TestServer::start_with(Config {
+        history_size: 5,
+        ..test_config()
+    })
+    .await;
+    let mut c = Client::connect(server.addr()).await;
+    opt_in(&mut c).await;
+    let (epoch, _) = subscribe_at(&mut c, "a").await;
+    assert_eq!(subscribe_at(&mut c, "b").await.1, 0);
+    let token = c.token.clone();
+    lose(c);
+    let mut p = publisher(&server).await;
+    publish(&mut p, "a", 1).await;
+    for id in 1..=8 {
+        publish(&mut p, "b", id).await;
+    }
+    // "a" could be recovered, "b" could not: recovery is all or nothing.
+    let (mut c, recovered, missed) = resume(
+        server.addr(),
+        &token,
+        vec![at("a", &epoch, 0), at("b", &epoch, 0)],
+    )
+    .await;
+    assert!(!recovered);
+    assert_eq!(missed, 0);
+    publish(&mut p, "b", 9).await;
+    assert_eq!(
+        next(&mut c).await,
+        (9, Some(9)),
+        "live from now on, no replay"
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_server_has_new_epochs() {
+    let first = TestServer::start().await;
+    let mut c = Client::connect(first.addr()).await;
+    opt_in(&mut c).await;
+    let (epoch, offset) = subscribe_at(&mut c, "t").await;
+    let token = c.token.clone();
+    first.stop().await;
+    let second = TestServer::start().await;
+    let (_c, recovered, missed) =
+        resume(second.addr(), &token, vec![at("t", &epoch, offset)]).await;
+    assert!(
+        !recovered,
+        "an epoch from another server's life is never trusted"
+    );
+    assert_eq!(missed, 0);
+}
+
+#[tokio::test]
+async fn token_resume_within_the_ttl_delivers_what_was_queued() {
+    let server = TestServer::start().await;
+    let mut c = Client::connect(server.addr()).await;
+    c.subscribe("t").await;
+    let token = c.token.clone();
+    lose(c);
+    let shared = server.shared().clone();
+    let parsed = token.parse().expect("token");
+    wait_until("the session to be detached", || {
+        shared
+            .sessions
+            .get(&parsed)
+            .is_some_and(|s| s.detached_since().is_some())
+    })
+    .await;
+    janus_tests::publish(server.addr(), "t", "7", "\"queued\"").await;
+    let mut c = Client::connect(server.addr()).await;
+    c.send(ClientMessage::Resume(Resume::Token(token.clone())))
+        .await;
+    match c.recv().await {
+        ServerMessage::Resumed {
+            recovered, missed, ..
+        } => assert_eq!((recovered, missed), (true, 1)),
+        other => panic!("expected resumed, got {other:?}"),
+    }
+    match c.recv().await {
+        ServerMessage::Delivery(d) => assert_eq!(d.data, "\"queued\""),
+        other => panic!("expected the queued delivery, got {other:?}"),
+    }
+    // Still subscribed: live deliveries follow.
+    janus_tests::publish(server.addr(), "t", "8", "\"live\"").await;
+    assert!(matches!(c.recv().await, ServerMessage::Delivery(d) if d.data == "\"live\""));
+}
+
+#[tokio::test]
+async fn token_resume_after_the_ttl_is_unknown_and_the_session_is_freed() {
+    let server = TestServer::start_with(Config {
+        session_ttl: Duration::from_millis(200),
+        ..test_config()
+    })
+    .await;
+    let mut c = Client::connect(server.addr()).await;
+    c.subscribe("t").await;
+    let token = c.token.clone();
+    lose(c);
+    let shared = server.shared().clone();
+    let parsed = token.parse().expect("token");
+    wait_until("the detached session to expire", || {
+        shared.sessions.get(&parsed).is_none()
+            && shared.topics.topic("t").is_none_or(|t| t.subscribers == 0)
+    })
+    .await;
+    let mut c = Client::connect(server.addr()).await;
+    c.send(ClientMessage::Resume(Resume::Token(token))).await;
+    c.expect_error("unknown_session").await;
+    c.expect_open().await;
+}
