@@ -5,12 +5,21 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 pub use janus_core::api::TopicSort;
 
-/// Inspect and steer a running Janus server through its admin HTTP API.
+const EXIT_CODES: &str = "\
+Exit status: 0 done (or Ctrl-C ended `subscribe`); 1 the operation ran and
+failed: the server said no (unknown session, wrong token, bad topic) or closed
+a subscription; 2 bad usage; 3 cannot connect (nothing listening, timeout, or
+a port that is not the service asked for).";
+
+/// Inspect and steer a running Janus server through its admin HTTP API, and
+/// watch its topics as a client.
 ///
-/// Exit codes: 0 done, 1 the server refused the request (unknown session,
-/// wrong token, bad input), 2 the server could not be reached, 64 bad usage.
+/// Every command but `subscribe` talks to the admin API (--server);
+/// `subscribe` connects to the client port (--client) like any subscriber.
+/// Try it: `janus-admin subscribe news` in one terminal, then
+/// `janus-admin publish news '{"hello":"world"}'` in another.
 #[derive(Debug, Parser)]
-#[command(name = "janus-admin", version, about, long_about)]
+#[command(name = "janus-admin", version, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Admin API base URL.
     #[arg(
@@ -32,11 +41,11 @@ pub struct Cli {
     )]
     pub token: Option<String>,
 
-    /// Print the server's JSON instead of a table.
+    /// Print the server's JSON instead of a table (`subscribe`: each delivery as received).
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Give up on a request after this many seconds.
+    /// Give up on a request (`subscribe`: on connecting, the hello, each ACK) after this many seconds.
     #[arg(long, global = true, default_value_t = 10.0, value_name = "SECONDS")]
     pub timeout: f64,
 
@@ -114,7 +123,29 @@ pub enum Command {
         #[arg(value_name = "TOKEN")]
         session: String,
     },
-    /// Publish a message to a topic, exactly like a client PUBLISH.
+    /// Print each message published to TOPIC as it arrives, as an ordinary client
+    /// on the client port; Ctrl-C ends it.
+    ///
+    /// One line per message: the topic, `event=` and `id=` when set, then the
+    /// data as JSON. With --json, each delivery exactly as the server sent it.
+    /// "subscribed to ..." on stderr says when messages can start arriving.
+    Subscribe {
+        /// The topics.
+        #[arg(required = true, value_name = "TOPIC")]
+        topics: Vec<String>,
+        /// The server's client port.
+        #[arg(
+            long,
+            env = "JANUS_CLIENT_ADDR",
+            default_value = "127.0.0.1:8081",
+            value_name = "HOST:PORT"
+        )]
+        client: String,
+        /// Exit after this many messages.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
+    /// Publish a message to a topic, exactly like a client PUBLISH (through the admin API).
     Publish {
         /// The topic.
         topic: String,

@@ -1,8 +1,11 @@
 //! The HTTP side: one blocking request at a time, with the bearer token,
 //! and every failure sorted into "the server said no" (exit 1) or "cannot
-//! reach the server" (exit 2).
+//! reach the server" (exit 3). A Janus client port mistaken for the admin
+//! API is recognised by its hello and named as such.
 
 use std::fmt;
+use std::io::Read;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -18,21 +21,35 @@ pub enum ClientError {
         /// The reason the server gave, or the status text.
         reason: String,
     },
-    /// No answer: connection refused, DNS, timeout, bad URL, garbled reply.
+    /// The client port answered with a Janus error frame, or closed the
+    /// connection (`janus-admin subscribe`).
+    Protocol {
+        /// The error code (`bad_topic`, …), or `closed`.
+        code: String,
+        /// The reason the server gave.
+        reason: String,
+    },
+    /// No usable answer: connection refused, DNS, timeout, bad URL, garbled
+    /// reply, or something other than what was asked for on that port.
     Unreachable {
-        /// The base URL tried.
-        url: String,
+        /// What was tried, e.g. "the admin API at http://127.0.0.1:8082".
+        target: String,
         /// What went wrong.
         reason: String,
     },
 }
 
+/// Exit code when the operation ran and failed (the server said no).
+pub const EXIT_REFUSED: u8 = 1;
+/// Exit code when the server cannot be reached (or is not what was asked for).
+pub const EXIT_UNREACHABLE: u8 = 3;
+
 impl ClientError {
     /// The process exit code for this failure.
     pub fn exit_code(&self) -> u8 {
         match self {
-            ClientError::Refused { .. } => 1,
-            ClientError::Unreachable { .. } => 2,
+            ClientError::Refused { .. } | ClientError::Protocol { .. } => EXIT_REFUSED,
+            ClientError::Unreachable { .. } => EXIT_UNREACHABLE,
         }
     }
 }
@@ -43,8 +60,11 @@ impl fmt::Display for ClientError {
             ClientError::Refused { status, reason } => {
                 write!(f, "the server said no ({status}): {reason}")
             }
-            ClientError::Unreachable { url, reason } => {
-                write!(f, "cannot reach the admin API at {url}: {reason}")
+            ClientError::Protocol { code, reason } => {
+                write!(f, "the server said no ({code}): {reason}")
+            }
+            ClientError::Unreachable { target, reason } => {
+                write!(f, "cannot reach {target}: {reason}")
             }
         }
     }
@@ -95,9 +115,17 @@ impl Client {
     }
 
     fn unreachable(&self, reason: impl fmt::Display) -> ClientError {
+        let reason = match janus_client_port(&self.base) {
+            Some(addr) => format!(
+                "{addr} is a Janus client port (it sent a Janus hello, not an HTTP answer); \
+                 the admin API is a different port, by default http://127.0.0.1:8082 \
+                 (--server or JANUS_ADMIN_URL)"
+            ),
+            None => reason.to_string(),
+        };
         ClientError::Unreachable {
-            url: self.base.clone(),
-            reason: reason.to_string(),
+            target: format!("the admin API at {}", self.base),
+            reason,
         }
     }
 
@@ -189,6 +217,34 @@ impl Client {
     }
 }
 
+/// If the host and port of `base` greet a fresh connection with a Janus
+/// hello (`{"timestamp":[...],"token":...}` then SOH), that address.
+///
+/// An HTTP server says nothing until it gets a request, so one short read
+/// tells the two apart; this runs only after a request already failed.
+fn janus_client_port(base: &str) -> Option<String> {
+    let authority = base.split_once("://").map_or(base, |(_, rest)| rest);
+    let authority = authority.split(['/', '?']).next()?;
+    let addr = authority.to_socket_addrs().ok()?.next()?;
+    let wait = Duration::from_secs(2);
+    let mut stream = TcpStream::connect_timeout(&addr, wait).ok()?;
+    stream.set_read_timeout(Some(wait)).ok()?;
+    let mut buf = [0u8; 128];
+    let mut len = 0;
+    while len < buf.len() {
+        match stream.read(&mut buf[len..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => len += n,
+        }
+        if buf[..len].contains(&0x01) {
+            break;
+        }
+    }
+    let hello = &buf[..len];
+    (hello.starts_with(b"{\"timestamp\":[") && hello.windows(8).any(|w| w == b"\"token\":"))
+        .then(|| authority.to_owned())
+}
+
 /// A short description of a transport error.
 fn describe(e: &ureq::Error) -> String {
     match e {
@@ -229,9 +285,9 @@ mod tests {
             reason: "x".into(),
         };
         let unreachable = ClientError::Unreachable {
-            url: "u".into(),
+            target: "u".into(),
             reason: "r".into(),
         };
-        assert_eq!((refused.exit_code(), unreachable.exit_code()), (1, 2));
+        assert_eq!((refused.exit_code(), unreachable.exit_code()), (1, 3));
     }
 }

@@ -129,6 +129,17 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             })
         }
         Command::Top { interval } => crate::top::run(&client, *interval),
+        Command::Subscribe {
+            topics,
+            client,
+            count,
+        } => crate::subscribe::run(&crate::subscribe::Subscription {
+            addr: client,
+            topics,
+            json: cli.json,
+            count: *count,
+            timeout: cli.timeout(),
+        }),
     }
 }
 

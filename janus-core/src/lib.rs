@@ -35,7 +35,7 @@ pub use codec::{ClientCodec, CodecError, ServerCodec};
 pub use message::{
     ClientMessage, ErrorCode, ProtocolError, Publish, Resume, ServerMessage, TopicPosition,
 };
-pub use time::{Timestamp, UtcDateTime};
+pub use time::Timestamp;
 pub use token::Token;
 pub use topic::{validate_topic, TopicManager};
 

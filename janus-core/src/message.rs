@@ -6,7 +6,7 @@
 //! (P6), error (P7) and resumed (X1).
 //!
 //! Key order matters to 2009 clients, so server messages are written by hand
-//! in the exact order of PROTOCOL.md rather than through a serializer whose
+//! in the exact order of docs/protocol.md rather than through a serializer whose
 //! order could drift; strings still go through `serde_json` for escaping.
 //!
 //! A publish's `data` is forwarded verbatim, so before it reaches anyone it
@@ -797,10 +797,11 @@ struct AnyServerObject {
 }
 
 impl ServerMessage {
-    /// An error frame for `err`, stamped now.
-    pub fn error(err: &ProtocolError) -> Self {
+    /// An error frame for `err`, stamped with `timestamp` (the caller reads
+    /// the clock, as for [`Publish::encode_delivery`]).
+    pub fn error(err: &ProtocolError, timestamp: Timestamp) -> Self {
         ServerMessage::Error {
-            timestamp: Timestamp::now(),
+            timestamp,
             code: err.code.as_str().to_owned(),
             reason: err.reason.clone(),
         }

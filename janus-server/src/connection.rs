@@ -669,7 +669,7 @@ impl Connection {
     /// Queues an error frame, counts it, and closes if the code says so.
     fn send_error(&mut self, err: &ProtocolError) {
         self.shared.stats.error_sent(err.code);
-        let frame = ServerMessage::error(err).to_bytes();
+        let frame = ServerMessage::error(err, Timestamp::now()).to_bytes();
         if err.close {
             self.close(Some(frame));
         } else {

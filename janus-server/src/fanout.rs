@@ -147,8 +147,11 @@ impl<'a> Fanout<'a> {
         let push = session.outbound.push_delivery(frame, stamp, || {
             let budget = session.outbound.budget();
             let reason = CloseReason::SlowConsumer;
-            ServerMessage::error(&ProtocolError::new(reason.code(), reason.reason(&budget)))
-                .to_bytes()
+            ServerMessage::error(
+                &ProtocolError::new(reason.code(), reason.reason(&budget)),
+                Timestamp::now(),
+            )
+            .to_bytes()
         });
         let queued = match push {
             Push::Queued { dropped, .. } => {

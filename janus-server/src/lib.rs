@@ -124,7 +124,7 @@ impl Shared {
     /// housekeeping sweep bounds. Returns false if it was already closing.
     pub fn close_session(&self, session: &Arc<Session>, reason: &CloseReason) -> bool {
         let err = ProtocolError::new(reason.code(), reason.reason(&self.budget));
-        let frame = ServerMessage::error(&err).to_bytes();
+        let frame = ServerMessage::error(&err, janus_core::Timestamp::now()).to_bytes();
         let discard = *reason != CloseReason::Shutdown;
         let push = session.outbound.close(Some(frame), discard);
         if push == Push::Refused {
@@ -620,7 +620,7 @@ fn refuse(
         .fetch_add(1, Ordering::Relaxed);
     shared.stats.error_sent(janus_core::ErrorCode::NotAllowed);
     let err = ProtocolError::new(janus_core::ErrorCode::NotAllowed, reason);
-    let frame = ServerMessage::error(&err).to_bytes();
+    let frame = ServerMessage::error(&err, janus_core::Timestamp::now()).to_bytes();
     let sock = socket2::SockRef::from(&stream);
     let _ = (&*sock).write(&frame);
     let _ = sock.shutdown(std::net::Shutdown::Write);

@@ -34,35 +34,13 @@ pub fn raise_nofile_limit() -> std::io::Result<FileLimit> {
     Ok(lim)
 }
 
-#[allow(unsafe_code)]
 fn read() -> std::io::Result<FileLimit> {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own and reads nothing else.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(FileLimit {
-        soft: rl.rlim_cur,
-        hard: rl.rlim_max,
-    })
+    let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
+    Ok(FileLimit { soft, hard })
 }
 
-#[allow(unsafe_code)]
 fn set(soft: u64, hard: u64) -> std::io::Result<()> {
-    let rl = libc::rlimit {
-        rlim_cur: soft,
-        rlim_max: hard,
-    };
-    // SAFETY: setrlimit only reads the struct we pass.
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    rlimit::setrlimit(rlimit::Resource::NOFILE, soft, hard)
 }
 
 #[cfg(test)]

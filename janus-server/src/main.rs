@@ -1,24 +1,53 @@
-//! `janus-server`: parses settings, raises the open-file limit, logs the
-//! effective configuration once, and runs the server until SIGINT/SIGTERM.
+//! `janus-server`: reads its settings, sets up logging, raises the open-file
+//! limit, logs the effective configuration once, and runs the server until
+//! SIGINT/SIGTERM.
+//!
+//! Exit status (as `--help` says): 0 clean shutdown, 1 failed while starting
+//! or running, 2 bad usage or configuration.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
-use janus_server::config::Settings;
+use janus_server::config::{Cli, Config, LogFormat, Settings};
 use janus_server::limits::raise_nofile_limit;
 use janus_server::Server;
 
+/// Bad usage or configuration; clap uses the same code for its own errors.
+const EXIT_CONFIG: u8 = 2;
+
 fn main() -> ExitCode {
-    let settings = Settings::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(settings) {
+    let cli = match Cli::parse_args(std::env::args_os()) {
+        Ok(cli) => cli,
+        // Prints help or the usage error, exits 0 or 2.
+        Err(e) => e.exit(),
+    };
+    let loaded = cli.settings().and_then(|settings| {
+        let config = settings.validate()?;
+        Ok((settings, config))
+    });
+    let (settings, mut config) = match loaded {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("janus-server: error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if cli.print_config {
+        return match settings.to_toml() {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("janus-server: error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    config.test_fanout_delay = cli.test_fanout_delay.filter(|d| !d.is_zero());
+    init_logging(settings.log_format);
+    match run(&settings, config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("janus-server: error: {e:#}");
@@ -27,13 +56,23 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(settings: Settings) -> anyhow::Result<()> {
-    let print = settings.print_config;
-    let config = settings.resolve()?;
-    if print {
-        print!("{}", config.to_toml());
-        return Ok(());
+/// Logs to stderr in the chosen format, filtered by `RUST_LOG` (default
+/// `info`), with colours only when stderr is a terminal and `NO_COLOR` is unset.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
     }
+}
+
+fn run(settings: &Settings, config: Config) -> anyhow::Result<()> {
     let limit = raise_nofile_limit().context("reading the open-file limit")?;
     let capacity = limit.connection_capacity();
     if let Some(max) = config.max_connections {
@@ -65,7 +104,7 @@ fn run(settings: Settings) -> anyhow::Result<()> {
             server.local_addr(),
             shared.capacity,
             limit.soft,
-            config.to_toml().lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join(", ")
+            settings.summary()
         );
         match (shared.admin_addr(), config.admin_token.is_some()) {
             (None, _) => tracing::info!("admin API off"),

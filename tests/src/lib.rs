@@ -1,5 +1,6 @@
 //! The shared harness of the end-to-end tests: an in-process server on
-//! `127.0.0.1:0`, a protocol client, and paths to the workspace binaries.
+//! `127.0.0.1:0`, a protocol client, paths to the workspace binaries, and
+//! line-by-line reading of a child process's output.
 //!
 //! Everything waits on conditions with a deadline ([`wait_until`], the
 //! client's receive timeout), never on fixed sleeps. [`redis_server`] runs a
@@ -327,6 +328,41 @@ pub async fn publish(addr: SocketAddr, topic: &str, message_id: &str, data: &str
     })
     .await;
     c.expect_closed().await;
+}
+
+/// Reads lines from a child's pipe into a channel, so a test can wait for one with a deadline.
+pub fn lines_of(
+    pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    use tokio::io::AsyncBufReadExt;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(pipe).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line from a child's pipe, failing the test after [`TIMEOUT`].
+pub async fn next_line(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(TIMEOUT, rx.recv())
+        .await
+        .expect("a line in time")
+        .expect("a line, not the end of the output")
+}
+
+/// Waits for a child to exit, returning its exit code.
+pub async fn exit_code(child: &mut tokio::process::Child) -> i32 {
+    tokio::time::timeout(TIMEOUT, child.wait())
+        .await
+        .expect("janus-admin exits in time")
+        .expect("wait for janus-admin")
+        .code()
+        .unwrap_or(-1)
 }
 
 /// An HTTP answer read to the end of the connection.

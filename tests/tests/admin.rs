@@ -1,7 +1,8 @@
 //! The operator surface end to end: every admin HTTP endpoint, the bearer
 //! token and the loopback rule, the Prometheus exposition (checked with a
 //! parser), a drain that loses no queued message, and every `janus-admin`
-//! command against an in-process server with real protocol clients.
+//! command (with its exit codes) against an in-process server with real
+//! protocol clients, including the `subscribe`/`publish` pair.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -11,7 +12,10 @@ use std::sync::atomic::Ordering;
 use janus_core::{ClientMessage, Publish, ServerMessage};
 use janus_server::stats::Stats;
 use janus_server::Config;
-use janus_tests::{cargo_bin, publish, test_config, wait_until, Client, TestServer, TIMEOUT};
+use janus_tests::{
+    cargo_bin, exit_code, lines_of, next_line, publish, test_config, wait_until, Client,
+    TestServer, TIMEOUT,
+};
 use serde_json::{json, Value};
 
 /// A test configuration with the admin API on an ephemeral loopback port.
@@ -829,16 +833,21 @@ async fn cli_commands() {
     assert_eq!(code, 1);
     assert!(stderr.contains("bad_topic"), "{stderr}");
 
-    // Cannot reach the server: exit 2 with one line (top too, before touching the terminal).
+    // Cannot reach the server: exit 3 with one line (top too, before touching the terminal).
     let dead = format!("http://{}", unused_addr().await);
     for args in [&["status"][..], &["top"]] {
         let (code, _, stderr) = cli(&dead, None, args).await;
-        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert_eq!(code, 3, "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.contains("cannot reach"), "{stderr}");
     }
-    // Bad usage is neither.
-    assert_eq!(cli(&base, tok, &["frobnicate"]).await.0, 64);
+    // The client port is not the admin API, and the CLI says so.
+    let client_port = format!("http://{}", server.addr());
+    let (code, _, stderr) = cli(&client_port, tok, &["status"]).await;
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("is a Janus client port"), "{stderr}");
+    // Bad usage is neither: clap's 2.
+    assert_eq!(cli(&base, tok, &["frobnicate"]).await.0, 2);
 
     // Drain: the in-process server's run() returns.
     let mut last = Client::connect(server.addr()).await;
@@ -848,6 +857,107 @@ async fn cli_commands() {
     last.expect_error("server_shutdown").await;
     last.expect_closed().await;
     server.stop().await;
+}
+
+/// Starts `janus-admin subscribe` on the test server's client port.
+fn spawn_subscriber(server: &TestServer, args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(cargo_bin("janus-admin"))
+        .arg("subscribe")
+        .args(args)
+        .args(["--client", &server.addr().to_string()])
+        .env_remove("JANUS_CLIENT_ADDR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn janus-admin subscribe")
+}
+
+/// The README's pair: `janus-admin subscribe` in one terminal, `janus-admin
+/// publish` in another, both the built binaries against one server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_subscribe_and_publish_are_a_pair() {
+    let server = TestServer::start_with(admin_config(None)).await;
+    let base = base_url(&server);
+
+    let mut sub = spawn_subscriber(&server, &["news", "sport"]);
+    let mut out = lines_of(sub.stdout.take().expect("stdout"));
+    let mut err = lines_of(sub.stderr.take().expect("stderr"));
+    let ready = next_line(&mut err).await;
+    assert!(
+        ready.starts_with("subscribed to news, sport on "),
+        "{ready}"
+    );
+    let said = ok(cli(
+        &base,
+        None,
+        &[
+            "publish",
+            "news",
+            "{\"hello\":\"world\"}",
+            "--event",
+            "e",
+            "--message-id",
+            "7",
+        ],
+    )
+    .await);
+    assert_eq!(said, "published to news: reached 1 subscriber\n");
+    assert_eq!(
+        next_line(&mut out).await,
+        "news event=e id=7 {\"hello\":\"world\"}"
+    );
+    ok(cli(&base, None, &["publish", "sport", "goal"]).await);
+    assert_eq!(next_line(&mut out).await, "sport \"goal\"");
+    // Ctrl-C ends it cleanly.
+    let pid = sub.id().expect("pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status();
+    assert!(status.is_ok_and(|s| s.success()));
+    assert_eq!(exit_code(&mut sub).await, 0);
+
+    // --json prints each delivery as the server sent it; --count ends it.
+    let mut sub = spawn_subscriber(&server, &["news", "--json", "--count", "1"]);
+    let mut out = lines_of(sub.stdout.take().expect("stdout"));
+    let mut err = lines_of(sub.stderr.take().expect("stderr"));
+    assert!(next_line(&mut err).await.starts_with("subscribed to news"));
+    publish(server.addr(), "news", "m1", "[1,2]").await;
+    let line = next_line(&mut out).await;
+    let json: Value = serde_json::from_str(&line).expect("JSON delivery");
+    assert_eq!(
+        (&json["topic"], &json["message_id"], &json["data"]),
+        (&json!("news"), &json!("m1"), &json!([1, 2]))
+    );
+    assert!(line.starts_with("{\"timestamp\":["), "{line}");
+    assert_eq!(exit_code(&mut sub).await, 0);
+
+    // The server saying no is exit 1; nothing listening is exit 3.
+    let mut sub = spawn_subscriber(&server, &[""]);
+    let mut err = lines_of(sub.stderr.take().expect("stderr"));
+    assert_eq!(exit_code(&mut sub).await, 1);
+    assert!(next_line(&mut err).await.contains("bad_topic"));
+    let (code, _, stderr) = cli(
+        &base,
+        None,
+        &[
+            "subscribe",
+            "news",
+            "--client",
+            &unused_addr().await.to_string(),
+        ],
+    )
+    .await;
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("cannot reach the client port"), "{stderr}");
+    // A server going away ends a subscription with exit 1.
+    let mut sub = spawn_subscriber(&server, &["news"]);
+    let mut err = lines_of(sub.stderr.take().expect("stderr"));
+    assert!(next_line(&mut err).await.starts_with("subscribed to news"));
+    server.stop().await;
+    assert_eq!(exit_code(&mut sub).await, 1);
+    assert!(next_line(&mut err).await.contains("server_shutdown"));
 }
 
 /// An address nothing listens on.

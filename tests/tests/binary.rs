@@ -1,5 +1,7 @@
 //! The `janus-server` binary as an operator meets it: `--help`, settings
-//! errors, the start-up line, the open-file capacity, and SIGTERM.
+//! errors and exit codes, `--print-config` and the example file, layering
+//! of file, environment and flags, host names, log formats, the start-up
+//! line, the open-file capacity, and SIGTERM.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -7,6 +9,53 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 
 use janus_tests::{cargo_bin, Client, TIMEOUT};
+
+/// The server binary with no `JANUS_*` variables inherited from the caller.
+fn server_command() -> Command {
+    let mut cmd = Command::new(cargo_bin("janus-server"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("JANUS_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// Runs the server binary to completion: (exit code, stdout, stderr).
+fn run_server(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = server_command()
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run janus-server");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A temporary file removed on drop.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(tag: &str, text: &str) -> TempFile {
+        let path =
+            std::env::temp_dir().join(format!("janus-bin-{tag}-{}.toml", std::process::id()));
+        std::fs::write(&path, text).expect("write temp file");
+        TempFile(path)
+    }
+
+    fn arg(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
 
 /// A server process that is killed if the test fails.
 struct Proc(Child);
@@ -24,19 +73,37 @@ fn spawn_server(
     nofile: Option<u32>,
     args: &[&str],
 ) -> (Proc, SocketAddr, String, mpsc::Receiver<String>) {
-    let bin = cargo_bin("janus-server");
-    let mut cmd = match nofile {
-        Some(n) => {
-            let mut c = Command::new("prlimit");
-            c.arg(format!("--nofile={n}:{n}")).arg(&bin);
-            c
+    spawn_server_with(
+        nofile,
+        &["--listen", "127.0.0.1:0", "--admin-listen", "off"],
+        args,
+    )
+}
+
+/// As [`spawn_server`], with `base` instead of the loopback listen arguments.
+fn spawn_server_with(
+    nofile: Option<u32>,
+    base: &[&str],
+    args: &[&str],
+) -> (Proc, SocketAddr, String, mpsc::Receiver<String>) {
+    let mut cmd = server_command();
+    if let Some(n) = nofile {
+        let bin = cargo_bin("janus-server");
+        let envs: Vec<_> = cmd
+            .get_envs()
+            .map(|(k, v)| (k.to_owned(), v.map(ToOwned::to_owned)))
+            .collect();
+        cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={n}:{n}")).arg(&bin);
+        for (k, v) in envs {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
         }
-        None => Command::new(&bin),
-    };
-    cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "off"])
-        .args(args);
+    }
+    cmd.args(base).args(args);
     cmd.env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut child = Proc(cmd.spawn().expect("spawn janus-server"));
@@ -52,6 +119,7 @@ fn spawn_server(
     let mut seen = String::new();
     loop {
         let line = rx.recv_timeout(TIMEOUT).expect("start-up line");
+        assert!(!line.contains('\x1b'), "colour codes on a pipe: {line:?}");
         seen.push_str(&line);
         seen.push('\n');
         if let Some(rest) = line.split("listening on ").nth(1) {
@@ -67,19 +135,22 @@ fn spawn_server(
 }
 
 #[test]
-fn help_explains_every_setting() {
-    let out = Command::new(cargo_bin("janus-server"))
-        .arg("--help")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let help = String::from_utf8(out.stdout).unwrap();
-    for flag in [
+fn help_explains_every_setting_and_the_exit_codes() {
+    let (code, help, _) = run_server(&["--help"], &[]);
+    assert_eq!(code, 0);
+    for text in [
         "--listen",
         "--heartbeat",
         "--max-frame",
         "--max-connections",
+        "--max-connections-per-ip",
         "--queue-limit",
+        "--queue-bytes",
+        "--write-deadline",
+        "--max-topics",
+        "--session-ttl",
+        "--history-size",
+        "--history-ttl",
         "--slow-consumer",
         "--allow-publish-from",
         "--publish-key",
@@ -87,48 +158,164 @@ fn help_explains_every_setting() {
         "--config",
         "--admin-listen",
         "--admin-token",
+        "--log-format",
         "JANUS_QUEUE_LIMIT",
-        "0.0.0.0:8081",
+        "JANUS_QUEUE_BYTES",
+        "[default: 0.0.0.0:8081]",
+        "[default: 1048576]",
+        "[default: 10000]",
+        "[default: 5m]",
+        "Exit status: 0",
+        "2 bad usage or configuration",
     ] {
-        assert!(help.contains(flag), "--help lacks {flag}");
+        assert!(help.contains(text), "--help lacks {text}");
     }
+    assert!(!help.contains("../shared") && !help.contains("PROTOCOL.md"));
 }
 
 #[test]
-fn bad_settings_fail_with_a_clear_message() {
-    let dir = std::env::temp_dir().join(format!("janus-bin-{}.toml", std::process::id()));
-    std::fs::write(&dir, "queue-limit = \"lots\"\n").unwrap();
-    let out = Command::new(cargo_bin("janus-server"))
-        .arg("--config")
-        .arg(&dir)
-        .output()
-        .unwrap();
-    std::fs::remove_file(&dir).unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+fn bad_settings_fail_with_a_clear_message_and_exit_2() {
+    let file = TempFile::new("bad", "queue-limit = \"lots\"\n");
+    let (code, _, err) = run_server(&["--config", file.arg()], &[]);
+    assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("queue-limit") && err.contains("janus-bin-"),
+        err.contains("queue-limit") && err.contains(file.arg()),
         "{err}"
     );
-    let out = Command::new(cargo_bin("janus-server"))
-        .args(["--slow-consumer", "sometimes"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("disconnect"));
+    let (code, _, err) = run_server(&["--slow-consumer", "sometimes"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("disconnect"), "{err}");
+    let (code, _, err) = run_server(&[], &[("JANUS_QUEUE_LIMIT", "many")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("queue-limit"), "{err}");
+    // An empty label fails inside the resolver, without a DNS query.
+    let (code, _, err) = run_server(&["--listen", "a..b:8081", "--admin-listen", "off"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot resolve \"a..b:8081\""), "{err}");
 }
 
 #[test]
-fn print_config_round_trips() {
-    let out = Command::new(cargo_bin("janus-server"))
-        .args(["--print-config", "--queue-limit", "77"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
+fn an_address_in_use_exits_1() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let addr = taken.local_addr().expect("address").to_string();
+    let (code, _, err) = run_server(&["--listen", &addr, "--admin-listen", "off"], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&addr), "{err}");
+}
+
+#[test]
+fn flags_win_over_environment_which_wins_over_the_file() {
+    let file = TempFile::new(
+        "layers",
+        "queue-limit = 7\nheartbeat = \"5s\"\nmax-topics = 50\n",
+    );
+    let env = [("JANUS_QUEUE_LIMIT", "8"), ("JANUS_HEARTBEAT", "6s")];
+    let (code, out, err) = run_server(
+        &[
+            "--config",
+            file.arg(),
+            "--print-config",
+            "--heartbeat",
+            "9s",
+        ],
+        &env,
+    );
+    assert_eq!(code, 0, "{err}");
+    for line in ["queue-limit = 8", "heartbeat = \"9s\"", "max-topics = 50"] {
+        assert!(out.lines().any(|l| l == line), "{line} in {out}");
+    }
+    // The file named by JANUS_CONFIG counts as the --config file.
+    let (_, out, _) = run_server(&["--print-config"], &[("JANUS_CONFIG", file.arg())]);
+    assert!(out.lines().any(|l| l == "queue-limit = 7"), "{out}");
+}
+
+#[test]
+fn the_example_file_is_what_print_config_prints() {
+    let (code, printed, err) = run_server(&["--print-config"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../janus.toml.example");
+    let example = std::fs::read_to_string(&path).expect("janus.toml.example");
     assert!(
-        text.contains("queue-limit = 77") && text.contains("listen = \"0.0.0.0:8081\""),
-        "{text}"
+        example == printed,
+        "janus.toml.example differs from `janus-server --print-config`; regenerate it with\n  \
+         cargo run -p janus-server -- --print-config > janus.toml.example"
+    );
+    // And a server runs from it unchanged.
+    let (code, again, err) = run_server(
+        &["--config", path.to_str().expect("utf-8"), "--print-config"],
+        &[],
+    );
+    assert_eq!((code, again), (0, printed), "{err}");
+}
+
+#[tokio::test]
+async fn printed_secrets_never_come_back_wrong() {
+    let (code, printed, err) = run_server(
+        &[
+            "--admin-token",
+            "s3cret",
+            "--publish-key",
+            "k3y",
+            "--print-config",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !printed.contains("s3cret") && !printed.contains("k3y"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("admin-token is set, but secrets are never printed"),
+        "{printed}"
+    );
+    // A server started from that file has no admin token (loopback only), not a wrong one.
+    let file = TempFile::new("secret", &printed);
+    let (_server, _, startup, rx) = spawn_server_with(
+        None,
+        &["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
+        &["--config", file.arg()],
+    );
+    let admin = rx.recv_timeout(TIMEOUT).expect("admin line");
+    assert!(admin.contains("loopback clients only"), "{startup}{admin}");
+    // The placeholder older versions printed is refused with a clear error.
+    let old = TempFile::new("redacted", "admin-token = \"<redacted>\"\n");
+    let (code, _, err) = run_server(&["--config", old.arg()], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("admin-token") && err.contains("placeholder"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn host_names_and_plain_addresses_are_accepted() {
+    let (_server, addr, startup, _rx) = spawn_server_with(
+        None,
+        &["--listen", "localhost:0", "--admin-listen", "off"],
+        &["--allow-publish-from", "10.0.0.1,::1"],
+    );
+    assert!(addr.ip().is_loopback(), "{startup}");
+    assert!(
+        startup.contains("allow-publish-from = [\"10.0.0.1/32\", \"::1/128\"]"),
+        "{startup}"
+    );
+    let mut c = Client::connect(addr).await;
+    c.subscribe("t").await;
+}
+
+#[tokio::test]
+async fn json_logs_and_no_colour_on_a_pipe() {
+    let (_server, addr, startup, _rx) = spawn_server(None, &["--log-format", "json"]);
+    let line = startup.lines().last().expect("a line");
+    let event: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+    let message = event["fields"]["message"].as_str().expect("message");
+    assert!(message.contains(&format!("listening on {addr}")), "{line}");
+    assert_eq!(event["level"], "INFO");
+    let (_server, _, startup, _rx) = spawn_server(None, &[]);
+    assert!(
+        startup.contains(" INFO ") && !startup.contains('\x1b'),
+        "{startup:?}"
     );
 }
 

@@ -5,6 +5,7 @@ mod binary;
 mod bot;
 mod broker;
 mod delivery;
+mod example;
 mod hostile;
 mod protocol;
 mod resume;

@@ -1,4 +1,4 @@
-//! PROTOCOL.md P1–P9 as a 2009 client sees them: hello, subscribe/ACK,
+//! docs/protocol.md P1–P9 as a 2009 client sees them: hello, subscribe/ACK,
 //! both PUBLISH forms, delivery shape and order, framing, and every P7 error.
 
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,21 +1,12 @@
-//! RFC 3339 UTC timestamps (`2024-05-01T12:00:00Z`) for JSON, without a
-//! date-time dependency: the admin API only ever formats the current era.
+//! RFC 3339 UTC timestamps (`2024-05-01T12:00:00Z`) for JSON, through
+//! `humantime`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use janus_core::UtcDateTime;
-
-/// Formats `t` as an RFC 3339 UTC timestamp with whole seconds.
+/// Formats `t` as an RFC 3339 UTC timestamp with whole seconds (a time
+/// before 1970 reads as the epoch).
 pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs();
-    let d = UtcDateTime::from_unix_secs(secs);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        d.year, d.month, d.day, d.hour, d.minute, d.second
-    )
+    humantime::format_rfc3339_seconds(t.max(UNIX_EPOCH)).to_string()
 }
 
 /// Seconds from `t` to now, or zero for a time in the future.
