@@ -1145,8 +1145,11 @@ impl Swarm {
         }
         for &idx in &draining {
             self.conns[idx].state = State::Draining;
-            // Its readiness edges went by unread: read what is there now.
-            self.read(idx, false);
+            // Its readiness edges went by unread: read what is there now, up
+            // to an end of stream or reset that happened meanwhile (a short
+            // read does not mean there is nothing more: no new edge will
+            // announce an end that came before).
+            self.read(idx, true);
         }
         loop {
             let now = sys::monotonic_ns();
