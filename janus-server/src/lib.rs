@@ -221,7 +221,7 @@ impl Shared {
     fn admit_ip(&self, ip: IpAddr) -> bool {
         let mut per_ip = self.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
         let count = per_ip.entry(ip).or_insert(0);
-        if *count as usize >= self.config.max_connections_per_ip {
+        if *count as usize >= self.config.max_connections_per_ip && !self.config.per_ip_exempt(ip) {
             return false;
         }
         *count += 1;
