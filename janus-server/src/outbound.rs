@@ -83,7 +83,7 @@ pub enum Kind {
         stamp: u32,
     },
     /// Hello, `ACK`, `PING`, an error: written in a write of its own, because
-    /// 2009 clients match a whole read against `ACK` (PROTOCOL P9).
+    /// 2009 clients match a whole read against `ACK` (protocol P9).
     Control,
 }
 
