@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::server::AdminState;
 
 /// `POST /publish` with `{"topic","event","message_id","data"}`: publishes
-/// exactly like a client `PUBLISH` (PROTOCOL P5).
+/// exactly like a client `PUBLISH` (protocol P5).
 pub async fn publish(
     State(state): State<Arc<AdminState>>,
     body: Bytes,
