@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use janus_core::api::{TopicDetail, TopicList};
+use janus_core::api::{Refusals, Status, TopicDetail, TopicList};
 use janus_core::message::MAX_DATA_DEPTH;
 use janus_core::{ClientMessage, ServerMessage};
 use janus_server::stats::Stats;
@@ -27,6 +27,24 @@ fn admin_config() -> Config {
 
 fn admin_addr(server: &TestServer) -> SocketAddr {
     server.shared().admin_addr().expect("admin API enabled")
+}
+
+/// `GET /status`.
+async fn status(server: &TestServer) -> Status {
+    let reply = http(admin_addr(server), "GET", "/status", "").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    serde_json::from_str(&reply.body).expect("a status")
+}
+
+/// The value of one sample of `GET /metrics`, named with its labels.
+async fn metric(server: &TestServer, sample: &str) -> f64 {
+    let reply = http(admin_addr(server), "GET", "/metrics", "").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    reply
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {sample} in /metrics:\n{}", reply.body))
 }
 
 /// How long the canary's round trip (publish, ACK, delivery) may take while
@@ -211,6 +229,23 @@ async fn the_topic_cap_answers_unavailable_and_spares_existing_topics() {
     // The canary's topic is one of the ten.
     assert_eq!((acked, refused), (9, 41));
     assert_eq!(server.shared().topics.topic_count(), 10);
+    // Operators see the count against the limit, and the refusals.
+    let st = status(&server).await;
+    assert_eq!((st.topics, st.limits.max_topics), (10, 10));
+    assert_eq!(
+        st.refused,
+        Refusals {
+            max_topics: 41,
+            ..Refusals::default()
+        }
+    );
+    assert_eq!(st.errors["unavailable"], 41);
+    assert_eq!(metric(&server, "janus_topics").await, 10.0);
+    assert_eq!(metric(&server, "janus_max_topics").await, 10.0);
+    assert_eq!(
+        metric(&server, "janus_refusals_total{reason=\"max_topics\"}").await,
+        41.0
+    );
     canary.check().await;
     // Still open, and an existing topic is still open to it.
     hostile.subscribe("canary").await;
@@ -229,7 +264,9 @@ async fn the_topic_cap_answers_unavailable_and_spares_existing_topics() {
 async fn connections_per_address_are_capped_for_that_address_only() {
     let server = TestServer::start_with(Config {
         max_connections_per_ip: 3,
-        ..test_config()
+        // Loopback is exempt by default; here it is not.
+        per_ip_exempt: Vec::new(),
+        ..admin_config()
     })
     .await;
     let addr = server.addr();
@@ -257,6 +294,13 @@ async fn connections_per_address_are_capped_for_that_address_only() {
         refused.expect_closed().await;
         canary.check().await;
     }
+    let st = status(&server).await;
+    assert_eq!(st.limits.max_connections_per_ip, Some(3));
+    assert_eq!((st.refused.per_ip, st.connections_refused), (10, 10));
+    assert_eq!(
+        metric(&server, "janus_refusals_total{reason=\"per_ip\"}").await,
+        10.0
+    );
     // 127.0.0.1 has a count of its own: the canary's two, and one more.
     Client::connect(addr).await.expect_open().await;
     drop(held.pop());
@@ -276,7 +320,7 @@ async fn connections_per_address_are_capped_for_that_address_only() {
 async fn the_connection_cap_refuses_politely_and_spares_the_clients_in() {
     let server = TestServer::start_with(Config {
         max_connections: Some(6),
-        ..test_config()
+        ..admin_config()
     })
     .await;
     let addr = server.addr();
@@ -292,6 +336,17 @@ async fn the_connection_cap_refuses_politely_and_spares_the_clients_in() {
         refused.expect_closed().await;
         canary.check().await;
     }
+    let st = status(&server).await;
+    assert_eq!((st.capacity, st.limits.max_connections), (6, 6));
+    assert_eq!(
+        (st.refused.max_connections, st.connections_refused),
+        (10, 10)
+    );
+    assert_eq!(metric(&server, "janus_connection_capacity").await, 6.0);
+    assert_eq!(
+        metric(&server, "janus_refusals_total{reason=\"max_connections\"}").await,
+        10.0
+    );
     drop(held.pop());
     wait_until("a slot to be released", || {
         Stats::get(&server.shared().stats.connections) == 5
@@ -366,7 +421,20 @@ fn open_fds(pid: u32) -> Vec<u32> {
 /// admits the first client that comes once one descriptor is free again.
 #[tokio::test]
 async fn after_descriptor_exhaustion_the_first_client_is_admitted() {
-    let server = ServerProcess::spawn(&[]);
+    let server = ServerProcess::spawn_full(
+        None,
+        &["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
+        &[],
+    );
+    let admin: SocketAddr = server
+        .log
+        .recv_timeout(TIMEOUT)
+        .ok()
+        .and_then(|l| {
+            let rest = l.split("admin API on http://").nth(1)?.to_owned();
+            rest.split(',').next()?.parse().ok()
+        })
+        .expect("the admin API's address after the start-up line");
     let (addr, pid) = (server.addr(), server.pid());
     let mut canary = Canary::start(addr).await;
     canary.check().await;
@@ -374,11 +442,7 @@ async fn after_descriptor_exhaustion_the_first_client_is_admitted() {
     let open = open_fds(pid);
     let limit = open.iter().max().copied().unwrap_or(0) + 1 + 8;
     let status = std::process::Command::new("prlimit")
-        .args([
-            "--pid",
-            &pid.to_string(),
-            &format!("--nofile={limit}:{limit}"),
-        ])
+        .args(["--pid", &pid.to_string(), &format!("--nofile={limit}:")])
         .status()
         .expect("prlimit (util-linux)");
     assert!(status.success(), "prlimit failed");
@@ -425,6 +489,17 @@ async fn after_descriptor_exhaustion_the_first_client_is_admitted() {
         ServerMessage::Delivery(d) => assert_eq!(d.topic, "canary"),
         other => panic!("expected the canary's delivery, got {other:?}"),
     }
+
+    // With the limit raised again, operators see what happened.
+    let status = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), "--nofile=4096:"])
+        .status()
+        .expect("prlimit (util-linux)");
+    assert!(status.success(), "prlimit failed");
+    let reply = http(admin, "GET", "/status", "").await;
+    let st: Status = serde_json::from_str(&reply.body).expect("a status");
+    assert_eq!(st.refused.fds, 6, "{st:?}");
+    assert_eq!(st.limits.open_files, Some(4096));
 }
 
 /// Subscribes one client to `topics` (pipelined, then every ACK read).
