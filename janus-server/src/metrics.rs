@@ -301,6 +301,22 @@ fn gauge<V: prometheus_client::encoding::EncodeGaugeValue>(
         .encode_gauge(&value)
 }
 
+/// Writes one counter with a value per label value: `(name, label)`.
+fn labelled_counters<'a>(
+    encoder: &mut DescriptorEncoder,
+    (name, label): (&str, &str),
+    help: &str,
+    values: impl IntoIterator<Item = (&'a str, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, count) in values {
+        family
+            .encode_family(&[(label, value)])?
+            .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+    }
+    Ok(())
+}
+
 impl Collector for ServerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let shared = &*self.shared;
@@ -417,18 +433,12 @@ impl Collector for ServerCollector {
             None,
             get(&stats.connections_refused),
         )?;
-        let mut refusals = e.encode_descriptor(
-            "refusals",
+        labelled_counters(
+            e,
+            ("refusals", "reason"),
             "Connections and subscriptions refused, by the limit that refused them.",
-            None,
-            MetricType::Counter,
+            Refusal::ALL.map(|why| (why.as_str(), stats.refusals(why))),
         )?;
-        for why in Refusal::ALL {
-            let labels = [("reason", why.as_str())];
-            refusals
-                .encode_family(&labels)?
-                .encode_counter::<NoLabelSet, _, u64>(&stats.refusals(why), None)?;
-        }
         counter(
             e,
             "messages_published",
@@ -472,18 +482,12 @@ impl Collector for ServerCollector {
             get(&stats.slow_consumers),
         )?;
 
-        let mut errors = e.encode_descriptor(
-            "errors",
+        labelled_counters(
+            e,
+            ("errors", "code"),
             "Error frames sent to clients, by protocol P7 code.",
-            None,
-            MetricType::Counter,
+            ErrorCode::ALL.map(|code| (code.as_str(), stats.errors_sent(code))),
         )?;
-        for code in ErrorCode::ALL {
-            let labels = [("code", code.as_str())];
-            errors
-                .encode_family(&labels)?
-                .encode_counter::<NoLabelSet, _, u64>(&stats.errors_sent(code), None)?;
-        }
 
         let latency = stats.delivery_latency.snapshot();
         e.encode_descriptor(
