@@ -242,10 +242,29 @@ pub fn status_text(s: &Status) -> String {
     kv(
         "sessions",
         format!(
-            "{}, topics {}, subscriptions {}",
+            "{}, topics {} of {}, subscriptions {}",
             format::count(s.sessions),
             format::count(s.topics),
+            format::count(s.limits.max_topics),
             format::count(s.subscriptions)
+        ),
+    );
+    let r = &s.refused;
+    kv(
+        "refused",
+        format!(
+            "{} per address (limit {}), {} at capacity, {} out of file descriptors (limit {}), \
+             {} new topics",
+            format::count(r.per_ip),
+            s.limits
+                .max_connections_per_ip
+                .map_or_else(|| "none".to_owned(), format::count),
+            format::count(r.max_connections),
+            format::count(r.fds),
+            s.limits
+                .open_files
+                .map_or_else(|| "?".to_owned(), format::count),
+            format::count(r.max_topics)
         ),
     );
     kv(

@@ -55,6 +55,37 @@ pub struct Latency {
     pub p99_ms: Option<f64>,
 }
 
+/// Refusals since start, by the limit that refused (in [`Status`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusals {
+    /// Connections from an address that had `max-connections-per-ip` open.
+    pub per_ip: u64,
+    /// Connections past the capacity (`max-connections` or the open-file limit).
+    pub max_connections: u64,
+    /// Connections the process had no file descriptor for.
+    pub fds: u64,
+    /// Subscriptions that would have made a topic past `max-topics`.
+    pub max_topics: u64,
+}
+
+/// The limits in force (in [`Status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Most client connections: `max-connections`, or less if the
+    /// open-file limit leaves room for fewer (the same as `capacity`).
+    pub max_connections: u64,
+    /// `max-connections-per-ip`; `null` for no limit.
+    pub max_connections_per_ip: Option<u64>,
+    /// `max-topics`: most topics the server holds at once.
+    pub max_topics: u64,
+    /// `max-subscriptions`: most topics one session holds.
+    pub max_subscriptions: u64,
+    /// `admin-max-connections`: most admin API connections at once.
+    pub admin_max_connections: u64,
+    /// The process's open-file (soft) limit now; `null` if unreadable.
+    pub open_files: Option<u64>,
+}
+
 /// `GET /status`: the server in one object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
@@ -81,8 +112,12 @@ pub struct Status {
     pub connections_peak: u64,
     /// Client connections accepted since start.
     pub connections_total: u64,
-    /// Client connections refused because the server was full.
+    /// Client connections refused (by any limit: see `refused`).
     pub connections_refused: u64,
+    /// Refusals since start by the limit that refused.
+    pub refused: Refusals,
+    /// The limits in force.
+    pub limits: Limits,
     /// Live sessions.
     pub sessions: u64,
     /// Live topics.

@@ -625,6 +625,7 @@ impl Connection {
             }
             Err(limit) => {
                 drop(subs);
+                self.shared.stats.refused(crate::stats::Refusal::MaxTopics);
                 self.send_error(&ProtocolError::new(
                     ErrorCode::Unavailable,
                     format!(

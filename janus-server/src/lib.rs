@@ -54,7 +54,7 @@ pub use config::{Config, SlowConsumerPolicy};
 use connection::Connection;
 use outbound::{Budget, Push};
 use session::{CloseReason, Registry, Session, SessionHandle};
-use stats::Stats;
+use stats::{Refusal, Stats};
 
 /// State shared by the accept loop, every connection and the admin API.
 #[derive(Debug)]
@@ -473,7 +473,7 @@ fn spare_descriptor() -> Option<std::fs::File> {
 
 /// Connections being refused that still wait for their peer to read the
 /// error frame; past this many, a refused connection is closed at once.
-const REFUSALS_LINGERING: usize = 64;
+const REFUSALS_LINGERING: usize = limits::REFUSALS_LINGERING as usize;
 
 /// Session tokens drawn from the operating system's random source 256 at a
 /// time: one `getrandom` call per 256 clients instead of one each.
@@ -525,7 +525,10 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, tracker: &Tas
                     Some(Ok((stream, _))) => {
                         refuse(
                             stream,
-                            "the server is out of file descriptors; try again later",
+                            (
+                                Refusal::Fds,
+                                "the server is out of file descriptors; try again later",
+                            ),
                             shared,
                             None,
                         );
@@ -571,7 +574,12 @@ fn admit(
             "the server is at its connection limit ({}); try again later",
             shared.capacity
         );
-        refuse(stream, &reason, shared, Some(refusals));
+        refuse(
+            stream,
+            (Refusal::MaxConnections, &reason),
+            shared,
+            Some(refusals),
+        );
         return;
     };
     if !shared.admit_ip(peer.ip()) {
@@ -580,7 +588,7 @@ fn admit(
             peer.ip(),
             shared.config.max_connections_per_ip
         );
-        refuse(stream, &reason, shared, Some(refusals));
+        refuse(stream, (Refusal::PerIp, &reason), shared, Some(refusals));
         return;
     }
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -609,15 +617,12 @@ fn admit(
 /// for a moment, so the error frame is not destroyed by a reset.
 fn refuse(
     stream: tokio::net::TcpStream,
-    reason: &str,
+    (why, reason): (Refusal, &str),
     shared: &Shared,
     lingering: Option<&Arc<Semaphore>>,
 ) {
     use std::io::Write;
-    shared
-        .stats
-        .connections_refused
-        .fetch_add(1, Ordering::Relaxed);
+    shared.stats.refused(why);
     shared.stats.error_sent(janus_core::ErrorCode::NotAllowed);
     let err = ProtocolError::new(janus_core::ErrorCode::NotAllowed, reason);
     let frame = ServerMessage::error(&err, janus_core::Timestamp::now()).to_bytes();

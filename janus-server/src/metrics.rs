@@ -32,6 +32,7 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::stats::Refusal;
 use crate::Shared;
 
 /// Where latency stamps count from: the first stamp taken in the process.
@@ -348,6 +349,39 @@ impl Collector for ServerCollector {
             None,
             shared.capacity as u64,
         )?;
+        let limits = crate::admin::status::limits(shared);
+        gauge(
+            e,
+            "max_topics",
+            "Most topics the server holds at once (max-topics).",
+            None,
+            limits.max_topics,
+        )?;
+        if let Some(per_ip) = limits.max_connections_per_ip {
+            gauge(
+                e,
+                "max_connections_per_ip",
+                "Most client connections from one address (max-connections-per-ip).",
+                None,
+                per_ip,
+            )?;
+        }
+        gauge(
+            e,
+            "admin_max_connections",
+            "Most admin API connections at once (admin-max-connections).",
+            None,
+            limits.admin_max_connections,
+        )?;
+        if let Some(open_files) = limits.open_files {
+            gauge(
+                e,
+                "open_file_limit",
+                "The process's open-file (soft) limit.",
+                None,
+                open_files,
+            )?;
+        }
         gauge(
             e,
             "sessions",
@@ -379,10 +413,22 @@ impl Collector for ServerCollector {
         counter(
             e,
             "connections_refused",
-            "Client connections refused because the server was full.",
+            "Client connections refused by any limit (janus_refusals_total says which).",
             None,
             get(&stats.connections_refused),
         )?;
+        let mut refusals = e.encode_descriptor(
+            "refusals",
+            "Connections and subscriptions refused, by the limit that refused them.",
+            None,
+            MetricType::Counter,
+        )?;
+        for why in Refusal::ALL {
+            let labels = [("reason", why.as_str())];
+            refusals
+                .encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, u64>(&stats.refusals(why), None)?;
+        }
         counter(
             e,
             "messages_published",

@@ -168,12 +168,7 @@ impl Client {
         let stream = TcpStream::from_std(sock.into()).expect("tokio stream");
         stream.writable().await.expect("connected");
         stream.set_nodelay(true).expect("nodelay");
-        let mut client = Client {
-            stream,
-            buf: BytesMut::new(),
-            codec: ClientCodec::default(),
-            token: String::new(),
-        };
+        let mut client = Client::from_stream(stream);
         match client.recv().await {
             ServerMessage::Hello { token, .. } => client.token = token,
             other => panic!("expected hello, got {other:?}"),
@@ -181,16 +176,33 @@ impl Client {
         client
     }
 
-    /// Connects without reading anything.
-    pub async fn connect_raw(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
+    fn from_stream(stream: TcpStream) -> Client {
         Client {
             stream,
             buf: BytesMut::new(),
             codec: ClientCodec::default(),
             token: String::new(),
         }
+    }
+
+    /// Connects without reading anything.
+    pub async fn connect_raw(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Client::from_stream(stream)
+    }
+
+    /// Connects from `source` (any address of the loopback range, so that a
+    /// per-address limit can be driven without touching 127.0.0.1) without
+    /// reading anything.
+    pub async fn connect_raw_from(addr: SocketAddr, source: std::net::IpAddr) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .expect("bind the source address");
+        let stream = socket.connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Client::from_stream(stream)
     }
 
     /// Sends raw bytes.

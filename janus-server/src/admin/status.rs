@@ -8,12 +8,14 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use janus_core::api::{Health, Latency, Listen, Ready, Status};
+use janus_core::api::{Health, Latency, Limits, Listen, Ready, Refusals, Status};
 use janus_core::ErrorCode;
 
 use super::datetime::rfc3339;
 use super::error::ApiError;
 use super::server::AdminState;
+use crate::stats::Refusal;
+use crate::Shared;
 
 /// `GET /health`: liveness. Needs no token.
 pub async fn health() -> Json<Health> {
@@ -48,6 +50,21 @@ pub async fn ready(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<Re
     )
 }
 
+/// The limits in force (`usize::MAX`, "no limit", reads as `null`).
+pub fn limits(shared: &Shared) -> Limits {
+    let config = &shared.config;
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    Limits {
+        max_connections: count(shared.capacity),
+        max_connections_per_ip: (config.max_connections_per_ip != usize::MAX)
+            .then(|| count(config.max_connections_per_ip)),
+        max_topics: count(config.max_topics),
+        max_subscriptions: count(config.max_subscriptions),
+        admin_max_connections: count(config.admin_max_connections),
+        open_files: crate::limits::FileLimit::current().ok().map(|l| l.soft),
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -79,6 +96,13 @@ pub async fn status(State(state): State<Arc<AdminState>>) -> Json<Status> {
         connections_peak: get(&stats.connections_peak),
         connections_total: get(&stats.connections_total),
         connections_refused: get(&stats.connections_refused),
+        refused: Refusals {
+            per_ip: stats.refusals(Refusal::PerIp),
+            max_connections: stats.refusals(Refusal::MaxConnections),
+            fds: stats.refusals(Refusal::Fds),
+            max_topics: stats.refusals(Refusal::MaxTopics),
+        },
+        limits: limits(shared),
         sessions: shared.sessions.len() as u64,
         topics: shared.topics.topic_count() as u64,
         subscriptions: shared.topics.subscription_count() as u64,
