@@ -411,6 +411,9 @@ impl Connection {
             &stats.resumes_recovered
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        stats
+            .messages_replayed
+            .fetch_add(attached.missed as u64, Ordering::Relaxed);
         tracing::debug!(peer = %self.peer, token = %self.session.token, missed = attached.missed,
             recovered = !attached.overflowed, "session resumed");
         if attached.claimed {
@@ -527,6 +530,10 @@ impl Connection {
             missed: replay.len() as u64,
         };
         let claimed = session.outbound.push_control(resumed.to_bytes()).claimed();
+        shared
+            .stats
+            .messages_replayed
+            .fetch_add(replay.len() as u64, Ordering::Relaxed);
         let stamp = crate::metrics::stamp_now();
         for frame in &replay {
             session.outbound.push_delivery(frame, stamp, Bytes::new);

@@ -472,6 +472,8 @@ impl Collector for ServerCollector {
             get(&stats.slow_consumers),
         )?;
 
+        resume_metrics(e, shared)?;
+
         let mut errors = e.encode_descriptor(
             "errors",
             "Error frames sent to clients, by protocol P7 code.",
@@ -499,6 +501,69 @@ impl Collector for ServerCollector {
             None,
         )
     }
+}
+
+/// Resumes (X1), detached sessions and topic history.
+fn resume_metrics(e: &mut DescriptorEncoder, shared: &Shared) -> Result<(), std::fmt::Error> {
+    let stats = &*shared.stats;
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let mut resumes = e.encode_descriptor(
+        "resumes",
+        "Resumes (X1) by outcome: recovered, not_recovered (the client must resync) or unknown_session.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (outcome, value) in [
+        ("recovered", get(&stats.resumes_recovered)),
+        ("not_recovered", get(&stats.resumes_not_recovered)),
+        ("unknown_session", get(&stats.resumes_unknown)),
+    ] {
+        resumes
+            .encode_family(&[("outcome", outcome)])?
+            .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+    }
+    counter(
+        e,
+        "messages_replayed",
+        "Messages replayed by resumes, from topic history or a detached session's queue.",
+        None,
+        get(&stats.messages_replayed),
+    )?;
+    counter(
+        e,
+        "sessions_detached",
+        "Sessions that lost their connection and were kept for a resume.",
+        None,
+        get(&stats.sessions_detached),
+    )?;
+    counter(
+        e,
+        "sessions_expired",
+        "Detached sessions freed because no resume came within the session TTL.",
+        None,
+        get(&stats.sessions_expired),
+    )?;
+    gauge(
+        e,
+        "sessions_waiting",
+        "Detached sessions waiting for a resume (as of the last housekeeping sweep).",
+        None,
+        get(&stats.sessions_detached_now),
+    )?;
+    gauge(
+        e,
+        "history_entries",
+        "Messages held in topic history, over all topics.",
+        None,
+        shared.history.messages.load(Ordering::Relaxed) as u64,
+    )?;
+    gauge(
+        e,
+        "history",
+        "Bytes held in topic history, over all topics.",
+        Some(&Unit::Bytes),
+        shared.history.bytes.load(Ordering::Relaxed) as u64,
+    )
 }
 
 /// `janus_build_info{version="…"} 1`.

@@ -38,6 +38,12 @@ pub struct Stats {
     pub sessions_detached: AtomicU64,
     /// Detached sessions freed because no resume came within the session TTL.
     pub sessions_expired: AtomicU64,
+    /// Sessions waiting for a resume without a connection, as of the last
+    /// housekeeping sweep (a gauge).
+    pub sessions_detached_now: AtomicU64,
+    /// Messages replayed by resumes: from topic history, or a detached
+    /// session's queue.
+    pub messages_replayed: AtomicU64,
     /// Resumes asked for (X1), either form.
     pub resumes: AtomicU64,
     /// Resumes answered `recovered: true`.

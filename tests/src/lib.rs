@@ -313,6 +313,13 @@ impl Client {
         }
     }
 
+    /// Drops the connection the way a lost network does: a reset, no goodbye.
+    pub fn lose(self) {
+        let sock = socket2::SockRef::from(&self.stream);
+        sock.set_linger(Some(Duration::ZERO)).expect("linger");
+        drop(self);
+    }
+
     /// Proves the connection is still open: a subscribe to a fresh topic is acknowledged.
     pub async fn expect_open(&mut self) {
         self.subscribe("__still_open__").await;

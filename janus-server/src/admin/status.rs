@@ -8,7 +8,9 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use janus_core::api::{Health, Latency, Limits, Listen, Ready, Refusals, Status};
+use janus_core::api::{
+    Health, HistoryHeld, Latency, Limits, Listen, Ready, Refusals, ResumeCounters, Status,
+};
 use janus_core::ErrorCode;
 
 use super::datetime::rfc3339;
@@ -126,7 +128,37 @@ pub async fn status(State(state): State<Arc<AdminState>>) -> Json<Status> {
             p50_ms: recent.latency.quantile(0.5).map(ms),
             p99_ms: recent.latency.quantile(0.99).map(ms),
         },
+        resume: resume_counters(shared),
+        history: history_held(shared),
     })
+}
+
+/// Resumes and detached sessions, for `/status`.
+fn resume_counters(shared: &crate::Shared) -> ResumeCounters {
+    let stats = &*shared.stats;
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    ResumeCounters {
+        attempted: get(&stats.resumes),
+        recovered: get(&stats.resumes_recovered),
+        not_recovered: get(&stats.resumes_not_recovered),
+        unknown_session: get(&stats.resumes_unknown),
+        replayed: get(&stats.messages_replayed),
+        detached: get(&stats.sessions_detached_now),
+        detached_total: get(&stats.sessions_detached),
+        expired: get(&stats.sessions_expired),
+    }
+}
+
+/// History held and its limits, for `/status`.
+fn history_held(shared: &crate::Shared) -> HistoryHeld {
+    let history = &shared.history;
+    HistoryHeld {
+        entries: history.messages.load(Ordering::Relaxed) as u64,
+        bytes: history.bytes.load(Ordering::Relaxed) as u64,
+        size: history.size as u64,
+        ttl_s: u64::from(history.ttl_secs),
+        max_bytes: history.max_bytes as u64,
+    }
 }
 
 /// `GET /metrics`: the Prometheus text exposition.
