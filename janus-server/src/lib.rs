@@ -287,7 +287,7 @@ impl Server {
     /// # Errors
     /// The bind error (address in use, permission denied).
     pub async fn bind(config: Config, capacity: usize) -> io::Result<Server> {
-        let listener = bind_listener(config.listen)
+        let listener = bind_listener(config.listen, config.reuse_port)
             .map_err(|e| annotate(e, &format!("client listener {}", config.listen)))?;
         Self::with_listener(listener, config, capacity)
     }
@@ -316,9 +316,10 @@ impl Server {
         // which saves a system call per client (PROTOCOL P9 wants it on).
         socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
         let admin = match config.admin_listen {
-            Some(addr) => {
-                Some(bind_listener(addr).map_err(|e| annotate(e, &format!("admin API {addr}")))?)
-            }
+            Some(addr) => Some(
+                bind_listener(addr, false)
+                    .map_err(|e| annotate(e, &format!("admin API {addr}")))?,
+            ),
             None => None,
         };
         let shared = Arc::new(Shared {
@@ -444,13 +445,18 @@ fn annotate(e: io::Error, what: &str) -> io::Error {
 }
 
 /// Binds with a deep accept backlog: a swarm connects thousands at once.
-fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+/// With `reuse_port`, several processes may bind the same address
+/// (`SO_REUSEPORT`): the kernel spreads new connections over them.
+fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
         None,
     )?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
