@@ -22,7 +22,8 @@ pub async fn health() -> Json<Health> {
     })
 }
 
-/// `GET /ready`: 200 while accepting clients, 503 while starting or draining.
+/// `GET /ready`: 200 while accepting clients, 503 while starting or
+/// draining, or in a cluster while the broker is not connected (`broker`).
 pub async fn ready(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<Ready>) {
     let shared = &state.shared;
     if shared.is_ready() {
@@ -34,8 +35,11 @@ pub async fn ready(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<Re
             }),
         );
     }
+    let accepting = shared.accepting.load(Ordering::Relaxed);
     let reason = if shared.draining() {
         "draining"
+    } else if accepting && shared.cluster().is_some() {
+        "broker"
     } else {
         "starting"
     };
