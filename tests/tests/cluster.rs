@@ -248,6 +248,36 @@ async fn unicast_and_kick_reach_a_session_on_another_node() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 
+    // Operators see the broker and the nodes.
+    let deadline = tokio::time::Instant::now() + janus_tests::TIMEOUT;
+    loop {
+        let reply = http(admin(&a), "GET", "/cluster", "").await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let nodes: janus_core::api::ClusterNodes =
+            serde_json::from_str(&reply.body).expect("cluster JSON");
+        let ids: Vec<&str> = nodes.nodes.iter().map(|n| n.node_id.as_str()).collect();
+        if ids == ["a", "b"] {
+            assert_eq!(nodes.this_node, "a");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "both nodes listed: {ids:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let reply = http(admin(&b), "GET", "/status", "").await;
+    let status: janus_core::api::Status = serde_json::from_str(&reply.body).expect("status");
+    let broker = status.broker.expect("the broker in /status");
+    assert_eq!((broker.node_id.as_str(), broker.connected), ("b", true));
+    assert_eq!(broker.url, redis.url());
+    let reply = http(admin(&b), "GET", "/metrics", "").await;
+    assert!(
+        reply.body.contains("janus_broker_connected 1"),
+        "{}",
+        reply.body
+    );
+
     let path = format!("/sessions/{}/send", client.token);
     let reply = http(admin(&a), "POST", &path, r#"{"message_id":"u1","data":7}"#).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
