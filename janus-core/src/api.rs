@@ -346,7 +346,7 @@ pub struct Draining {
 /// Every refused request's body: `{"error": CODE, "reason": TEXT}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiErrorBody {
-    /// A short machine-readable code (a PROTOCOL P7 code where one fits).
+    /// A short machine-readable code (a protocol P7 code where one fits).
     pub error: String,
     /// A human-readable explanation.
     pub reason: String,

@@ -1,4 +1,4 @@
-//! Topic validation (PROTOCOL P3) and the topic manager: topic → subscribers.
+//! Topic validation (protocol P3) and the topic manager: topic → subscribers.
 //!
 //! The manager is generic over the subscriber handle, so the server can plug
 //! in its sessions while tests plug in plain vectors.

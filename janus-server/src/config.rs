@@ -80,6 +80,8 @@ pub struct Config {
     /// Most simultaneous client connections from one IP address (`usize::MAX`
     /// when the setting is 0, "no limit").
     pub max_connections_per_ip: usize,
+    /// Networks the per-address limit does not apply to.
+    pub per_ip_exempt: Vec<IpNet>,
     /// Most queued frames per session before the slow-consumer policy applies.
     pub queue_limit: usize,
     /// Most bytes queued per session, every frame counted (deliveries,
@@ -164,13 +166,24 @@ impl Config {
         (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
     }
 
+    /// Whether `ip` is outside `max-connections-per-ip` (per-ip-exempt).
+    pub fn per_ip_exempt(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.per_ip_exempt.iter().any(|net| net.contains(&ip))
+    }
+
     /// Whether `ip` may publish without a key.
     pub fn may_publish(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
+        let ip = canonical(ip);
         self.allow_publish_from.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
     }
 }
 
@@ -237,9 +250,13 @@ pub struct Settings {
     #[arg(long, value_name = "N", help_heading = CLIENTS)]
     pub max_connections: Option<NonZeroUsize>,
 
-    /// Most simultaneous client connections from one IP address, 0 for no limit. The default is high enough for a NAT gateway or a load-test host, and keeps one runaway host from taking every connection a process can hold (about 19,900 under a 20,000 open-file limit).
-    #[arg(long, value_name = "N", default_value = "10000", help_heading = CLIENTS)]
+    /// Most simultaneous client connections from one IP address outside per-ip-exempt, 0 for no limit: one host on the internet cannot take every connection a process can hold (about 19,900 under a 20,000 open-file limit).
+    #[arg(long, value_name = "N", default_value = "1000", help_heading = CLIENTS)]
     pub max_connections_per_ip: usize,
+
+    /// Networks max-connections-per-ip does not apply to, comma-separated or repeated: by default loopback and private networks, where a load-test swarm (the 2009 benchmark runs 20,000 clients from one host) or a NAT gateway legitimately holds thousands of connections. 0.0.0.0/32 exempts nothing.
+    #[arg(long, value_name = "NETWORK", value_delimiter = ',', default_values = ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"], help_heading = CLIENTS)]
+    pub per_ip_exempt: Vec<Network>,
 
     /// Longest client frame, in bytes or with a unit (64KiB); a longer one gets frame_too_large and a close.
     #[arg(long, value_name = "SIZE", default_value = "65536", help_heading = CLIENTS)]
@@ -669,6 +686,7 @@ impl Settings {
                 .to_usize()
                 .map_err(|m| invalid("history-bytes", m))?,
             allow_publish_from: self.allow_publish_from.iter().map(|n| n.0).collect(),
+            per_ip_exempt: self.per_ip_exempt.iter().map(|n| n.0).collect(),
             publish_key,
             idle_timeout: self.idle_timeout.0,
             shutdown_timeout: self.shutdown_timeout,

@@ -13,7 +13,7 @@
 //! Reading is allowed while the session is open and under its budget: a
 //! client that sends requests but does not read the answers stops being
 //! read once the answers fill its budget, and is read again when it has
-//! drained to half (PROTOCOL P8). Replies (`ACK`, errors) are queued on the
+//! drained to half (protocol P8). Replies (`ACK`, errors) are queued on the
 //! session's outbound side like everything else and, when nothing else is
 //! being written, written at once by this task; deliveries are written by
 //! the writer threads.
@@ -690,7 +690,7 @@ impl Connection {
         }
         let reached = crate::fanout::publish(&self.shared, publish);
         if one_shot {
-            // The 2009 publisher connection is one-shot (PROTOCOL P5).
+            // The 2009 publisher connection is one-shot (protocol P5).
             self.close(None);
         } else {
             self.reply(Bytes::from_static(b"ACK\x01"));

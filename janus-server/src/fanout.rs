@@ -3,7 +3,7 @@
 //! Follow a message through it:
 //!
 //! 1. [`publish`] takes **one** wall-clock timestamp (every subscriber gets
-//!    the same one, PROTOCOL P6) and **one** latency stamp.
+//!    the same one, protocol P6) and **one** latency stamp.
 //! 2. The topic manager locks the topic and lends its subscriber list
 //!    ([`janus_core::TopicManager::publish`]); holding that lock for the
 //!    whole hand-out is what gives each topic a single order.
@@ -164,7 +164,7 @@ struct Forms<'p> {
     publish: Fields<'p>,
     timestamp: Timestamp,
     offset: u64,
-    /// The 2009 form (PROTOCOL P6), byte for byte what old clients expect.
+    /// The 2009 form (protocol P6), byte for byte what old clients expect.
     plain: Option<Bytes>,
     /// The form with `"offset"` last (X1).
     with_offset: Option<Bytes>,

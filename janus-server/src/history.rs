@@ -1,4 +1,4 @@
-//! A topic's stream (PROTOCOL X1): its epoch, the offset of its latest
+//! A topic's stream (protocol X1): its epoch, the offset of its latest
 //! message, and its recent history, kept for clients that resume.
 //!
 //! Every publish to a topic takes the next offset (1, 2, 3, …) under the

@@ -219,7 +219,7 @@ impl Shared {
     }
 
     /// The session's connection is lost: the session waits, subscribed,
-    /// for a resume (PROTOCOL X1) if it is worth keeping, else it goes.
+    /// for a resume (protocol X1) if it is worth keeping, else it goes.
     fn connection_lost(&self, session: &Arc<Session>) {
         session.outbound.detach();
         if self.config.session_ttl.is_zero() || self.draining() || !session.resumable() {
@@ -241,7 +241,7 @@ impl Shared {
     fn admit_ip(&self, ip: IpAddr) -> bool {
         let mut per_ip = self.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
         let count = per_ip.entry(ip).or_insert(0);
-        if *count as usize >= self.config.max_connections_per_ip {
+        if *count as usize >= self.config.max_connections_per_ip && !self.config.per_ip_exempt(ip) {
             return false;
         }
         *count += 1;
@@ -336,7 +336,7 @@ impl Server {
         };
         let capacity = config.max_connections.unwrap_or(capacity).min(capacity);
         // Accepted sockets inherit TCP_NODELAY from the listener on Linux,
-        // which saves a system call per client (PROTOCOL P9 wants it on).
+        // which saves a system call per client (protocol P9 wants it on).
         socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
         let admin = match config.admin_listen {
             Some(addr) => Some(

@@ -428,7 +428,7 @@ impl Collector for ServerCollector {
 
         let mut errors = e.encode_descriptor(
             "errors",
-            "Error frames sent to clients, by PROTOCOL P7 code.",
+            "Error frames sent to clients, by protocol P7 code.",
             None,
             MetricType::Counter,
         )?;

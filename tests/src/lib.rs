@@ -406,6 +406,22 @@ pub async fn read_http(stream: &mut TcpStream) -> HttpReply {
     HttpReply { status, body }
 }
 
+/// The server binary with no `JANUS_*` variables inherited from the caller.
+pub fn server_command() -> std::process::Command {
+    let mut cmd = std::process::Command::new(cargo_bin("janus-server"));
+    without_janus_env(&mut cmd);
+    cmd
+}
+
+/// Removes every inherited `JANUS_*` variable from `cmd`'s environment.
+fn without_janus_env(cmd: &mut std::process::Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("JANUS_") {
+            cmd.env_remove(key);
+        }
+    }
+}
+
 /// A `janus-server` process (the built binary), killed when dropped.
 pub struct ServerProcess {
     child: std::process::Child,
@@ -425,21 +441,32 @@ impl ServerProcess {
 
     /// As [`ServerProcess::spawn`], under an open-file limit of `nofile` (via `prlimit`).
     pub fn spawn_with_nofile(nofile: Option<u32>, args: &[&str]) -> ServerProcess {
+        Self::spawn_full(
+            nofile,
+            &["--listen", "127.0.0.1:0", "--admin-listen", "off"],
+            args,
+        )
+    }
+
+    /// Starts the binary with `base` then `args` (no `JANUS_*` variable
+    /// inherited), under an open-file limit of `nofile` if given, and waits
+    /// for its start-up line.
+    pub fn spawn_full(nofile: Option<u32>, base: &[&str], args: &[&str]) -> ServerProcess {
         use std::io::BufRead;
         use std::process::{Command, Stdio};
-        let bin = cargo_bin("janus-server");
         let mut cmd = match nofile {
             Some(n) => {
                 let mut c = Command::new("prlimit");
-                c.arg(format!("--nofile={n}:{n}")).arg(&bin);
+                c.arg(format!("--nofile={n}:{n}"))
+                    .arg(cargo_bin("janus-server"));
+                without_janus_env(&mut c);
                 c
             }
-            None => Command::new(&bin),
+            None => server_command(),
         };
-        cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "off"])
+        cmd.args(base)
             .args(args)
             .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn janus-server");

@@ -1,4 +1,4 @@
-//! End-to-end tests, one binary with a module per area (STYLE §7).
+//! End-to-end tests, one binary with a module per area.
 
 mod admin;
 mod binary;

@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::server::AdminState;
 
 /// `POST /publish` with `{"topic","event","message_id","data"}`: publishes
-/// exactly like a client `PUBLISH` (PROTOCOL P5). In a cluster it goes
+/// exactly like a client `PUBLISH` (protocol P5). In a cluster it goes
 /// through the broker (`503 unavailable` when that cannot be reached), and
 /// `reached` is 0: every node delivers it to its own subscribers.
 pub async fn publish(

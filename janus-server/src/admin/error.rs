@@ -12,7 +12,7 @@ use janus_core::ProtocolError;
 pub struct ApiError {
     /// The HTTP status.
     pub status: StatusCode,
-    /// A short machine-readable code (a PROTOCOL P7 code where one fits).
+    /// A short machine-readable code (a protocol P7 code where one fits).
     pub code: &'static str,
     /// A human-readable explanation.
     pub reason: String,

@@ -115,7 +115,7 @@ struct SendBody {
 }
 
 /// `POST /sessions/{token}/send` with `{"data", "topic"?, "event"?,
-/// "message_id"?}`: one delivery (PROTOCOL P6) to this session only.
+/// "message_id"?}`: one delivery (protocol P6) to this session only.
 /// `topic` may be empty (the default): the client subscribed to nothing
 /// to receive it.
 pub async fn send(

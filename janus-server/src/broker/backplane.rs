@@ -46,7 +46,7 @@ pub struct Published {
     pub epoch: String,
 }
 
-/// A slice of a topic's history, for a client's resume (PROTOCOL X1).
+/// A slice of a topic's history, for a client's resume (protocol X1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryRange {
     /// The topic stream's epoch (`None`: the topic has no history).

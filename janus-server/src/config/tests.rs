@@ -48,8 +48,11 @@ fn defaults_are_valid() {
     assert_eq!(config.write_deadline, Duration::from_secs(10));
     assert_eq!(
         (config.max_topics, config.max_connections_per_ip),
-        (1_000_000, 10_000)
+        (1_000_000, 1_000)
     );
+    assert!(config.per_ip_exempt("127.0.0.1".parse().expect("ip")));
+    assert!(config.per_ip_exempt("::ffff:192.168.1.2".parse().expect("ip")));
+    assert!(!config.per_ip_exempt("8.8.8.8".parse().expect("ip")));
     assert_eq!(config.session_ttl, Duration::from_secs(60));
     assert_eq!(
         (
