@@ -65,6 +65,10 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         tokio::select! {
             () = tick => {
                 sweep(&shared);
+                if let Some(cluster) = shared.cluster() {
+                    let clients = shared.stats.connections.load(Ordering::Relaxed);
+                    cluster.broker.set_client_count(clients);
+                }
                 next_shard = expire_history(&shared, next_shard);
             }
             () = stop.cancelled() => return,

@@ -487,20 +487,91 @@ impl Collector for ServerCollector {
                 .encode_counter::<NoLabelSet, _, u64>(&stats.errors_sent(code), None)?;
         }
 
-        let latency = stats.delivery_latency.snapshot();
-        e.encode_descriptor(
+        histogram(
+            e,
             "delivery_latency",
             "Time from queueing a delivery for a subscriber to writing its last byte.",
-            Some(&Unit::Seconds),
-            MetricType::Histogram,
-        )?
+            &stats.delivery_latency,
+        )?;
+        if let Some(cluster) = shared.cluster() {
+            broker_metrics(e, cluster.broker.stats(), cluster.broker.ready())?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes one latency histogram, in seconds.
+fn histogram(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    histogram: &LatencyHistogram,
+) -> Result<(), std::fmt::Error> {
+    let latency = histogram.snapshot();
+    e.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?
         .encode_histogram::<NoLabelSet>(
             latency.sum_ns as f64 / 1e9,
             latency.count(),
             &latency.buckets_seconds(),
             None,
         )
+}
+
+/// The cluster broker's metrics (only in a cluster).
+fn broker_metrics(
+    e: &mut DescriptorEncoder,
+    stats: &crate::broker::BrokerStats,
+    connected: bool,
+) -> Result<(), std::fmt::Error> {
+    let get = crate::broker::BrokerStats::get;
+    gauge(
+        e,
+        "broker_connected",
+        "1 while connected to the cluster broker (resubscribed and caught up).",
+        None,
+        u64::from(connected),
+    )?;
+    let counters = [
+        (
+            "broker_reconnects",
+            "Times the link to the broker was lost.",
+            &stats.disconnects,
+        ),
+        (
+            "broker_messages_in",
+            "Messages received from the broker.",
+            &stats.messages_in,
+        ),
+        (
+            "broker_messages_out",
+            "Publishes the broker accepted from this node.",
+            &stats.messages_out,
+        ),
+        (
+            "broker_publish_failures",
+            "Publishes refused as unavailable.",
+            &stats.publish_failures,
+        ),
+        (
+            "broker_recovered",
+            "Messages read back from topic streams after a reconnect or a hole.",
+            &stats.recovered,
+        ),
+        (
+            "broker_gaps",
+            "Holes in a topic the broker's history could not fill.",
+            &stats.gaps,
+        ),
+    ];
+    for (name, help, value) in counters {
+        counter(e, name, help, None, get(value))?;
     }
+    histogram(
+        e,
+        "broker_publish_rtt",
+        "Round trip of a publish to the broker (script call to its answer).",
+        &stats.publish_rtt,
+    )
 }
 
 /// Resumes (X1), detached sessions and topic history.

@@ -737,7 +737,7 @@ impl Broker {
     /// Leaves the cluster cleanly: removes this node's presence record and
     /// session registrations (if Redis is reachable) and stops the
     /// background tasks.
-    pub async fn close(self) {
+    pub async fn close(&self) {
         if let Err(e) = upkeep::withdraw(&self.inner).await {
             tracing::debug!(error = %e, "could not withdraw from Redis on close");
         }
