@@ -7,6 +7,7 @@
 //! real `redis-server` for the backplane tests.
 
 pub mod redis_server;
+pub mod ws;
 
 use std::future::Future;
 use std::net::SocketAddr;

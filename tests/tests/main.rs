@@ -10,3 +10,4 @@ mod hostile;
 mod protocol;
 mod resume;
 mod server;
+mod websocket;
