@@ -6,6 +6,7 @@
 //! client's receive timeout), never on fixed sleeps. [`redis_server`] runs a
 //! real `redis-server` for the backplane tests.
 
+pub mod browser;
 pub mod redis_server;
 pub mod ws;
 

@@ -4,6 +4,7 @@ mod admin;
 mod binary;
 mod bot;
 mod broker;
+mod browser;
 mod delivery;
 mod example;
 mod hostile;

@@ -36,6 +36,7 @@ fn session_info(session: &Session) -> SessionInfo {
         queue_depth: outbound.frames as u64,
         queued_bytes: outbound.charged as u64,
         delivered: outbound.delivered,
+        transport: session.transport.as_str().to_owned(),
     }
 }
 
