@@ -39,6 +39,9 @@ pub struct Listen {
     pub clients: String,
     /// The admin API, if enabled.
     pub admin: Option<String>,
+    /// The WebSocket listener (X2), if enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<String>,
 }
 
 /// Delivery latency (queue to socket) over the recent window, by bucket:
@@ -412,6 +415,13 @@ pub struct SessionInfo {
     /// Detached only: milliseconds left before it is freed if no resume comes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in_ms: Option<u64>,
+    /// How it is connected: `tcp` or `ws` (WebSocket, X2).
+    #[serde(default = "tcp")]
+    pub transport: String,
+}
+
+fn tcp() -> String {
+    "tcp".to_owned()
 }
 
 /// `GET /sessions`: one page of sessions.

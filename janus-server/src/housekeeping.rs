@@ -23,7 +23,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use janus_core::Token;
 use tokio_util::sync::CancellationToken;
 
@@ -153,7 +152,7 @@ fn check(shared: &Shared, session: &Arc<Session>, now: u32) -> bool {
                 && status.frames == 0
                 && stamp_elapsed(status.last_write, now) >= config.heartbeat
             {
-                shared.push_control(session, Bytes::from_static(b"PING\x01"));
+                shared.push_control(session, session.transport.heartbeat());
             }
         }
         End::Closing => {

@@ -6,7 +6,9 @@
 //! client's receive timeout), never on fixed sleeps. [`redis_server`] runs a
 //! real `redis-server` for the backplane tests.
 
+pub mod browser;
 pub mod redis_server;
+pub mod ws;
 
 use std::future::Future;
 use std::net::SocketAddr;

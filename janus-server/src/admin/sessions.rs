@@ -51,6 +51,7 @@ fn session_info(session: &Session, ttl: std::time::Duration) -> SessionInfo {
         .to_owned(),
         detached_ms: detached.map(millis),
         expires_in_ms: detached.map(|d| millis(ttl.saturating_sub(d))),
+        transport: session.transport.as_str().to_owned(),
     }
 }
 

@@ -97,6 +97,7 @@ pub async fn status(State(state): State<Arc<AdminState>>) -> Json<Status> {
         listen: Listen {
             clients: shared.local_addr.to_string(),
             admin: shared.admin_addr().map(|a| a.to_string()),
+            websocket: shared.ws_addr().map(|a| a.to_string()),
         },
         capacity: shared.capacity as u64,
         connections: get(&stats.connections),
