@@ -97,13 +97,13 @@ pub struct Setup {
     /// Background clients, started and stopped with [`Command::Activity`].
     #[serde(default)]
     pub activity: Activity,
-    /// Readers that lose their connection mid-run and resume (PROTOCOL X1).
+    /// Readers that lose their connection mid-run and resume (protocol X1).
     #[serde(default)]
     pub resume: ResumePlan,
 }
 
 /// Readers that drop their connection during the run and resume from their
-/// topic positions (PROTOCOL X1): each opts in to offsets, drops its
+/// topic positions (protocol X1): each opts in to offsets, drops its
 /// connection (a reset, as a lost network) after a share of its messages
 /// between a quarter and three quarters, stays away `away_ms`, then
 /// reconnects and resumes. The sequence check spans both connections, so a

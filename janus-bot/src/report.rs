@@ -97,6 +97,9 @@ pub struct ResumeReport {
     pub resume_time_ms: Summary,
     /// Latency of every distinct delivery to a resuming client, replayed or live.
     pub latency_ms: Summary,
+    /// Latency of the deliveries to every other subscriber: what a resume
+    /// costs the clients that stayed connected (compare a run without).
+    pub others_latency_ms: Summary,
 }
 
 impl ResumeReport {
@@ -379,6 +382,7 @@ pub fn build(input: Input<'_>) -> RunReport {
         replayed: resumes.replayed,
         resume_time_ms: resumes.resume_time.summary(),
         latency_ms: resumes.latency.summary(),
+        others_latency_ms: histogram.without(&resumes.latency).summary(),
     });
     RunReport {
         title,
@@ -614,7 +618,7 @@ impl RunReport {
             )?;
         }
         if let Some(r) = &self.resume {
-            let (t, l) = (&r.resume_time_ms, &r.latency_ms);
+            let (t, l, o) = (&r.resume_time_ms, &r.latency_ms, &r.others_latency_ms);
             writeln!(
                 out,
                 "resumed clients: {} planned; {} recovered, {} not recovered, {} failed; {} messages replayed",
@@ -629,6 +633,13 @@ impl RunReport {
                 format_millis(l.p50),
                 format_millis(l.p99),
                 format_millis(l.max)
+            )?;
+            writeln!(
+                out,
+                "  the subscribers that stayed connected: p50 {}, p99 {}, max {}",
+                format_millis(o.p50),
+                format_millis(o.p99),
+                format_millis(o.max)
             )?;
         }
         for (role, c) in &self.activity {

@@ -293,6 +293,7 @@ pub fn outcome_from_json(v: &Value, kind: Kind, size: &Size) -> Outcome {
             Some(count("clients") - count("recovered")),
         );
         out.set("resume_p99_ms", number(r, &["latency_ms", "p99"]));
+        out.set("steady_p99_ms", number(r, &["others_latency_ms", "p99"]));
         out.set("resume_time_p99_ms", number(r, &["resume_time_ms", "p99"]));
         out.notes.push(format!(
             "resuming subscribers: {} planned, {} recovered, {} not recovered, {} failed; {} \

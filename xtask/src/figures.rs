@@ -231,6 +231,14 @@ pub const FIGURES: &[FigureDef] = &[
         10.0,
     ),
     def(
+        "steady_p99_ms",
+        "p99 latency of the subscribers that stayed connected",
+        "ms",
+        Better::Lower,
+        true,
+        10.0,
+    ),
+    def(
         "resume_time_p99_ms",
         "p99 reconnect-to-resumed time",
         "ms",
