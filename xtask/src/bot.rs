@@ -314,6 +314,8 @@ pub fn outcome_from_json(v: &Value, kind: Kind, size: &Size) -> Outcome {
     if let Some(rss) = v.get("server_rss").filter(|r| !r.is_null()) {
         out.set("server_reference_rss_mib", number(rss, &["reference_mib"]));
         if kind == Kind::Soak {
+            out.set("server_start_rss_mib", number(rss, &["start_mib"]));
+            out.set("server_settled_rss_mib", number(rss, &["end_mib"]));
             let (reference, end) = (number(rss, &["reference_mib"]), number(rss, &["end_mib"]));
             if let (Some(r), Some(e)) = (reference, end) {
                 if r > 0.0 {

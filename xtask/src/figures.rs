@@ -167,6 +167,22 @@ pub const FIGURES: &[FigureDef] = &[
         16.0,
     ),
     def(
+        "server_start_rss_mib",
+        "server RSS before the first client",
+        "MiB",
+        Better::Lower,
+        false,
+        16.0,
+    ),
+    def(
+        "server_settled_rss_mib",
+        "server RSS once the soak's clients are gone (lowest in the settle time)",
+        "MiB",
+        Better::Lower,
+        false,
+        16.0,
+    ),
+    def(
         "rss_growth_percent",
         "server RSS after the soak above its reference",
         "%",
