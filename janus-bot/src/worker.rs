@@ -374,8 +374,10 @@ struct Swarm {
     subscribed_per_target: Vec<u32>,
     sent_per_target: Vec<u32>,
     ledger: Ledger,
-    /// The latencies of resuming readers only.
+    /// The latencies of resuming readers only…
     resume_ledger: Ledger,
+    /// … and of the other readers, when some resume.
+    others_ledger: Ledger,
     resume_counts: ResumeCounts,
     errors: HashMap<(&'static str, u16, String), u32>,
     roles: BTreeMap<&'static str, RoleCounts>,
@@ -461,6 +463,7 @@ impl Swarm {
         Ok(Self {
             ledger: Ledger::new(targets, setup.messages),
             resume_ledger: Ledger::new(targets, setup.messages),
+            others_ledger: Ledger::new(targets, setup.messages),
             resume_counts: ResumeCounts {
                 clients: setup.resume.clients,
                 ..ResumeCounts::default()
@@ -791,6 +794,9 @@ impl Swarm {
                         if self.conns[idx].resumer.is_some() {
                             self.resume_ledger.received(target, seq, now);
                             return self.track_offset(idx, seq, bytes, now);
+                        }
+                        if self.setup.resume.clients > 0 {
+                            self.others_ledger.received(target, seq, now);
                         }
                     }
                     true
@@ -1384,7 +1390,10 @@ impl Swarm {
         for (target, time) in times.iter().enumerate().take(self.sent_per_target.len()) {
             if let Some(t) = time {
                 self.ledger.sent(target, seq, *t);
-                self.resume_ledger.sent(target, seq, *t);
+                if self.setup.resume.clients > 0 {
+                    self.resume_ledger.sent(target, seq, *t);
+                    self.others_ledger.sent(target, seq, *t);
+                }
                 self.sent_per_target[target] += 1;
             }
         }
@@ -1471,6 +1480,7 @@ impl Swarm {
                 .collect(),
             resume: ResumeCounts {
                 latency: self.resume_ledger.histogram().clone(),
+                others_latency: self.others_ledger.histogram().clone(),
                 ..self.resume_counts.clone()
             },
         };

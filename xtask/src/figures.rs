@@ -206,7 +206,14 @@ pub const FIGURES: &[FigureDef] = &[
         false,
         0.0,
     ),
-    def("resumes", "subscribers that resumed", "", Better::Higher, false, 0.0),
+    def(
+        "resumes",
+        "subscribers that resumed",
+        "",
+        Better::Higher,
+        false,
+        0.0,
+    ),
     def(
         "resumes_not_recovered",
         "resumes not recovered or failed",
@@ -222,6 +229,14 @@ pub const FIGURES: &[FigureDef] = &[
         Better::Lower,
         true,
         10.0,
+    ),
+    def(
+        "steady_p99_ms",
+        "p99 latency of the subscribers that did not resume",
+        "ms",
+        Better::Lower,
+        true,
+        5.0,
     ),
     def(
         "resume_time_p99_ms",
