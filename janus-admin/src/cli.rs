@@ -75,8 +75,10 @@ pub struct Data {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Server summary: uptime, connections, counters, rates over the last 10 s.
+    /// Server summary: uptime, connections, counters, rates over the last 10 s (and the broker, in a cluster).
     Status,
+    /// The live nodes of the cluster this server belongs to, with their clients and topics.
+    Cluster,
     /// List topics with their subscriber and message counts.
     Topics {
         /// Only topics starting with this.

@@ -11,8 +11,8 @@ use crate::cli::{Cli, Command, Data};
 use crate::client::{encode, Client};
 use crate::format::{self, Table};
 use janus_core::api::{
-    Draining, Kicked, Published, Sent, SessionInfo, SessionPage, Status, TopicDetail, TopicHistory,
-    TopicList,
+    ClusterNodes, Draining, Kicked, Published, Sent, SessionInfo, SessionPage, Status, TopicDetail,
+    TopicHistory, TopicList,
 };
 
 /// Runs the command the user asked for.
@@ -25,6 +25,10 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
     let out = Output { json: cli.json };
     match &cli.command {
         Command::Status => status(&client, &out),
+        Command::Cluster => {
+            let (nodes, raw): (ClusterNodes, _) = call(&client, "GET", "/cluster", None)?;
+            out.print(&raw, || cluster_table(&nodes))
+        }
         Command::Topics {
             prefix,
             limit,
@@ -251,10 +255,29 @@ pub fn status_text(s: &Status) -> String {
     kv(
         "sessions",
         format!(
-            "{}, topics {}, subscriptions {}",
+            "{}, topics {} of {}, subscriptions {}",
             format::count(s.sessions),
             format::count(s.topics),
+            format::count(s.limits.max_topics),
             format::count(s.subscriptions)
+        ),
+    );
+    let r = &s.refused;
+    kv(
+        "refused",
+        format!(
+            "{} per address (limit {}), {} at capacity, {} out of file descriptors (limit {}), \
+             {} new topics",
+            format::count(r.per_ip),
+            s.limits
+                .max_connections_per_ip
+                .map_or_else(|| "none".to_owned(), format::count),
+            format::count(r.max_connections),
+            format::count(r.fds),
+            s.limits
+                .open_files
+                .map_or_else(|| "?".to_owned(), format::count),
+            format::count(r.max_topics)
         ),
     );
     kv(
@@ -296,6 +319,41 @@ pub fn status_text(s: &Status) -> String {
             format::count(s.delivery_latency.count)
         ),
     );
+    if let Some(b) = &s.broker {
+        kv(
+            "broker",
+            format!(
+                "{} as node {}, {}, {} reconnect{}{}",
+                b.url,
+                b.node_id,
+                if b.connected {
+                    "connected"
+                } else {
+                    "NOT connected"
+                },
+                format::count(b.reconnects),
+                plural(b.reconnects),
+                b.last_error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!(" (last error: {e})"))
+            ),
+        );
+        kv(
+            "broker traffic",
+            format!(
+                "{} in, {} out, {} unavailable, {} recovered, {} gaps; {} topics subscribed; \
+                 publish round trip p50 {}, p99 {}",
+                format::count(b.messages_in),
+                format::count(b.messages_out),
+                format::count(b.publish_failures),
+                format::count(b.recovered),
+                format::count(b.gaps),
+                format::count(b.topics),
+                format::latency(b.publish_rtt_p50_ms),
+                format::latency(b.publish_rtt_p99_ms)
+            ),
+        );
+    }
     kv("slow consumers", format::count(s.slow_consumers));
     let r = &s.resume;
     kv(
@@ -335,6 +393,30 @@ pub fn status_text(s: &Status) -> String {
         s.rate_window_s
     ));
     text
+}
+
+/// The human form of `/cluster`.
+fn cluster_table(list: &ClusterNodes) -> String {
+    let mut t = Table::new(&["NODE", ">CLIENTS", ">TOPICS", "ADMIN", ">UP"]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for node in &list.nodes {
+        let this = if node.node_id == list.this_node {
+            " *"
+        } else {
+            ""
+        };
+        t.row(vec![
+            format!("{}{this}", node.node_id),
+            format::count(node.clients),
+            format::count(node.topics),
+            node.admin.clone().unwrap_or_else(|| "-".to_owned()),
+            format::duration(now.saturating_sub(node.started_at)),
+        ]);
+    }
+    let n = list.nodes.len() as u64;
+    t.render() + &format!("({n} live node{}; * answered)\n", plural(n))
 }
 
 fn topics_table(list: &TopicList) -> String {

@@ -100,7 +100,7 @@ pub enum Cmd {
     #[command(after_help = EXIT_CODES)]
     Agent(AgentArgs),
     /// Publish one message, like `janus-admin publish TOPIC DATA` but as a
-    /// client of the server (PROTOCOL P5, X3, or exactly as the 2009 bot).
+    /// client of the server (protocol P5, X3, or exactly as the 2009 bot).
     ///
     /// Example: janus-bot publish news '{"hello":"world"}' --publish-mode 2009
     #[command(after_help = EXIT_CODES)]
@@ -177,7 +177,7 @@ pub struct RunArgs {
     /// The targets are one cluster: publish each message once, to the first.
     #[arg(long)]
     pub clustered: bool,
-    /// Publish key (PROTOCOL X4), for servers that require one.
+    /// Publish key (protocol X4), for servers that require one.
     #[arg(long, env = "JANUS_PUBLISH_KEY", hide_env_values = true)]
     pub publish_key: Option<String>,
     /// Write the report as JSON to this file.
@@ -302,7 +302,7 @@ pub struct PublishArgs {
     /// or persistent publish (X3).
     #[arg(long, alias = "publish-form", value_enum, default_value = "oneshot")]
     pub publish_mode: PublishMode,
-    /// Publish key (PROTOCOL X4).
+    /// Publish key (protocol X4).
     #[arg(long, env = "JANUS_PUBLISH_KEY", hide_env_values = true)]
     pub publish_key: Option<String>,
     /// How long to wait for the server.

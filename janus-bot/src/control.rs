@@ -88,7 +88,7 @@ pub struct Setup {
     /// Index in the whole swarm of this worker's first client, so that
     /// topics are shared out the same way however the swarm is split.
     pub first_client: u64,
-    /// How many of this worker's subscribing clients never read (PROTOCOL
+    /// How many of this worker's subscribing clients never read (protocol
     /// P8's slow consumers): they subscribe, then leave their socket alone
     /// until [`Command::Finish`], with a small receive buffer.
     pub never_read: u32,

@@ -93,7 +93,7 @@ pub struct RunConfig {
     pub publish_mode: PublishMode,
     /// The targets form one cluster: publish each message once, to the first.
     pub clustered: bool,
-    /// Publish key (PROTOCOL X4), if the servers require one.
+    /// Publish key (protocol X4), if the servers require one.
     pub publish_key: Option<String>,
     /// How progress is shown.
     pub progress: ProgressMode,

@@ -55,6 +55,37 @@ pub struct Latency {
     pub p99_ms: Option<f64>,
 }
 
+/// Refusals since start, by the limit that refused (in [`Status`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusals {
+    /// Connections from an address that had `max-connections-per-ip` open.
+    pub per_ip: u64,
+    /// Connections past the capacity (`max-connections` or the open-file limit).
+    pub max_connections: u64,
+    /// Connections the process had no file descriptor for.
+    pub fds: u64,
+    /// Subscriptions that would have made a topic past `max-topics`.
+    pub max_topics: u64,
+}
+
+/// The limits in force (in [`Status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Most client connections: `max-connections`, or less if the
+    /// open-file limit leaves room for fewer (the same as `capacity`).
+    pub max_connections: u64,
+    /// `max-connections-per-ip`; `null` for no limit.
+    pub max_connections_per_ip: Option<u64>,
+    /// `max-topics`: most topics the server holds at once.
+    pub max_topics: u64,
+    /// `max-subscriptions`: most topics one session holds.
+    pub max_subscriptions: u64,
+    /// `admin-max-connections`: most admin API connections at once.
+    pub admin_max_connections: u64,
+    /// The process's open-file (soft) limit now; `null` if unreadable.
+    pub open_files: Option<u64>,
+}
+
 /// `GET /status`: the server in one object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
@@ -81,8 +112,12 @@ pub struct Status {
     pub connections_peak: u64,
     /// Client connections accepted since start.
     pub connections_total: u64,
-    /// Client connections refused because the server was full.
+    /// Client connections refused (by any limit: see `refused`).
     pub connections_refused: u64,
+    /// Refusals since start by the limit that refused.
+    pub refused: Refusals,
+    /// The limits in force.
+    pub limits: Limits,
     /// Live sessions.
     pub sessions: u64,
     /// Live topics.
@@ -117,6 +152,9 @@ pub struct Status {
     pub resume: ResumeCounters,
     /// Topic history kept for resumes (X1).
     pub history: HistoryHeld,
+    /// The cluster broker (absent on a single node, `--broker none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<BrokerInfo>,
 }
 
 /// Resumes (X1) since start, and the sessions waiting for one (in [`Status`]).
@@ -155,6 +193,63 @@ pub struct HistoryHeld {
     pub ttl_s: u64,
     /// Most bytes kept over all topics (`--history-bytes`).
     pub max_bytes: u64,
+}
+
+/// The node's link to the cluster broker (in [`Status`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BrokerInfo {
+    /// The Redis URL, password hidden.
+    pub url: String,
+    /// This node's id.
+    pub node_id: String,
+    /// Connected, resubscribed and caught up.
+    pub connected: bool,
+    /// Times the link was lost (each followed by reconnection attempts).
+    pub reconnects: u64,
+    /// The last link error since start.
+    pub last_error: Option<String>,
+    /// Topics whose channel this node subscribes to.
+    pub topics: u64,
+    /// Messages received from the broker.
+    pub messages_in: u64,
+    /// Publishes the broker accepted from this node.
+    pub messages_out: u64,
+    /// Publishes refused as unavailable.
+    pub publish_failures: u64,
+    /// Messages read back from topic streams after a reconnect.
+    pub recovered: u64,
+    /// Holes the topic streams could not fill.
+    pub gaps: u64,
+    /// Median publish round trip to the broker, in milliseconds.
+    pub publish_rtt_p50_ms: Option<f64>,
+    /// 99th percentile publish round trip, in milliseconds.
+    pub publish_rtt_p99_ms: Option<f64>,
+}
+
+/// `GET /cluster`: the live nodes of the cluster, as they announce themselves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterNodes {
+    /// The node that answered.
+    pub this_node: String,
+    /// Live nodes by id.
+    pub nodes: Vec<ClusterNode>,
+}
+
+/// One live node (in [`ClusterNodes`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterNode {
+    /// Its id.
+    pub node_id: String,
+    /// Its client connections.
+    pub clients: u64,
+    /// Topics it has local subscribers of.
+    pub topics: u64,
+    /// Its admin API address, if it has one.
+    pub admin: Option<String>,
+    /// When it started, Unix seconds.
+    pub started_at: u64,
+    /// When it last announced itself, Unix seconds.
+    pub announced_at: u64,
 }
 
 /// How `GET /topics` orders its answer (`sort=`).
@@ -367,7 +462,7 @@ pub struct Draining {
 /// Every refused request's body: `{"error": CODE, "reason": TEXT}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiErrorBody {
-    /// A short machine-readable code (a PROTOCOL P7 code where one fits).
+    /// A short machine-readable code (a protocol P7 code where one fits).
     pub error: String,
     /// A human-readable explanation.
     pub reason: String,

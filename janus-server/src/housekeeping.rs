@@ -3,7 +3,7 @@
 //! Rather than a timer per connection (memory and wake-ups for every idle
 //! subscriber), one task looks at every session a few times per interval:
 //!
-//! - **Heartbeat** (PROTOCOL P4): a client that has received its first
+//! - **Heartbeat** (protocol P4): a client that has received its first
 //!   delivery and was sent nothing for the heartbeat interval gets `PING`.
 //!   Before its first delivery it gets none: the 2009 bot crashes on `PING`.
 //! - **Idle timeout** (when configured): a client that sent no complete
@@ -65,6 +65,10 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         tokio::select! {
             () = tick => {
                 sweep(&shared);
+                if let Some(cluster) = shared.cluster() {
+                    let clients = shared.stats.connections.load(Ordering::Relaxed);
+                    cluster.broker.set_client_count(clients);
+                }
                 next_shard = expire_history(&shared, next_shard);
             }
             () = stop.cancelled() => return,

@@ -1,9 +1,10 @@
-//! End-to-end tests, one binary with a module per area (STYLE §7).
+//! End-to-end tests, one binary with a module per area.
 
 mod admin;
 mod binary;
 mod bot;
 mod broker;
+mod cluster;
 mod delivery;
 mod example;
 mod hostile;

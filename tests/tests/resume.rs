@@ -1,4 +1,4 @@
-//! Nothing missed across a reconnect (PROTOCOL X1): offsets, topic
+//! Nothing missed across a reconnect (protocol X1): offsets, topic
 //! history, exact resume that is never partial, and the token-only form.
 
 use std::time::Duration;
