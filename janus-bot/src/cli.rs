@@ -81,7 +81,7 @@ pub enum Cmd {
     #[command(after_help = EXIT_CODES)]
     Soak(SoakArgs),
     /// Measure while some clients lose their connection mid-run and resume
-    /// (protocol X1): nothing may be lost or repeated.
+    /// (docs/protocol.md, X1): nothing may be lost or repeated.
     ///
     /// As `run`, but --resume-percent of the reading clients opt in to
     /// offsets, drop their connection (a reset, like a lost network) after

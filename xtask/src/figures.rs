@@ -248,11 +248,11 @@ pub const FIGURES: &[FigureDef] = &[
     ),
     def(
         "steady_p99_ms",
-        "p99 latency of the subscribers that stayed connected",
+        "p99 latency of the subscribers that did not resume",
         "ms",
         Better::Lower,
         true,
-        10.0,
+        5.0,
     ),
     def(
         "resume_time_p99_ms",
