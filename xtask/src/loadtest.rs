@@ -61,7 +61,7 @@ pub struct LoadtestArgs {
 }
 
 /// Where cargo puts build output.
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .map(|p| {
@@ -232,7 +232,7 @@ fn list(selected: &[&Scenario]) {
 
 /// Builds the release binaries the load test runs. xtask itself only
 /// orchestrates (the bot makes the load), so it stays a debug build.
-fn build() -> Result<()> {
+pub(crate) fn build() -> Result<()> {
     let args = [
         "build",
         "--release",
