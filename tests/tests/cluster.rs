@@ -300,3 +300,51 @@ async fn unicast_and_kick_reach_a_session_on_another_node() {
     assert!(reason.contains("bye"), "{reason}");
     client.expect_closed().await;
 }
+
+#[tokio::test]
+async fn a_node_cut_off_from_redis_delivers_what_it_missed_in_order_when_back() {
+    let redis = RedisServer::start().await;
+    let _: () = redis
+        .command(&["ACL", "SETUSER", "b", "on", ">pw", "~*", "&*", "+@all"])
+        .await;
+    let a = node(&redis.url(), "a").await;
+    let b = node(&redis.url_as("b", "pw"), "b").await;
+    let mut sub = Client::connect(b.addr()).await;
+    opt_in(&mut sub).await;
+    let start = subscribe_at(&mut sub, "t").await;
+    let mut publisher = Client::connect(a.addr()).await;
+    send_publish(&mut publisher, "t", "m0").await;
+    assert_eq!(publisher.recv().await, ServerMessage::Ack);
+    assert_eq!(delivery(&mut sub).await, ("m0".into(), Some(start + 1)));
+
+    // B loses Redis (its user is gone, its connections closed); A goes on.
+    let deleted: i64 = redis.command(&["ACL", "DELUSER", "b"]).await;
+    assert_eq!(deleted, 1);
+    ready(&b, false).await;
+    for i in 1..=5 {
+        send_publish(&mut publisher, "t", &format!("m{i}")).await;
+        assert_eq!(publisher.recv().await, ServerMessage::Ack);
+    }
+    // B's clients stayed connected; once B is back it delivers what they
+    // missed, in order, from the topic's history, then live messages.
+    let _: () = redis
+        .command(&["ACL", "SETUSER", "b", "on", ">pw", "~*", "&*", "+@all"])
+        .await;
+    ready(&b, true).await;
+    send_publish(&mut publisher, "t", "m6").await;
+    assert_eq!(publisher.recv().await, ServerMessage::Ack);
+    for i in 1..=6u64 {
+        assert_eq!(
+            delivery(&mut sub).await,
+            (format!("m{i}"), Some(start + 1 + i))
+        );
+    }
+    sub.expect_nothing_buffered();
+    let reply = http(admin(&b), "GET", "/status", "").await;
+    let status: janus_core::api::Status = serde_json::from_str(&reply.body).expect("status");
+    let broker = status.broker.expect("broker status");
+    assert!(
+        broker.reconnects >= 1 && broker.recovered >= 5,
+        "{broker:?}"
+    );
+}
