@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use janus_core::{ClientMessage, Publish, ServerMessage};
 use janus_server::Config;
 use janus_tests::redis_server::{free_port, RedisServer};
-use janus_tests::{http, publish_legacy, test_config, wait_until, Client, TestServer};
+use janus_tests::{
+    http, publish_legacy, test_config, wait_until, wait_until_async, Client, TestServer,
+};
 
 /// A node of the cluster on `url`, named `id`, with its admin API on a free port.
 async fn node(url: &str, id: &str) -> TestServer {
@@ -80,14 +82,11 @@ async fn channel_subscribers(redis: &RedisServer, topic: &str) -> i64 {
 }
 
 async fn wait_channel_subscribers(redis: &RedisServer, topic: &str, n: i64) {
-    let deadline = tokio::time::Instant::now() + janus_tests::TIMEOUT;
-    while channel_subscribers(redis, topic).await != n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{topic}: {n} nodes subscribed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let what = format!("{topic}: {n} nodes subscribed");
+    wait_until_async(&what, || async {
+        channel_subscribers(redis, topic).await == n
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -242,30 +241,22 @@ async fn unicast_and_kick_reach_a_session_on_another_node() {
     let b = node(&redis.url(), "b").await;
     let mut client = Client::connect(b.addr()).await;
     let key = format!("janus:session:{}", client.token);
-    let deadline = tokio::time::Instant::now() + janus_tests::TIMEOUT;
-    while redis.command::<Option<String>>(&["GET", &key]).await != Some("b".into()) {
-        assert!(tokio::time::Instant::now() < deadline, "session registered");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let registered = || async { redis.command::<Option<String>>(&["GET", &key]).await };
+    wait_until_async("session registered", || async {
+        registered().await.as_deref() == Some("b")
+    })
+    .await;
 
     // Operators see the broker and the nodes.
-    let deadline = tokio::time::Instant::now() + janus_tests::TIMEOUT;
-    loop {
+    wait_until_async("both nodes listed", || async {
         let reply = http(admin(&a), "GET", "/cluster", "").await;
         assert_eq!(reply.status, 200, "{}", reply.body);
         let nodes: janus_core::api::ClusterNodes =
             serde_json::from_str(&reply.body).expect("cluster JSON");
         let ids: Vec<&str> = nodes.nodes.iter().map(|n| n.node_id.as_str()).collect();
-        if ids == ["a", "b"] {
-            assert_eq!(nodes.this_node, "a");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "both nodes listed: {ids:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+        nodes.this_node == "a" && ids == ["a", "b"]
+    })
+    .await;
     let reply = http(admin(&b), "GET", "/status", "").await;
     let status: janus_core::api::Status = serde_json::from_str(&reply.body).expect("status");
     let broker = status.broker.expect("the broker in /status");

@@ -8,9 +8,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use janus_core::api::{
-    BrokerInfo, ClusterNode, ClusterNodes, Health, Latency, Listen, Ready, Status,
-};
+use janus_core::api::{ClusterNode, ClusterNodes, Health, Latency, Listen, Ready, Status};
 use janus_core::ErrorCode;
 
 use super::datetime::rfc3339;
@@ -108,29 +106,8 @@ pub async fn status(State(state): State<Arc<AdminState>>) -> Json<Status> {
             p50_ms: recent.latency.quantile(0.5).map(ms),
             p99_ms: recent.latency.quantile(0.99).map(ms),
         },
-        broker: shared.cluster().map(|c| broker_info(&c.broker)),
+        broker: shared.cluster().map(|c| c.broker.status()),
     })
-}
-
-/// The broker part of `/status`.
-fn broker_info(broker: &crate::broker::Broker) -> BrokerInfo {
-    let s = broker.status();
-    let ms = |us: Option<u64>| us.map(|us| us as f64 / 1000.0);
-    BrokerInfo {
-        url: s.url,
-        node_id: s.node_id,
-        connected: s.connected,
-        reconnects: s.disconnects,
-        last_error: s.last_error,
-        topics: s.topics,
-        messages_in: s.messages_in,
-        messages_out: s.messages_out,
-        publish_failures: s.publish_failures,
-        recovered: s.recovered,
-        gaps: s.gaps,
-        publish_rtt_p50_ms: ms(s.publish_rtt_p50_us),
-        publish_rtt_p99_ms: ms(s.publish_rtt_p99_us),
-    }
 }
 
 /// `GET /cluster`: the live nodes (`404 not_clustered` on a single node,
