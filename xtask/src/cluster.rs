@@ -51,6 +51,34 @@ fn wait_listening(addr: SocketAddr, what: &str, limit: Duration) -> Result<()> {
     Ok(())
 }
 
+/// Starts a `redis-server` without persistence on loopback port `port` and
+/// waits until it accepts connections.
+///
+/// # Errors
+/// It is not installed, or does not listen within 10 s.
+pub async fn start_redis(port: u16) -> Result<ChildGuard> {
+    let mut redis = Command::new("redis-server");
+    redis
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let guard = ChildGuard::spawn(&mut redis, "redis-server", Duration::from_secs(3))
+        .context("is redis-server installed? (apt-get install -y redis-server)")?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let limit = Duration::from_secs(10);
+    let deadline = Instant::now() + limit;
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        if Instant::now() >= deadline {
+            bail!(crate::Unreachable(format!(
+                "redis-server does not listen on {addr} after {limit:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(guard)
+}
+
 /// Runs the cluster until Ctrl-C.
 ///
 /// # Errors
@@ -83,21 +111,7 @@ async fn serve(args: &ClusterArgs, server_bin: &std::path::Path) -> Result<()> {
             "something already listens on {redis_addr}: give another --redis-port"
         )));
     }
-    let mut redis = Command::new("redis-server");
-    redis
-        .args([
-            "--port",
-            &args.redis_port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
-        .stdin(Stdio::null());
-    let mut children = vec![
-        ChildGuard::spawn(&mut redis, "redis-server", Duration::from_secs(3))
-            .context("is redis-server installed? (apt-get install -y redis-server)")?,
-    ];
-    wait_listening(redis_addr, "redis-server", Duration::from_secs(10))?;
+    let mut children = vec![start_redis(args.redis_port).await?];
     let broker = format!("redis://{redis_addr}");
     let listen = format!("127.0.0.1:{}", args.port);
     let mut admins = Vec::new();
