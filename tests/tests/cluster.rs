@@ -339,3 +339,38 @@ async fn a_node_cut_off_from_redis_delivers_what_it_missed_in_order_when_back() 
         "{broker:?}"
     );
 }
+
+/// Runs `janus-admin ARGS` against a node's admin API; returns its stdout.
+async fn janus_admin(server: &TestServer, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(janus_tests::cargo_bin("janus-admin"))
+        .arg("--server")
+        .arg(format!("http://{}", admin(server)))
+        .args(args)
+        .env_remove("JANUS_ADMIN_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .output();
+    let out = tokio::time::timeout(janus_tests::TIMEOUT, out)
+        .await
+        .expect("janus-admin finished in time")
+        .expect("run janus-admin");
+    assert!(out.status.success(), "janus-admin {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn janus_admin_shows_the_broker_and_the_live_nodes() {
+    let redis = RedisServer::start().await;
+    let a = node(&redis.url(), "alpha").await;
+    let b = node(&redis.url(), "beta").await;
+    let _client = Client::connect(b.addr()).await;
+    let status = janus_admin(&a, &["status"]).await;
+    assert!(
+        status.contains(&format!("{} as node alpha, connected", redis.url())),
+        "{status}"
+    );
+    wait_until_async("both nodes listed by janus-admin cluster", || async {
+        let table = janus_admin(&a, &["cluster"]).await;
+        table.contains("alpha *") && table.contains("beta") && table.contains("2 live nodes")
+    })
+    .await;
+}
