@@ -105,6 +105,18 @@ pub enum Command {
         #[arg(long, value_name = "TOKEN")]
         after: Option<String>,
     },
+    /// A topic's stream (epoch, offsets) and the messages its history holds
+    /// for clients that resume (X1).
+    History {
+        /// The topic name.
+        name: String,
+        /// List the messages after this offset (default: from the oldest held).
+        #[arg(long, value_name = "OFFSET")]
+        since: Option<u64>,
+        /// Most messages listed.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// List sessions (paginated by token).
     Sessions {
         /// Page size.

@@ -71,6 +71,10 @@ pub enum LogFormat {
 pub struct Config {
     /// Address of the client listener.
     pub listen: SocketAddr,
+    /// Address of the WebSocket listener; `None` disables it.
+    pub ws_listen: Option<SocketAddr>,
+    /// Origins allowed to open a WebSocket; empty allows any.
+    pub ws_allowed_origins: Vec<String>,
     /// Send `PING` after this long without sending anything.
     pub heartbeat: Duration,
     /// Longest client frame in bytes.
@@ -172,6 +176,17 @@ impl Config {
         self.per_ip_exempt.iter().any(|net| net.contains(&ip))
     }
 
+    /// Whether a WebSocket handshake carrying `origin` (if any) is allowed.
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        match origin {
+            Some(origin) if !self.ws_allowed_origins.is_empty() => self
+                .ws_allowed_origins
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(origin.trim_end_matches('/'))),
+            _ => true,
+        }
+    }
+
     /// Whether `ip` may publish without a key.
     pub fn may_publish(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
@@ -245,6 +260,14 @@ pub struct Settings {
     /// Address to accept clients on. A host name is resolved at start-up (to its first IPv4 address, else its first IPv6 one); 8081 is the 2009 port.
     #[arg(long, value_name = "HOST:PORT", default_value = "0.0.0.0:8081", help_heading = CLIENTS)]
     pub listen: HostPort,
+
+    /// Address to accept WebSocket clients on (docs/protocol.md X2), as HOST:PORT (for example 0.0.0.0:8083), or "off". Browsers connect to ws://HOST:PORT/.
+    #[arg(long, value_name = "HOST:PORT", default_value = "off", help_heading = CLIENTS)]
+    pub ws_listen: AdminListen,
+
+    /// Origins (scheme://host[:port], as browsers send them) allowed to open a WebSocket, comma-separated or repeated; a handshake from another origin gets 403. Clients that send no Origin (not browsers) are always allowed [default: any origin].
+    #[arg(long, value_name = "ORIGIN", value_delimiter = ',', help_heading = CLIENTS)]
+    pub ws_allowed_origins: Vec<String>,
 
     /// Most simultaneous client connections; past it a client gets not_allowed and is closed [default: what the open-file limit allows].
     #[arg(long, value_name = "N", help_heading = CLIENTS)]
@@ -604,6 +627,16 @@ impl Settings {
             }
         };
         let listen = self.listen.resolve().map_err(|m| invalid("listen", m))?;
+        let ws_listen = match &self.ws_listen.0 {
+            Some(at) => Some(at.resolve().map_err(|m| invalid("ws-listen", m))?),
+            None => None,
+        };
+        let ws_allowed_origins = self
+            .ws_allowed_origins
+            .iter()
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
         let admin_listen = match &self.admin_listen.0 {
             Some(at) => Some(at.resolve().map_err(|m| invalid("admin-listen", m))?),
             None => None,
@@ -665,6 +698,8 @@ impl Settings {
         }
         Ok(Config {
             listen,
+            ws_listen,
+            ws_allowed_origins,
             heartbeat: nonzero("heartbeat", self.heartbeat)?,
             max_frame,
             max_connections: self.max_connections.map(NonZeroUsize::get),
@@ -883,7 +918,7 @@ impl HostPort {
     }
 }
 
-/// The admin API's address, or `off`.
+/// An optional listener's address (the admin API's, the WebSocket one), or `off`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct AdminListen(pub Option<HostPort>);

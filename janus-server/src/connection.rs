@@ -39,15 +39,17 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use janus_core::ws::{self, WsDecoder};
 use janus_core::{
-    ClientMessage, ErrorCode, ProtocolError, Publish, Resume, ServerCodec, ServerMessage, Timestamp,
+    ClientMessage, CodecError, ErrorCode, ProtocolError, Publish, Resume, ServerCodec,
+    ServerMessage, Timestamp,
 };
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::Decoder;
 
 use crate::broker::Unavailable;
 use crate::outbound::{End, Flushed, Push, Tally};
-use crate::session::{Session, SessionHandle, Socket};
+use crate::session::{Session, SessionHandle, Socket, Transport};
 use crate::Shared;
 
 /// Most reads handled per wake-up before other connections get a turn.
@@ -102,6 +104,71 @@ enum Ending {
     TakenOver,
 }
 
+/// What a connection's decoder found in the client's bytes.
+enum Inbound {
+    /// A request, or a mistake that keeps the connection open.
+    Request(Result<ClientMessage, ProtocolError>),
+    /// A WebSocket ping, to answer with a pong carrying its payload.
+    Ping(Bytes),
+    /// A WebSocket pong, or an empty text message: the client is alive.
+    Alive,
+    /// A WebSocket close: answer it and close.
+    Close,
+}
+
+/// The client side's framing: P1 over TCP, or WebSocket messages (X2).
+enum Codec {
+    Tcp(ServerCodec),
+    Ws(WsDecoder),
+}
+
+impl Codec {
+    fn new(transport: Transport, max_frame: usize) -> Self {
+        match transport {
+            Transport::Tcp => Codec::Tcp(ServerCodec::new(max_frame)),
+            Transport::WebSocket => Codec::Ws(WsDecoder::server(max_frame)),
+        }
+    }
+
+    /// The next request (or WebSocket event) in `buf`, if one is complete.
+    fn decode(&mut self, buf: &mut BytesMut, eof: bool) -> Result<Option<Inbound>, CodecError> {
+        let message = match self {
+            Codec::Tcp(codec) => {
+                let item = if eof {
+                    codec.decode_eof(buf)?
+                } else {
+                    codec.decode(buf)?
+                };
+                return Ok(item.map(Inbound::Request));
+            }
+            Codec::Ws(decoder) => match decoder.decode(buf)? {
+                Some(message) => message,
+                None => {
+                    if eof {
+                        // A partial frame from a client that went away is not a request.
+                        buf.clear();
+                    }
+                    return Ok(None);
+                }
+            },
+        };
+        Ok(Some(match message {
+            ws::Message::Text(text) => {
+                // The decoder checked it is UTF-8.
+                let text = std::str::from_utf8(&text).unwrap_or_default().trim();
+                if text.is_empty() {
+                    Inbound::Alive
+                } else {
+                    Inbound::Request(ClientMessage::parse(text))
+                }
+            }
+            ws::Message::Ping(payload) => Inbound::Ping(payload),
+            ws::Message::Pong => Inbound::Alive,
+            ws::Message::Close(_) => Inbound::Close,
+        }))
+    }
+}
+
 /// The state of one client connection.
 pub(crate) struct Connection {
     /// This connection's id (its first session's id): see [`Session::owned_by`].
@@ -111,7 +178,7 @@ pub(crate) struct Connection {
     /// The client's address (a resumed session keeps the address it was created from).
     peer: std::net::SocketAddr,
     shared: Arc<Shared>,
-    codec: ServerCodec,
+    codec: Codec,
     /// Bytes read but not yet decoded; unallocated between requests.
     read_buf: BytesMut,
     /// The client's stream ended (or failed): nothing more will be read.
@@ -141,7 +208,7 @@ impl Connection {
         shared: Arc<Shared>,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Self {
-        let codec = ServerCodec::new(shared.config.max_frame);
+        let codec = Codec::new(session.transport, shared.config.max_frame);
         Self {
             id: session.id,
             peer: session.peer,
@@ -156,6 +223,14 @@ impl Connection {
             publishing: None,
             _permit: permit,
         }
+    }
+
+    /// Bytes the client sent before the connection was set up (after a
+    /// WebSocket handshake); they are decoded first.
+    pub(crate) fn with_input(mut self, input: &[u8]) -> Self {
+        self.read_buf.extend_from_slice(input);
+        self.backlog = !input.is_empty();
+        self
     }
 
     /// Sends the hello (P2) at once, from the accept loop: the client waits
@@ -353,19 +428,24 @@ impl Connection {
                 self.backlog = true;
                 return;
             }
-            let item = if self.eof {
-                self.codec.decode_eof(&mut self.read_buf)
-            } else {
-                self.codec.decode(&mut self.read_buf)
-            };
-            match item {
-                Ok(Some(Ok(message))) => {
+            match self.codec.decode(&mut self.read_buf, self.eof) {
+                Ok(Some(Inbound::Request(Ok(message)))) => {
                     self.session.touch();
                     work += 1 + self.handle(message);
                 }
-                Ok(Some(Err(err))) => {
+                Ok(Some(Inbound::Request(Err(err)))) => {
                     self.session.touch();
                     self.send_error(&err);
+                }
+                Ok(Some(Inbound::Ping(payload))) => {
+                    self.session.touch();
+                    self.send_raw(ws::pong_frame(&payload));
+                }
+                Ok(Some(Inbound::Alive)) => self.session.touch(),
+                Ok(Some(Inbound::Close)) => {
+                    // The close handshake: answer, then close after what is queued.
+                    self.close_raw(Some(ws::close_frame(ws::close::NORMAL, "")));
+                    return;
                 }
                 Ok(None) => return,
                 Err(err) => {
@@ -425,17 +505,18 @@ impl Connection {
         let fresh = self.take_over(old);
         shared.forget(&fresh);
         let token = self.session.token.to_string();
+        let transport = self.session.transport;
         let attached = self
             .session
             .outbound
             .attach(self.socket.clone(), |recovered, missed| {
-                ServerMessage::Resumed {
+                let resumed = ServerMessage::Resumed {
                     timestamp: Timestamp::now(),
                     token,
                     recovered,
                     missed: missed as u64,
-                }
-                .to_bytes()
+                };
+                transport.frame(resumed.to_bytes())
             });
         let counter = if attached.overflowed {
             &stats.resumes_not_recovered
@@ -443,6 +524,9 @@ impl Connection {
             &stats.resumes_recovered
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        stats
+            .messages_replayed
+            .fetch_add(attached.missed as u64, Ordering::Relaxed);
         tracing::debug!(peer = %self.peer, token = %self.session.token, missed = attached.missed,
             recovered = !attached.overflowed, "session resumed");
         if attached.claimed {
@@ -490,6 +574,7 @@ impl Connection {
             self.peer,
             self.socket.clone(),
             self.session.outbound.budget(),
+            self.session.transport,
         ));
         session.set_offsets(true);
         let old = shared.sessions.replace(session.clone());
@@ -559,10 +644,20 @@ impl Connection {
             recovered,
             missed: replay.len() as u64,
         };
-        let claimed = session.outbound.push_control(resumed.to_bytes()).claimed();
+        let transport = session.transport;
+        let claimed = session
+            .outbound
+            .push_control(transport.frame(resumed.to_bytes()))
+            .claimed();
+        shared
+            .stats
+            .messages_replayed
+            .fetch_add(replay.len() as u64, Ordering::Relaxed);
         let stamp = crate::metrics::stamp_now();
         for frame in &replay {
-            session.outbound.push_delivery(frame, stamp, Bytes::new);
+            session
+                .outbound
+                .push_delivery(&transport.frame(frame.clone()), stamp, Bytes::new);
         }
         let cluster = shared.cluster();
         for position in topics {
@@ -597,7 +692,12 @@ impl Connection {
             && !fresh.parked
             && self.session.subscriptions().is_empty()
             && fresh.end == End::Open;
-        (old.id != self.session.id && old.outbound.status().end == End::Open && untouched)
+        // Queued frames are in the form of the transport the session began on.
+        let same_transport = old.transport == self.session.transport;
+        (old.id != self.session.id
+            && old.outbound.status().end == End::Open
+            && untouched
+            && same_transport)
             .then_some(old)
     }
 
@@ -645,7 +745,10 @@ impl Connection {
                 // a publish that starts after the subscription is live, and
                 // (for an offset client) naming the offset it starts after.
                 let answer = crate::fanout::subscribe_answer(session, &topic, stream);
-                claimed = session.outbound.push_control(answer).claimed();
+                claimed = session
+                    .outbound
+                    .push_control(session.transport.frame(answer))
+                    .claimed();
             },
         );
         match subscribed {
@@ -660,6 +763,7 @@ impl Connection {
             }
             Err(limit) => {
                 drop(subs);
+                self.shared.stats.refused(crate::stats::Refusal::MaxTopics);
                 self.send_error(&ProtocolError::new(
                     ErrorCode::Unavailable,
                     format!(
@@ -717,8 +821,15 @@ impl Connection {
         }
     }
 
-    /// Queues a reply and writes it now if nobody else is writing.
+    /// Queues a reply (a P1 frame, sent in the transport's form) and writes
+    /// it now if nobody else is writing.
     fn reply(&mut self, frame: Bytes) {
+        self.send_raw(self.session.transport.frame(frame));
+    }
+
+    /// Queues bytes already in the transport's form, and writes them now
+    /// if nobody else is writing.
+    fn send_raw(&mut self, frame: Bytes) {
         let mut tally = Tally::default();
         let flushed = self.session.reply(frame, &mut tally, IN_PLACE_WRITES);
         self.shared.stats.add_written(&mut tally);
@@ -738,8 +849,14 @@ impl Connection {
         }
     }
 
-    /// Closes the session after what is queued (and `last`, if any) is written.
+    /// Closes the session after what is queued (and the P1 frame `last`, if
+    /// any) is written.
     fn close(&mut self, last: Option<Bytes>) {
+        self.close_raw(self.session.transport.last(last));
+    }
+
+    /// The same with final bytes already in the transport's form.
+    fn close_raw(&mut self, last: Option<Bytes>) {
         let push = self.session.outbound.close(last, false);
         if push != Push::Refused {
             self.session.unsubscribe_all(&self.shared.topics);

@@ -42,7 +42,7 @@ use crate::history::Stream;
 
 use crate::metrics::{secs_now, stamp_now};
 use crate::outbound::Push;
-use crate::session::{CloseReason, Session, SessionHandle};
+use crate::session::{CloseReason, Session, SessionHandle, Transport};
 use crate::Shared;
 
 /// Ready sessions collected before they are handed to the writers, so
@@ -147,7 +147,9 @@ impl<'p> Fields<'p> {
 }
 
 /// The encodings of one publish, each made at most once, when a subscriber
-/// (or the history) first needs it.
+/// (or the history) first needs it: a delivery to 19,000 WebSocket
+/// subscribers is one complete WebSocket frame, shared like the TCP bytes
+/// (server frames are unmasked, so they are the same for every client).
 struct Forms<'p> {
     publish: Fields<'p>,
     timestamp: Timestamp,
@@ -156,6 +158,9 @@ struct Forms<'p> {
     plain: Option<Bytes>,
     /// The form with `"offset"` last (X1).
     with_offset: Option<Bytes>,
+    /// The WebSocket frames (X2) of `plain` and `with_offset`.
+    ws_plain: Option<Bytes>,
+    ws_with_offset: Option<Bytes>,
 }
 
 impl<'p> Forms<'p> {
@@ -166,18 +171,32 @@ impl<'p> Forms<'p> {
             offset,
             plain: None,
             with_offset: None,
+            ws_plain: None,
+            ws_with_offset: None,
         }
     }
 
-    /// The form for a client that did (`offsets`) or did not opt in to offsets.
-    fn get(&mut self, offsets: bool) -> &Bytes {
+    /// The form for a client of `transport` that did (`offsets`) or did not
+    /// opt in to offsets.
+    fn get(&mut self, offsets: bool, transport: Transport) -> &Bytes {
         let (p, timestamp, offset) = (self.publish, self.timestamp, self.offset);
         let encode =
             |offset| encode_delivery_at(timestamp, p.topic, p.event, p.message_id, p.data, offset);
-        if offsets {
+        let p1 = if offsets {
             self.with_offset.get_or_insert_with(|| encode(Some(offset)))
         } else {
             self.plain.get_or_insert_with(|| encode(None))
+        };
+        match transport {
+            Transport::Tcp => p1,
+            Transport::WebSocket => {
+                let ws = if offsets {
+                    &mut self.ws_with_offset
+                } else {
+                    &mut self.ws_plain
+                };
+                ws.get_or_insert_with(|| transport.frame(p1.clone()))
+            }
         }
     }
 }
@@ -186,7 +205,8 @@ impl<'p> Forms<'p> {
 /// whether it was queued.
 pub fn send(shared: &Shared, session: &Arc<Session>, frame: &Bytes) -> bool {
     let mut fanout = Fanout::new(shared);
-    let queued = fanout.deliver(session, frame, stamp_now());
+    let frame = session.transport.frame(frame.clone());
+    let queued = fanout.deliver(session, &frame, stamp_now());
     fanout.finish(0);
     queued
 }
@@ -225,10 +245,12 @@ impl<'a> Fanout<'a> {
     ) -> usize {
         let history = &self.shared.history;
         if history.enabled() {
-            stream.append(forms.offset, forms.get(true).clone(), now, history);
+            let kept = forms.get(true, Transport::Tcp).clone();
+            stream.append(forms.offset, kept, now, history);
         }
         for (_, SessionHandle(session)) in subscribers {
-            self.deliver(session, forms.get(session.offsets()), stamp);
+            let form = forms.get(session.offsets(), session.transport);
+            self.deliver(session, form, stamp);
         }
         subscribers.len()
     }
@@ -239,11 +261,12 @@ impl<'a> Fanout<'a> {
         let push = session.outbound.push_delivery(frame, stamp, || {
             let budget = session.outbound.budget();
             let reason = CloseReason::SlowConsumer;
-            ServerMessage::error(
+            let frame = ServerMessage::error(
                 &ProtocolError::new(reason.code(), reason.reason(&budget)),
                 Timestamp::now(),
             )
-            .to_bytes()
+            .to_bytes();
+            session.transport.last(Some(frame)).unwrap_or_default()
         });
         let queued = match push {
             Push::Queued { dropped, .. } => {

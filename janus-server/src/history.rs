@@ -98,6 +98,12 @@ impl Stream {
         self.epoch.get_or_insert_with(new_epoch)
     }
 
+    /// The stream's epoch, if it has been named yet (for operators, who
+    /// must not name it by looking).
+    pub fn epoch_name(&self) -> Option<&str> {
+        self.epoch.as_deref()
+    }
+
     /// The offset of the latest message (0: none yet).
     pub fn last(&self) -> u64 {
         self.last

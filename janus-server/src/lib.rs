@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod session;
 pub mod stats;
+mod websocket;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -54,8 +55,8 @@ use tokio_util::task::TaskTracker;
 pub use config::{Config, SlowConsumerPolicy};
 use connection::Connection;
 use outbound::{Budget, Push};
-use session::{CloseReason, Registry, Session, SessionHandle};
-use stats::Stats;
+use session::{CloseReason, Registry, Session, SessionHandle, Socket, Transport};
+use stats::{Refusal, Stats};
 
 /// State shared by the accept loop, every connection and the admin API.
 #[derive(Debug)]
@@ -82,6 +83,8 @@ pub struct Shared {
     pub local_addr: SocketAddr,
     /// The admin API's bound address, if it is enabled.
     admin_addr: Option<SocketAddr>,
+    /// The WebSocket listener's bound address, if it is enabled.
+    ws_addr: Option<SocketAddr>,
     /// Set once the accept loop runs; `/ready` reports it (with draining).
     pub(crate) accepting: AtomicBool,
     /// Every client's budget.
@@ -134,7 +137,9 @@ impl Shared {
         let err = ProtocolError::new(reason.code(), reason.reason(&self.budget));
         let frame = ServerMessage::error(&err, janus_core::Timestamp::now()).to_bytes();
         let discard = *reason != CloseReason::Shutdown;
-        let push = session.outbound.close(Some(frame), discard);
+        let push = session
+            .outbound
+            .close(session.transport.last(Some(frame)), discard);
         if push == Push::Refused {
             return false;
         }
@@ -146,7 +151,7 @@ impl Shared {
 
     /// Closes a session after what is queued, without a final frame.
     fn close_quietly(&self, session: &Arc<Session>) {
-        let push = session.outbound.close(None, false);
+        let push = session.outbound.close(session.transport.last(None), false);
         if push != Push::Refused {
             session.unsubscribe_all(&self.topics);
         }
@@ -281,6 +286,11 @@ impl Shared {
         self.admin_addr
     }
 
+    /// The address WebSocket clients connect to (`None` when it is off).
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws_addr
+    }
+
     /// Whether the server accepts clients: started and not draining, and in
     /// a cluster connected to the broker (resubscribed and caught up).
     pub fn is_ready(&self) -> bool {
@@ -301,6 +311,8 @@ pub struct Server {
     /// The admin API listener, bound with the client one so that a busy
     /// port is a start-up error and tests can read the address at once.
     admin: Option<TcpListener>,
+    /// The WebSocket listener (X2), bound the same way.
+    ws: Option<TcpListener>,
     shared: Arc<Shared>,
 }
 
@@ -345,9 +357,19 @@ impl Server {
             ),
             None => None,
         };
+        let ws = match config.ws_listen {
+            Some(addr) => {
+                let ws = bind_listener(addr, false)
+                    .map_err(|e| annotate(e, &format!("WebSocket listener {addr}")))?;
+                socket2::SockRef::from(&ws).set_tcp_nodelay(true)?;
+                Some(ws)
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared {
             local_addr: listener.local_addr()?,
             admin_addr: admin.as_ref().map(TcpListener::local_addr).transpose()?,
+            ws_addr: ws.as_ref().map(TcpListener::local_addr).transpose()?,
             accepting: AtomicBool::new(false),
             topics: TopicManager::with_max_topics(config.max_topics),
             history: history::HistoryLimits::new(
@@ -371,6 +393,7 @@ impl Server {
         Ok(Server {
             listener,
             admin,
+            ws,
             shared,
         })
     }
@@ -396,6 +419,7 @@ impl Server {
         let Server {
             listener,
             admin,
+            ws,
             shared,
         } = self;
         if let Some(url) = shared.config.broker.clone() {
@@ -421,13 +445,35 @@ impl Server {
             shared.stats.clone(),
             stop.clone(),
         ));
+        if let Some(ws) = &ws {
+            let origins = &shared.config.ws_allowed_origins;
+            let from = if origins.is_empty() {
+                "any origin (set ws-allowed-origins to restrict browsers)".to_owned()
+            } else {
+                origins.join(", ")
+            };
+            tracing::info!(addr = %ws.local_addr()?, "WebSocket clients accepted from {from}");
+        }
         shared.accepting.store(true, Ordering::Relaxed);
+        // Both listeners share the connection capacity.
+        let limits = Limits {
+            permits: Arc::new(Semaphore::new(shared.capacity)),
+            refusals: Arc::new(Semaphore::new(REFUSALS_LINGERING)),
+        };
+        let ws_loop = async {
+            match &ws {
+                Some(ws) => accept_loop(ws, Transport::WebSocket, &shared, &tracker, &limits).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            () = accept_loop(&listener, &shared, &tracker) => {}
+            () = accept_loop(&listener, Transport::Tcp, &shared, &tracker, &limits) => {}
+            () = ws_loop => {}
             () = shutdown => token.cancel(),
             () = token.cancelled() => {}
         }
         drop(listener);
+        drop(ws);
         tracker.close();
         let open = shared.stats.connections.load(Ordering::Relaxed);
         tracing::info!(
@@ -512,7 +558,7 @@ fn spare_descriptor() -> Option<std::fs::File> {
 
 /// Connections being refused that still wait for their peer to read the
 /// error frame; past this many, a refused connection is closed at once.
-const REFUSALS_LINGERING: usize = 64;
+const REFUSALS_LINGERING: usize = limits::REFUSALS_LINGERING as usize;
 
 /// Session tokens drawn from the operating system's random source 256 at a
 /// time: one `getrandom` call per 256 clients instead of one each.
@@ -538,10 +584,20 @@ impl Tokens {
     }
 }
 
-async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, tracker: &TaskTracker) {
+/// The connection capacity, and the refusals that may linger, shared by the listeners.
+struct Limits {
+    permits: Arc<Semaphore>,
+    refusals: Arc<Semaphore>,
+}
+
+async fn accept_loop(
+    listener: &TcpListener,
+    transport: Transport,
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    limits: &Limits,
+) {
     let mut tokens = Tokens { bits: Vec::new() };
-    let permits = Arc::new(Semaphore::new(shared.capacity));
-    let refusals = Arc::new(Semaphore::new(REFUSALS_LINGERING));
     let mut spare = spare_descriptor();
     let mut last_full_log: Option<Instant> = None;
     loop {
@@ -564,7 +620,11 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, tracker: &Tas
                     Some(Ok((stream, _))) => {
                         refuse(
                             stream,
-                            "the server is out of file descriptors; try again later",
+                            transport,
+                            (
+                                Refusal::Fds,
+                                "the server is out of file descriptors; try again later",
+                            ),
                             shared,
                             None,
                         );
@@ -583,10 +643,10 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, tracker: &Tas
             spare = spare_descriptor();
         }
         admit(
-            (stream, peer),
+            (stream, peer, transport),
             shared,
             tracker,
-            (&permits, &refusals),
+            limits,
             (&mut last_full_log, &mut tokens),
         );
     }
@@ -595,13 +655,14 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, tracker: &Tas
 /// Registers an accepted client and starts its connection task, or refuses
 /// it politely when a limit says no.
 fn admit(
-    (stream, peer): (tokio::net::TcpStream, SocketAddr),
+    (stream, peer, transport): (tokio::net::TcpStream, SocketAddr, Transport),
     shared: &Arc<Shared>,
     tracker: &TaskTracker,
-    (permits, refusals): (&Arc<Semaphore>, &Arc<Semaphore>),
+    limits: &Limits,
     (last_full_log, tokens): (&mut Option<Instant>, &mut Tokens),
 ) {
-    let Ok(permit) = permits.clone().try_acquire_owned() else {
+    let refusals = &limits.refusals;
+    let Ok(permit) = limits.permits.clone().try_acquire_owned() else {
         log_full(
             last_full_log,
             &format!("connection limit of {} reached", shared.capacity),
@@ -610,7 +671,13 @@ fn admit(
             "the server is at its connection limit ({}); try again later",
             shared.capacity
         );
-        refuse(stream, &reason, shared, Some(refusals));
+        refuse(
+            stream,
+            transport,
+            (Refusal::MaxConnections, &reason),
+            shared,
+            Some(refusals),
+        );
         return;
     };
     if !shared.admit_ip(peer.ip()) {
@@ -619,29 +686,70 @@ fn admit(
             peer.ip(),
             shared.config.max_connections_per_ip
         );
-        refuse(stream, &reason, shared, Some(refusals));
+        refuse(
+            stream,
+            transport,
+            (Refusal::PerIp, &reason),
+            shared,
+            Some(refusals),
+        );
         return;
     }
-    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let socket = Arc::new(stream);
+    let token = tokens.next();
+    match transport {
+        Transport::Tcp => {
+            let conn = open(shared, (socket, peer, transport), token, permit, &[]);
+            tracker.spawn(conn.run());
+        }
+        Transport::WebSocket => {
+            let shared = shared.clone();
+            tracker.spawn(async move {
+                // Boxed: the handshake's buffer and timer are gone once it is done.
+                let handshake = Box::pin(websocket::handshake(&socket, &shared)).await;
+                let Some(input) = handshake else {
+                    shared.release_ip(peer.ip());
+                    return;
+                };
+                let conn = open(&shared, (socket, peer, transport), token, permit, &input);
+                drop(input);
+                conn.run().await;
+            });
+        }
+    }
+}
+
+/// Registers a new session on an accepted (and, for WebSocket, upgraded)
+/// connection, greets the client, and returns the connection to run;
+/// `input` is what the client sent after its handshake.
+fn open(
+    shared: &Arc<Shared>,
+    (socket, peer, transport): (Socket, SocketAddr, Transport),
+    mut token: Token,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    input: &[u8],
+) -> Connection {
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     // 128 random bits do not collide in practice; the registry checks anyway.
     let session = loop {
         let session = Arc::new(Session::new(
             id,
-            tokens.next(),
+            token,
             peer,
             socket.clone(),
             shared.budget,
+            transport,
         ));
         if shared.sessions.insert(session.clone()) {
             break session;
         }
+        token = Token::random();
     };
     shared.registered(&session);
     shared.stats.connection_opened();
-    let mut conn = Connection::new(session, socket, shared.clone(), Some(permit));
+    let mut conn = Connection::new(session, socket, shared.clone(), Some(permit)).with_input(input);
     conn.greet();
-    tracker.spawn(conn.run());
+    conn
 }
 
 /// Answers a client the server cannot take with `not_allowed`, half-closes,
@@ -649,18 +757,22 @@ fn admit(
 /// for a moment, so the error frame is not destroyed by a reset.
 fn refuse(
     stream: tokio::net::TcpStream,
-    reason: &str,
+    transport: Transport,
+    (why, reason): (Refusal, &str),
     shared: &Shared,
     lingering: Option<&Arc<Semaphore>>,
 ) {
     use std::io::Write;
-    shared
-        .stats
-        .connections_refused
-        .fetch_add(1, Ordering::Relaxed);
+    shared.stats.refused(why);
     shared.stats.error_sent(janus_core::ErrorCode::NotAllowed);
     let err = ProtocolError::new(janus_core::ErrorCode::NotAllowed, reason);
-    let frame = ServerMessage::error(&err, janus_core::Timestamp::now()).to_bytes();
+    let frame = match transport {
+        Transport::Tcp => ServerMessage::error(&err, janus_core::Timestamp::now()).to_bytes(),
+        // Before the handshake: a plain HTTP refusal.
+        Transport::WebSocket => janus_core::ws::Rejection::new(503, reason)
+            .response()
+            .into(),
+    };
     let sock = socket2::SockRef::from(&stream);
     let _ = (&*sock).write(&frame);
     let _ = sock.shutdown(std::net::Shutdown::Write);

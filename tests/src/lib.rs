@@ -6,7 +6,9 @@
 //! client's receive timeout), never on fixed sleeps. [`redis_server`] runs a
 //! real `redis-server` for the backplane tests.
 
+pub mod browser;
 pub mod redis_server;
+pub mod ws;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -168,12 +170,7 @@ impl Client {
         let stream = TcpStream::from_std(sock.into()).expect("tokio stream");
         stream.writable().await.expect("connected");
         stream.set_nodelay(true).expect("nodelay");
-        let mut client = Client {
-            stream,
-            buf: BytesMut::new(),
-            codec: ClientCodec::default(),
-            token: String::new(),
-        };
+        let mut client = Client::from_stream(stream);
         match client.recv().await {
             ServerMessage::Hello { token, .. } => client.token = token,
             other => panic!("expected hello, got {other:?}"),
@@ -181,16 +178,33 @@ impl Client {
         client
     }
 
-    /// Connects without reading anything.
-    pub async fn connect_raw(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
+    fn from_stream(stream: TcpStream) -> Client {
         Client {
             stream,
             buf: BytesMut::new(),
             codec: ClientCodec::default(),
             token: String::new(),
         }
+    }
+
+    /// Connects without reading anything.
+    pub async fn connect_raw(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Client::from_stream(stream)
+    }
+
+    /// Connects from `source` (any address of the loopback range, so that a
+    /// per-address limit can be driven without touching 127.0.0.1) without
+    /// reading anything.
+    pub async fn connect_raw_from(addr: SocketAddr, source: std::net::IpAddr) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .expect("bind the source address");
+        let stream = socket.connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Client::from_stream(stream)
     }
 
     /// Sends raw bytes.
@@ -299,6 +313,13 @@ impl Client {
             ),
             Err(e) => panic!("socket error: {e}"),
         }
+    }
+
+    /// Drops the connection the way a lost network does: a reset, no goodbye.
+    pub fn lose(self) {
+        let sock = socket2::SockRef::from(&self.stream);
+        sock.set_linger(Some(Duration::ZERO)).expect("linger");
+        drop(self);
     }
 
     /// Proves the connection is still open: a subscribe to a fresh topic is acknowledged.

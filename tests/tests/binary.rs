@@ -257,6 +257,26 @@ async fn capacity_follows_the_open_file_limit_and_full_means_polite_refusal() {
     }
 }
 
+#[test]
+fn the_admin_api_s_connections_come_off_the_capacity() {
+    // 200 less 64 reserved less the admin API's 8 leaves 128.
+    let server = ServerProcess::spawn_full(
+        Some(200),
+        &["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
+        &["--admin-max-connections", "8", "--max-connections", "1000"],
+    );
+    let startup = &server.startup;
+    assert!(startup.contains("capacity 128 connections"), "{startup}");
+    assert!(
+        startup.contains(
+            "max-connections 1000 exceeds what the open-file limit allows: 128 clients \
+             (open-file limit 200 (hard 200) less 64 descriptors for the server itself and 8 \
+             for the admin API's connections)"
+        ),
+        "{startup}"
+    );
+}
+
 #[tokio::test]
 async fn sigterm_drains_and_exits_zero() {
     let mut server = ServerProcess::spawn(&[]);

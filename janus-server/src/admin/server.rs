@@ -50,6 +50,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/sessions/{token}/send", post(sessions::send))
         .route("/publish", post(control::publish))
         .route("/drain", post(control::drain))
+        .route("/ui", get(super::ui::page))
         .fallback(|| async {
             ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,

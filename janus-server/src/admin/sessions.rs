@@ -20,8 +20,13 @@ use crate::broker::{NodeCommand, RouteError};
 use crate::cluster::Cluster;
 use crate::session::{CloseReason, Session};
 
-/// One session, as the API shows it.
-fn session_info(session: &Session) -> SessionInfo {
+/// One session, as the API shows it; `ttl` is the session TTL (how long a
+/// detached session waits for a resume).
+fn session_info(session: &Session, ttl: std::time::Duration) -> SessionInfo {
+    let detached = session.detached_since().map(|since| {
+        let waited = crate::metrics::millis_now().wrapping_sub(since);
+        std::time::Duration::from_millis(u64::from(waited))
+    });
     let mut subscriptions: Vec<String> = session
         .subscriptions()
         .iter()
@@ -38,7 +43,20 @@ fn session_info(session: &Session) -> SessionInfo {
         queue_depth: outbound.frames as u64,
         queued_bytes: outbound.charged as u64,
         delivered: outbound.delivered,
+        state: if detached.is_some() {
+            "detached"
+        } else {
+            "attached"
+        }
+        .to_owned(),
+        detached_ms: detached.map(millis),
+        expires_in_ms: detached.map(|d| millis(ttl.saturating_sub(d))),
+        transport: session.transport.as_str().to_owned(),
     }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Query of `GET /sessions`.
@@ -88,7 +106,10 @@ pub async fn list(
     };
     Ok(Json(SessionPage {
         total: registry.len() as u64,
-        sessions: page.iter().map(|s| session_info(s)).collect(),
+        sessions: page
+            .iter()
+            .map(|s| session_info(s, state.shared.config.session_ttl))
+            .collect(),
         next,
     }))
 }
@@ -99,7 +120,10 @@ pub async fn one(
     Path(token): Path<String>,
 ) -> Result<Json<SessionInfo>, ApiError> {
     let session = find(&state, &token)?;
-    Ok(Json(session_info(&session)))
+    Ok(Json(session_info(
+        &session,
+        state.shared.config.session_ttl,
+    )))
 }
 
 /// The body of `POST /sessions/{token}/send`.

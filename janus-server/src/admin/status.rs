@@ -8,12 +8,17 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use janus_core::api::{ClusterNode, ClusterNodes, Health, Latency, Listen, Ready, Status};
+use janus_core::api::{
+    ClusterNode, ClusterNodes, Health, HistoryHeld, Latency, Limits, Listen, Ready, Refusals,
+    ResumeCounters, Status,
+};
 use janus_core::ErrorCode;
 
 use super::datetime::rfc3339;
 use super::error::ApiError;
 use super::server::AdminState;
+use crate::stats::Refusal;
+use crate::Shared;
 
 /// `GET /health`: liveness. Needs no token.
 pub async fn health() -> Json<Health> {
@@ -52,6 +57,21 @@ pub async fn ready(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<Re
     )
 }
 
+/// The limits in force (`usize::MAX`, "no limit", reads as `null`).
+pub fn limits(shared: &Shared) -> Limits {
+    let config = &shared.config;
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    Limits {
+        max_connections: count(shared.capacity),
+        max_connections_per_ip: (config.max_connections_per_ip != usize::MAX)
+            .then(|| count(config.max_connections_per_ip)),
+        max_topics: count(config.max_topics),
+        max_subscriptions: count(config.max_subscriptions),
+        admin_max_connections: count(config.admin_max_connections),
+        open_files: crate::limits::FileLimit::current().ok().map(|l| l.soft),
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -77,12 +97,20 @@ pub async fn status(State(state): State<Arc<AdminState>>) -> Json<Status> {
         listen: Listen {
             clients: shared.local_addr.to_string(),
             admin: shared.admin_addr().map(|a| a.to_string()),
+            websocket: shared.ws_addr().map(|a| a.to_string()),
         },
         capacity: shared.capacity as u64,
         connections: get(&stats.connections),
         connections_peak: get(&stats.connections_peak),
         connections_total: get(&stats.connections_total),
         connections_refused: get(&stats.connections_refused),
+        refused: Refusals {
+            per_ip: stats.refusals(Refusal::PerIp),
+            max_connections: stats.refusals(Refusal::MaxConnections),
+            fds: stats.refusals(Refusal::Fds),
+            max_topics: stats.refusals(Refusal::MaxTopics),
+        },
+        limits: limits(shared),
         sessions: shared.sessions.len() as u64,
         topics: shared.topics.topic_count() as u64,
         subscriptions: shared.topics.subscription_count() as u64,
@@ -106,8 +134,38 @@ pub async fn status(State(state): State<Arc<AdminState>>) -> Json<Status> {
             p50_ms: recent.latency.quantile(0.5).map(ms),
             p99_ms: recent.latency.quantile(0.99).map(ms),
         },
+        resume: resume_counters(shared),
+        history: history_held(shared),
         broker: shared.cluster().map(|c| c.broker.status()),
     })
+}
+
+/// Resumes and detached sessions, for `/status`.
+fn resume_counters(shared: &crate::Shared) -> ResumeCounters {
+    let stats = &*shared.stats;
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    ResumeCounters {
+        attempted: get(&stats.resumes),
+        recovered: get(&stats.resumes_recovered),
+        not_recovered: get(&stats.resumes_not_recovered),
+        unknown_session: get(&stats.resumes_unknown),
+        replayed: get(&stats.messages_replayed),
+        detached: get(&stats.sessions_detached_now),
+        detached_total: get(&stats.sessions_detached),
+        expired: get(&stats.sessions_expired),
+    }
+}
+
+/// History held and its limits, for `/status`.
+fn history_held(shared: &crate::Shared) -> HistoryHeld {
+    let history = &shared.history;
+    HistoryHeld {
+        entries: history.messages.load(Ordering::Relaxed) as u64,
+        bytes: history.bytes.load(Ordering::Relaxed) as u64,
+        size: history.size as u64,
+        ttl_s: u64::from(history.ttl_secs),
+        max_bytes: history.max_bytes as u64,
+    }
 }
 
 /// `GET /cluster`: the live nodes (`404 not_clustered` on a single node,
