@@ -68,6 +68,8 @@ pub struct BotRun<'a> {
     pub out_dir: &'a Path,
     /// How long the bot may run before it is killed.
     pub timeout: Duration,
+    /// The server is one node of a cluster on a shared port: publish once.
+    pub clustered: bool,
 }
 
 /// `--flag value` for each parameter that is set.
@@ -108,6 +110,9 @@ fn bot_args(run: &BotRun<'_>, server: &Server, json: &Path) -> Vec<String> {
         args.extend(["--server-pid".to_owned(), server.pid().to_string()]);
     } else {
         args.extend(["--messages".to_owned(), size.messages().to_string()]);
+    }
+    if run.clustered {
+        args.push("--clustered".to_owned());
     }
     push_opt(&mut args, "--rate", size.rate);
     push_opt(&mut args, "--payload", size.payload);
