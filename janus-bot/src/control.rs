@@ -71,6 +71,10 @@ pub struct Setup {
     pub messages: u32,
     /// Server addresses; clients name them by index.
     pub targets: Vec<SocketAddr>,
+    /// With WebSocket subscribers (X2): each target's WebSocket address,
+    /// same order; subscribing clients connect there. Empty: plain TCP.
+    #[serde(default)]
+    pub ws_targets: Vec<SocketAddr>,
     /// The clients, by target and source address.
     pub groups: Vec<ClientGroup>,
     /// Clients of this worker that may be connecting at once.
@@ -405,6 +409,7 @@ mod tests {
             topic: "t".into(),
             messages: 3,
             targets: vec!["127.0.0.1:8081".parse().unwrap()],
+            ws_targets: vec!["127.0.0.1:8083".parse().unwrap()],
             groups: vec![ClientGroup {
                 target: 0,
                 source: Some("127.0.0.2".parse().unwrap()),

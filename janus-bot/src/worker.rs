@@ -283,6 +283,10 @@ struct Conn {
     partial: Option<Vec<u8>>,
     /// One sequence per subscription.
     seqs: Vec<SeqTracker>,
+    /// Connected over WebSocket (X2).
+    websocket: bool,
+    /// Its handshake and frame decoding (taken out while a read is handled).
+    ws: Option<Box<WsState>>,
     /// A never-reading client's stream ended while it was drained…
     ended: bool,
     /// … with a `slow_consumer` error frame.
@@ -309,6 +313,8 @@ impl Conn {
             out: None,
             partial: None,
             seqs: vec![SeqTracker::default(); subs as usize],
+            websocket: false,
+            ws: None,
             ended: false,
             told: false,
         }
@@ -322,6 +328,22 @@ impl Conn {
         )
     }
 }
+
+/// The WebSocket side of a subscribing client (`--transport ws`).
+struct WsState {
+    /// The `101` answer has been read.
+    upgraded: bool,
+    decoder: janus_core::ws::WsDecoder,
+    /// Bytes of a handshake answer or a frame cut by the end of a read;
+    /// unallocated otherwise.
+    buf: bytes::BytesMut,
+}
+
+/// The handshake key of every bot client (the server only checks its form).
+const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+/// The mask of every frame a bot client sends: a browser must pick masks an
+/// attacker cannot predict (RFC 6455 §10.3); a load generator need not.
+const WS_MASK: [u8; 4] = *b"jbot";
 
 /// Messages of a run of `total` that go to topic `j` of `topics`.
 fn per_topic(total: u32, topics: u32, j: u32) -> u32 {
@@ -453,8 +475,22 @@ impl Swarm {
 
     /// The bytes that subscribe to `count` topics from `first` (marker
     /// first), topic indexes taken modulo `space`.
-    fn subscribe_bytes(&self, first: u32, count: u32, space: u32) -> Vec<u8> {
+    fn subscribe_bytes(&self, first: u32, count: u32, space: u32, ws: bool) -> Vec<u8> {
         let mut buf = bytes::BytesMut::new();
+        if ws {
+            // One text message per request, no marker, no terminator (X2).
+            let mut out = Vec::new();
+            for s in 0..count {
+                let name = topic_name(&self.setup.topic, (first + s) % space, self.setup.topics);
+                ClientMessage::Subscribe(name).encode(&mut buf);
+                let json = buf.split();
+                let json = json
+                    .strip_suffix(&[janus_core::CLIENT_TERMINATOR])
+                    .unwrap_or(&json);
+                out.extend(janus_core::ws::client_text_frame(json, WS_MASK));
+            }
+            return out;
+        }
         buf.extend_from_slice(janus_core::REGULAR_SOCKET_MARKER);
         buf.extend_from_slice(&[janus_core::CLIENT_TERMINATOR]);
         for s in 0..count {
@@ -588,7 +624,21 @@ impl Swarm {
     fn connect(&mut self, idx: usize) -> Result<(), String> {
         let conn = &mut self.conns[idx];
         conn.state = State::Connecting;
-        let target = self.setup.targets[usize::from(conn.target)];
+        let ws = !self.setup.ws_targets.is_empty() && !conn.role.background();
+        let targets = if ws {
+            &self.setup.ws_targets
+        } else {
+            &self.setup.targets
+        };
+        let target = targets[usize::from(conn.target)];
+        conn.websocket = ws;
+        conn.ws = ws.then(|| {
+            Box::new(WsState {
+                upgraded: false,
+                decoder: janus_core::ws::WsDecoder::client(self.setup.max_frame),
+                buf: bytes::BytesMut::new(),
+            })
+        });
         let rcvbuf = matches!(conn.role, Role::NeverRead | Role::Stuck)
             .then_some(self.setup.never_read_rcvbuf);
         let mut stream = open(target, conn.source, rcvbuf)
@@ -652,6 +702,10 @@ impl Swarm {
                 }
             }
             conn.state = State::AwaitHello;
+            if conn.websocket {
+                let host = conn.target.to_string();
+                conn.out = Some(janus_core::ws::client_request(&host, WS_KEY).into_bytes());
+            }
             if conn.role.background() {
                 self.role(idx).connections += 1;
             } else {
@@ -710,6 +764,9 @@ impl Swarm {
 
     /// Handles one chunk of bytes; false once the connection is gone.
     fn consume(&mut self, idx: usize, chunk: &[u8], now: u64) -> bool {
+        if self.conns[idx].websocket {
+            return self.consume_ws(idx, chunk, now);
+        }
         let mut partial = self.conns[idx].partial.take();
         let max = self.setup.max_frame;
         let result = frame::split(&mut partial, chunk, max, |f| self.on_frame(idx, f, now));
@@ -727,6 +784,56 @@ impl Swarm {
                 false
             }
         }
+    }
+
+    /// The same over WebSocket: the handshake answer, then one frame per
+    /// text message (pings need no answer; a close is followed by the end
+    /// of the stream, handled as over TCP).
+    fn consume_ws(&mut self, idx: usize, chunk: &[u8], now: u64) -> bool {
+        use janus_core::ws::Message;
+        use tokio_util::codec::Decoder as _;
+        let Some(mut ws) = self.conns[idx].ws.take() else {
+            return false;
+        };
+        ws.buf.extend_from_slice(chunk);
+        if !ws.upgraded {
+            match janus_core::ws::client_response(&ws.buf, WS_KEY) {
+                Ok(None) => {
+                    self.conns[idx].ws = Some(ws);
+                    return true;
+                }
+                Ok(Some(end)) => {
+                    let _ = ws.buf.split_to(end);
+                    ws.upgraded = true;
+                }
+                Err(why) => {
+                    self.fail(idx, format!("WebSocket handshake: {why}"));
+                    return false;
+                }
+            }
+        }
+        let mut go_on = true;
+        while go_on {
+            match ws.decoder.decode(&mut ws.buf) {
+                Ok(Some(Message::Text(text))) => go_on = self.on_frame(idx, &text, now),
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    self.fail(idx, e.to_string());
+                    return false;
+                }
+            }
+        }
+        if ws.buf.is_empty() && ws.decoder.is_idle() {
+            // Nothing pending: no buffer held between reads.
+            ws.buf = bytes::BytesMut::new();
+        }
+        let conn = &mut self.conns[idx];
+        if conn.stream.is_none() {
+            return false;
+        }
+        conn.ws = Some(ws);
+        go_on
     }
 
     /// Handles one frame; false once the connection is closed.
@@ -815,7 +922,8 @@ impl Swarm {
                 } else {
                     topics
                 };
-                let out = self.subscribe_bytes(first, subs, space);
+                let ws = self.conns[idx].websocket;
+                let out = self.subscribe_bytes(first, subs, space, ws);
                 let conn = &mut self.conns[idx];
                 conn.acks_due = subs;
                 conn.state = State::AwaitAck;

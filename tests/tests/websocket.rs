@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use janus_core::{ClientMessage, Publish, ServerMessage};
+use janus_core::{Publish, ServerMessage};
 use janus_server::session::CloseReason;
 use janus_server::stats::Stats;
 use janus_server::Config;
@@ -303,14 +303,9 @@ async fn slow_ws_consumer_is_cut_and_kick_reaches_ws_clients() {
     let mut sent = 0;
     while Stats::get(&shared.stats.slow_consumers) == 0 {
         sent += 1;
-        let publish = Publish::new("flood", "e", sent.to_string(), &data).expect("publish");
         publisher
-            .send(ClientMessage::Publish {
-                publish,
-                one_shot: false,
-            })
+            .publish_acked("flood", &sent.to_string(), &data)
             .await;
-        assert_eq!(publisher.recv().await, ServerMessage::Ack);
         // The other subscriber keeps up and is never slowed down.
         match fine.recv().await {
             ServerMessage::Delivery(d) => assert_eq!(d.message_id, sent.to_string()),
