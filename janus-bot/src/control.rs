@@ -39,8 +39,9 @@ pub enum Command {
         /// The coordinator's clock when it sent the ping.
         t0: u64,
     },
-    /// Connect and subscribe a swarm of clients.
-    Setup(Setup),
+    /// Connect and subscribe a swarm of clients (boxed: far larger than the
+    /// other commands).
+    Setup(Box<Setup>),
     /// Message `seq` was published; `times[target]` is its send instant on
     /// the worker's clock, or `None` if publishing to that target failed.
     Sent {
@@ -92,7 +93,7 @@ pub struct Setup {
     /// Index in the whole swarm of this worker's first client, so that
     /// topics are shared out the same way however the swarm is split.
     pub first_client: u64,
-    /// How many of this worker's subscribing clients never read (PROTOCOL
+    /// How many of this worker's subscribing clients never read (protocol
     /// P8's slow consumers): they subscribe, then leave their socket alone
     /// until [`Command::Finish`], with a small receive buffer.
     pub never_read: u32,
@@ -101,6 +102,23 @@ pub struct Setup {
     /// Background clients, started and stopped with [`Command::Activity`].
     #[serde(default)]
     pub activity: Activity,
+    /// Readers that lose their connection mid-run and resume (PROTOCOL X1).
+    #[serde(default)]
+    pub resume: ResumePlan,
+}
+
+/// Readers that drop their connection during the run and resume from their
+/// topic positions (PROTOCOL X1): each opts in to offsets, drops its
+/// connection (a reset, as a lost network) after a share of its messages
+/// between a quarter and three quarters, stays away `away_ms`, then
+/// reconnects and resumes. The sequence check spans both connections, so a
+/// message lost or repeated across the resume shows as a gap or a duplicate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumePlan {
+    /// How many of this worker's readers resume (the last ones).
+    pub clients: u32,
+    /// How long a resuming reader stays away, ms.
+    pub away_ms: u64,
 }
 
 impl Setup {
@@ -323,6 +341,43 @@ pub struct Results {
     /// What the background clients did, by kind (`churner`, `stuck`, …).
     #[serde(default)]
     pub activity: BTreeMap<String, RoleCounts>,
+    /// What the resuming readers saw (see [`ResumePlan`]).
+    #[serde(default)]
+    pub resume: ResumeCounts,
+}
+
+/// What resuming readers saw.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResumeCounts {
+    /// Readers planned to resume.
+    pub clients: u32,
+    /// Resumes answered `recovered: true`.
+    pub recovered: u32,
+    /// Resumes answered `recovered: false` (which must not happen while the
+    /// server's history reaches back).
+    pub not_recovered: u32,
+    /// Resumes that got no `resumed` answer (an error, or the connection failed).
+    pub failed: u32,
+    /// Messages the server said it replayed (`missed`), in all.
+    pub replayed: u64,
+    /// Reconnect to `resumed` answer, µs.
+    pub resume_time: Recorder,
+    /// Latency of every distinct delivery to a resuming reader, replayed or
+    /// live, µs.
+    pub latency: Recorder,
+}
+
+impl ResumeCounts {
+    /// Adds another worker's counts.
+    pub fn merge(&mut self, o: &ResumeCounts) {
+        self.clients += o.clients;
+        self.recovered += o.recovered;
+        self.not_recovered += o.not_recovered;
+        self.failed += o.failed;
+        self.replayed += o.replayed;
+        self.resume_time.merge(&o.resume_time);
+        self.latency.merge(&o.latency);
+    }
 }
 
 /// What became of never-reading clients, read at the end of the run.
@@ -404,7 +459,7 @@ mod tests {
 
     #[test]
     fn lines_round_trip() {
-        let setup = Command::Setup(Setup {
+        let setup = Command::Setup(Box::new(Setup {
             name: "worker 1".into(),
             topic: "t".into(),
             messages: 3,
@@ -424,7 +479,8 @@ mod tests {
             never_read: 0,
             never_read_rcvbuf: 4096,
             activity: Activity::default(),
-        });
+            resume: ResumePlan::default(),
+        }));
         let mut buf = Vec::new();
         write_line(&mut buf, &setup).unwrap();
         write_line(&mut buf, &Command::Finish).unwrap();

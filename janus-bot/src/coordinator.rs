@@ -96,7 +96,7 @@ pub struct RunConfig {
     pub publish_mode: PublishMode,
     /// The targets form one cluster: publish each message once, to the first.
     pub clustered: bool,
-    /// Publish key (PROTOCOL X4), if the servers require one.
+    /// Publish key (protocol X4), if the servers require one.
     pub publish_key: Option<String>,
     /// How progress is shown.
     pub progress: ProgressMode,
@@ -108,6 +108,10 @@ pub struct RunConfig {
     pub settle: Duration,
     /// A server process on this machine whose memory the report tracks.
     pub server_pid: Option<u32>,
+    /// Readers that drop their connection mid-run and resume (X1).
+    pub resume: u64,
+    /// How long a resuming reader stays away.
+    pub resume_away: Duration,
 }
 
 impl RunConfig {
@@ -290,6 +294,8 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
         // Never-reading clients in proportion to each worker's share.
         let never = |n: u64| (cfg.never_read * n).checked_div(cfg.clients).unwrap_or(0);
         let never_read = never(p.first + p.clients()) - never(p.first);
+        let resuming = |n: u64| (cfg.resume * n).checked_div(cfg.clients).unwrap_or(0);
+        let resume = resuming(p.first + p.clients()) - resuming(p.first);
         let setup = Setup {
             name: link.name.clone(),
             topic: cfg.topic.clone(),
@@ -306,8 +312,12 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
             never_read: u32::try_from(never_read).unwrap_or(u32::MAX),
             never_read_rcvbuf: cfg.never_read_rcvbuf,
             activity: cfg.activity.share(i as u64, parts),
+            resume: crate::control::ResumePlan {
+                clients: u32::try_from(resume).unwrap_or(u32::MAX),
+                away_ms: cfg.resume_away.as_millis() as u64,
+            },
         };
-        link.send(&Command::Setup(setup)).await?;
+        link.send(&Command::Setup(Box::new(setup))).await?;
         states[i].last_seen = Some(Instant::now());
     }
     let silence = cfg.timeout.max(Duration::from_secs(5)) + Duration::from_secs(2);

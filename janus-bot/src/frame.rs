@@ -3,7 +3,7 @@
 //! A bot worker reads tens of thousands of deliveries per second on a
 //! machine it shares with the server, so it does not build a
 //! [`janus_core::ServerMessage`] per delivery. It splits the byte stream at
-//! the `0x01` terminator (PROTOCOL P1) without copying complete frames, and
+//! the `0x01` terminator (protocol P1) without copying complete frames, and
 //! from a delivery (P6) it reads only the two things it needs:
 //!
 //! ```text

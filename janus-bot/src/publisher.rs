@@ -1,4 +1,4 @@
-//! Publishing: the one-shot `PUBLISH` connection (PROTOCOL P5), exactly as
+//! Publishing: the one-shot `PUBLISH` connection (protocol P5), exactly as
 //! the 2009 bot's publisher does it, and the persistent X3 publish.
 //!
 //! ```text
@@ -39,7 +39,7 @@ use crate::sys;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PublishMode {
-    /// One `PUBLISH` connection per message, closed by the server (PROTOCOL P5).
+    /// One `PUBLISH` connection per message, closed by the server (protocol P5).
     Oneshot,
     /// One connection per target, `{"action":"publish"}` answered by `ACK` (X3).
     Persistent,
@@ -209,7 +209,7 @@ async fn connect(target: SocketAddr, limit: Duration) -> Result<TcpStream, Publi
 }
 
 /// Publishes one message over a fresh connection and waits for the server to
-/// close it (PROTOCOL P5). `frame` comes from [`encode`] with
+/// close it (protocol P5). `frame` comes from [`encode`] with
 /// [`PublishMode::Oneshot`].
 pub async fn publish_oneshot(target: SocketAddr, frame: &[u8], limit: Duration) -> Outcome {
     let (mut stream, sent_ns) = match connect_and_write(target, frame, limit).await {

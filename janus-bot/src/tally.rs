@@ -2,7 +2,7 @@
 //! message's latencies.
 //!
 //! [`SeqTracker`] follows one client. Messages carry their sequence number as
-//! `message_id`, and PROTOCOL P6 promises each subscriber every message of a
+//! `message_id`, and protocol P6 promises each subscriber every message of a
 //! topic in publish order, once; so a client expects `0, 1, 2, …` and any
 //! departure is a gap (missing), a late arrival (reordered) or a repeat
 //! (duplicated). It costs a few words per client, and a list of gaps only for

@@ -52,8 +52,8 @@ use nix::errno::Errno;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::control::{
-    topic_name, write_line, Command, ErrorCount, Event, NeverRead, Progress, Results, RoleCounts,
-    Setup,
+    topic_name, write_line, Command, ErrorCount, Event, NeverRead, Progress, Results, ResumeCounts,
+    RoleCounts, Setup,
 };
 use crate::frame::{self, Frame};
 use crate::sys;
@@ -141,7 +141,7 @@ pub fn serve(
                         write_line(&mut events, &Event::Fatal { error })?;
                         return Ok(());
                     }
-                    let swarm = Swarm::new(setup, poll)?;
+                    let swarm = Swarm::new(*setup, poll)?;
                     return swarm.run(&rx, &mut events);
                 }
                 Input::Command(Command::Finish) => return Ok(()),
@@ -236,6 +236,10 @@ enum State {
     Acting,
     /// A never-reading client being read at the end of the run.
     Draining,
+    /// A resuming reader between dropping its connection and reconnecting.
+    Away,
+    /// A resuming reader that sent its resume and waits for `resumed`.
+    AwaitResumed,
     Failed,
     Disconnected,
 }
@@ -291,6 +295,31 @@ struct Conn {
     ended: bool,
     /// … with a `slow_consumer` error frame.
     told: bool,
+    /// A reader that drops its connection mid-run and resumes (X1).
+    resumer: Option<Box<Resumer>>,
+}
+
+/// Where a resuming reader is (see [`crate::control::ResumePlan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResumePhase {
+    /// Reading until it has `drop_after` messages.
+    Planned,
+    /// Its connection is dropped; reconnecting since the given instant.
+    Resuming(u64),
+    /// Resumed (or failed to).
+    Done,
+}
+
+/// A resuming reader's plan and positions.
+struct Resumer {
+    phase: ResumePhase,
+    /// Distinct messages it receives before dropping its connection.
+    drop_after: u32,
+    /// The session token from the first hello.
+    token: String,
+    /// Per subscription: the topic's epoch and the offset of the last
+    /// message received.
+    positions: Vec<(String, u64)>,
 }
 
 impl Conn {
@@ -317,6 +346,7 @@ impl Conn {
             ws: None,
             ended: false,
             told: false,
+            resumer: None,
         }
     }
 
@@ -366,6 +396,9 @@ struct Swarm {
     subscribed_per_target: Vec<u32>,
     sent_per_target: Vec<u32>,
     ledger: Ledger,
+    /// The latencies of resuming readers only.
+    resume_ledger: Ledger,
+    resume_counts: ResumeCounts,
     errors: HashMap<(&'static str, u16, String), u32>,
     roles: BTreeMap<&'static str, RoleCounts>,
     scratch: Vec<u8>,
@@ -419,6 +452,7 @@ impl Swarm {
             }
         }
         let subscribers = conns.len();
+        plan_resumers(&setup, &mut conns);
         let a = &setup.activity;
         for (role, n) in [
             (Role::Churner, a.churners),
@@ -448,6 +482,11 @@ impl Swarm {
         let targets = setup.targets.len();
         Ok(Self {
             ledger: Ledger::new(targets, setup.messages),
+            resume_ledger: Ledger::new(targets, setup.messages),
+            resume_counts: ResumeCounts {
+                clients: setup.resume.clients,
+                ..ResumeCounts::default()
+            },
             subscribed_per_target: vec![0; targets],
             sent_per_target: vec![0; targets],
             timeout_ns: setup.timeout_ms.saturating_mul(1_000_000),
@@ -475,29 +514,21 @@ impl Swarm {
 
     /// The bytes that subscribe to `count` topics from `first` (marker
     /// first), topic indexes taken modulo `space`.
-    fn subscribe_bytes(&self, first: u32, count: u32, space: u32, ws: bool) -> Vec<u8> {
-        let mut buf = bytes::BytesMut::new();
-        if ws {
-            // One text message per request, no marker, no terminator (X2).
-            let mut out = Vec::new();
-            for s in 0..count {
-                let name = topic_name(&self.setup.topic, (first + s) % space, self.setup.topics);
-                ClientMessage::Subscribe(name).encode(&mut buf);
-                let json = buf.split();
-                let json = json
-                    .strip_suffix(&[janus_core::CLIENT_TERMINATOR])
-                    .unwrap_or(&json);
-                out.extend(janus_core::ws::client_text_frame(json, WS_MASK));
-            }
-            return out;
-        }
-        buf.extend_from_slice(janus_core::REGULAR_SOCKET_MARKER);
-        buf.extend_from_slice(&[janus_core::CLIENT_TERMINATOR]);
-        for s in 0..count {
+    fn subscribe_bytes(
+        &self,
+        first: u32,
+        count: u32,
+        space: u32,
+        (offsets, ws): (bool, bool),
+    ) -> Vec<u8> {
+        let options = offsets.then_some(ClientMessage::Options {
+            offsets: Some(true),
+        });
+        let subscribes = (0..count).map(|s| {
             let name = topic_name(&self.setup.topic, (first + s) % space, self.setup.topics);
-            ClientMessage::Subscribe(name).encode(&mut buf);
-        }
-        buf.to_vec()
+            ClientMessage::Subscribe(name)
+        });
+        requests(options.into_iter().chain(subscribes), ws)
     }
 
     fn run(mut self, rx: &mpsc::Receiver<Input>, out: &mut impl Write) -> anyhow::Result<()> {
@@ -706,9 +737,13 @@ impl Swarm {
                 let host = conn.target.to_string();
                 conn.out = Some(janus_core::ws::client_request(&host, WS_KEY).into_bytes());
             }
+            let reconnect = conn
+                .resumer
+                .as_ref()
+                .is_some_and(|r| r.phase != ResumePhase::Planned);
             if conn.role.background() {
                 self.role(idx).connections += 1;
-            } else {
+            } else if !reconnect {
                 self.progress.connected += 1;
             }
             // A hello that arrived with the connect is in this same event
@@ -846,6 +881,10 @@ impl Swarm {
                     if let Some((target, seq)) = self.count_delivery(idx, d) {
                         self.ledger.received(target, seq, now);
                         self.progress.received += 1;
+                        if self.conns[idx].resumer.is_some() {
+                            self.resume_ledger.received(target, seq, now);
+                            return self.track_offset(idx, seq, bytes, now);
+                        }
                     }
                     true
                 }
@@ -885,8 +924,24 @@ impl Swarm {
             .and_then(ServerMessage::parse);
         let (role, state) = (self.conns[idx].role, self.conns[idx].state);
         match parsed {
-            Ok(ServerMessage::Hello { .. }) if state == State::AwaitHello => {
+            Ok(ServerMessage::Hello { token, .. }) if state == State::AwaitHello => {
+                if let Some(r) = self.conns[idx].resumer.as_mut() {
+                    if r.phase == ResumePhase::Planned {
+                        r.token = token;
+                    }
+                }
                 self.on_hello(idx, now)
+            }
+            Ok(ServerMessage::Subscribed { topic, epoch, .. })
+                if state == State::AwaitAck && self.conns[idx].resumer.is_some() =>
+            {
+                self.on_offset_subscribed(idx, &topic, epoch, now)
+            }
+            Ok(ServerMessage::Resumed {
+                recovered, missed, ..
+            }) if state == State::AwaitResumed => {
+                self.on_resumed(idx, recovered, missed, now);
+                true
             }
             Ok(ServerMessage::Error { code, .. }) if state == State::Draining => {
                 self.conns[idx].told |= code == janus_core::ErrorCode::SlowConsumer.as_str();
@@ -913,6 +968,18 @@ impl Swarm {
     fn on_hello(&mut self, idx: usize, now: u64) -> bool {
         let (role, first) = (self.conns[idx].role, self.conns[idx].topic);
         match role {
+            Role::Reader
+                if self.conns[idx]
+                    .resumer
+                    .as_ref()
+                    .is_some_and(|r| r.phase != ResumePhase::Planned) =>
+            {
+                let out = self.resume_bytes(idx);
+                let conn = &mut self.conns[idx];
+                conn.state = State::AwaitResumed;
+                conn.out = Some(out);
+                self.flush(idx)
+            }
             Role::Reader | Role::NeverRead | Role::Stuck | Role::Churner => {
                 let subs = self.conns[idx].seqs.len().max(1) as u32;
                 // Churners pick from twice as many topics as carry messages.
@@ -922,10 +989,11 @@ impl Swarm {
                 } else {
                     topics
                 };
+                let offsets = self.conns[idx].resumer.is_some();
                 let ws = self.conns[idx].websocket;
-                let out = self.subscribe_bytes(first, subs, space, ws);
+                let out = self.subscribe_bytes(first, subs, space, (offsets, ws));
                 let conn = &mut self.conns[idx];
-                conn.acks_due = subs;
+                conn.acks_due = subs + u32::from(offsets);
                 conn.state = State::AwaitAck;
                 conn.out = Some(out);
                 self.flush(idx)
@@ -993,6 +1061,114 @@ impl Swarm {
             .observe(seq / topics)
             .is_new()
             .then_some((usize::from(conn.target), seq))
+    }
+
+    /// A resuming reader's subscribe was answered `subscribed`: notes the
+    /// topic's epoch and latest offset.
+    fn on_offset_subscribed(&mut self, idx: usize, topic: &str, epoch: String, now: u64) -> bool {
+        let topics = self.setup.topics.max(1);
+        let conn = &mut self.conns[idx];
+        let slot = (0..conn.seqs.len() as u32)
+            .find(|s| topic_name(&self.setup.topic, (conn.topic + s) % topics, topics) == topic);
+        let (Some(slot), Some(r)) = (slot, conn.resumer.as_mut()) else {
+            let why = format!("subscribed to a topic it did not ask for: {topic:?}");
+            self.fail(idx, why);
+            return false;
+        };
+        if let Some(p) = r.positions.get_mut(slot as usize) {
+            p.0 = epoch;
+        }
+        conn.acks_due = conn.acks_due.saturating_sub(1);
+        if conn.acks_due == 0 {
+            self.on_subscribed(idx, now);
+        }
+        true
+    }
+
+    /// A resuming reader received message `seq` (`bytes`, with its offset
+    /// last): notes the offset, and drops the connection once it has its
+    /// share of messages. False once the connection is dropped.
+    fn track_offset(&mut self, idx: usize, seq: u32, bytes: &[u8], now: u64) -> bool {
+        let topics = self.setup.topics.max(1);
+        let conn = &mut self.conns[idx];
+        let slot = ((seq % topics) + topics - conn.topic % topics) % topics;
+        let received: u32 = conn.seqs.iter().map(SeqTracker::received).sum();
+        let Some(r) = conn.resumer.as_mut() else {
+            return true;
+        };
+        if let (Some(p), Some(offset)) = (r.positions.get_mut(slot as usize), frame_offset(bytes)) {
+            p.1 = offset;
+        }
+        if r.phase != ResumePhase::Planned || received < r.drop_after {
+            return true;
+        }
+        // Lost like a network: a reset, no goodbye, nothing more read.
+        r.phase = ResumePhase::Resuming(0);
+        if let Some(mut stream) = conn.stream.take() {
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            let _ = self.poll.registry().deregister(&mut stream);
+        }
+        conn.partial = None;
+        conn.out = None;
+        conn.state = State::Away;
+        let away = self.setup.resume.away_ms.saturating_mul(1_000_000);
+        self.set_timer(idx, now + away);
+        false
+    }
+
+    /// A resuming reader reconnects, to resume once the hello is there.
+    fn reconnect(&mut self, idx: usize, now: u64) {
+        if let Some(r) = self.conns[idx].resumer.as_mut() {
+            r.phase = ResumePhase::Resuming(now);
+        }
+        if let Err(why) = self.connect(idx) {
+            self.fail(idx, why);
+        }
+    }
+
+    /// The marker and the resume request of a reconnected resuming reader.
+    fn resume_bytes(&self, idx: usize) -> Vec<u8> {
+        let topics = self.setup.topics.max(1);
+        let conn = &self.conns[idx];
+        let mut resume = None;
+        if let Some(r) = &conn.resumer {
+            let positions = r
+                .positions
+                .iter()
+                .enumerate()
+                .map(|(s, (epoch, offset))| janus_core::TopicPosition {
+                    topic: topic_name(&self.setup.topic, (conn.topic + s as u32) % topics, topics),
+                    epoch: epoch.clone(),
+                    offset: *offset,
+                })
+                .collect();
+            resume = Some(ClientMessage::Resume(janus_core::Resume::Positions {
+                token: r.token.clone(),
+                topics: positions,
+            }));
+        }
+        requests(resume.into_iter(), conn.websocket)
+    }
+
+    /// The answer to a resume: live again, after the replay.
+    fn on_resumed(&mut self, idx: usize, recovered: bool, missed: u64, now: u64) {
+        let conn = &mut self.conns[idx];
+        conn.state = State::Subscribed;
+        let Some(r) = conn.resumer.as_mut() else {
+            return;
+        };
+        if let ResumePhase::Resuming(since) = r.phase {
+            let micros = now.saturating_sub(since) / 1000;
+            self.resume_counts.resume_time.record_micros(micros);
+        }
+        r.phase = ResumePhase::Done;
+        let c = &mut self.resume_counts;
+        if recovered {
+            c.recovered += 1;
+        } else {
+            c.not_recovered += 1;
+        }
+        c.replayed += missed;
     }
 
     /// Compares a reader's delivery with the server's clock (a sanity check
@@ -1077,6 +1253,24 @@ impl Swarm {
             }
             return;
         }
+        if conn
+            .resumer
+            .as_ref()
+            .is_some_and(|r| matches!(r.phase, ResumePhase::Resuming(_)))
+        {
+            // The resume itself failed: the reader is lost.
+            if let Some(r) = conn.resumer.as_mut() {
+                r.phase = ResumePhase::Done;
+            }
+            conn.state = State::Disconnected;
+            conn.stream = None;
+            conn.partial = None;
+            conn.out = None;
+            self.progress.disconnected += 1;
+            self.resume_counts.failed += 1;
+            *self.errors.entry(("resume", conn.target, why)).or_insert(0) += 1;
+            return;
+        }
         if conn.state == State::Draining {
             conn.ended = true;
             conn.stream = None;
@@ -1137,6 +1331,7 @@ impl Swarm {
         match (role, state) {
             (_, State::Idle) if self.activity_on => self.start_cycle(idx, now),
             (_, State::Idle) => {}
+            (Role::Reader, State::Away) => self.reconnect(idx, now),
             (_, State::Connecting | State::AwaitHello | State::AwaitAck) => {
                 self.fail(idx, "timed out".to_owned());
             }
@@ -1280,6 +1475,7 @@ impl Swarm {
         for (target, time) in times.iter().enumerate().take(self.sent_per_target.len()) {
             if let Some(t) = time {
                 self.ledger.sent(target, seq, *t);
+                self.resume_ledger.sent(target, seq, *t);
                 self.sent_per_target[target] += 1;
             }
         }
@@ -1299,7 +1495,11 @@ impl Swarm {
         let mut pending = 0u64;
         if self.progress.sent_seen > 0 {
             for c in &self.conns[..self.subscribers] {
-                if c.role == Role::Reader && c.state == State::Subscribed {
+                let away = c
+                    .resumer
+                    .as_ref()
+                    .is_some_and(|r| matches!(r.phase, ResumePhase::Resuming(_)));
+                if c.role == Role::Reader && (c.state == State::Subscribed || away) {
                     let sent = self.sent_per_target[usize::from(c.target)];
                     for (want, got) in self.expected(c, sent).zip(&c.seqs) {
                         pending += u64::from(want.saturating_sub(got.received()));
@@ -1360,6 +1560,10 @@ impl Swarm {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), v.clone()))
                 .collect(),
+            resume: ResumeCounts {
+                latency: self.resume_ledger.histogram().clone(),
+                ..self.resume_counts.clone()
+            },
         };
         for c in &self.conns[..self.subscribers] {
             let want: Vec<u32> = self.expected(c, m).collect();
@@ -1401,6 +1605,68 @@ impl Swarm {
             }
         }
         r
+    }
+}
+
+/// Makes the last `setup.resume.clients` readers resuming readers, each
+/// dropping its connection after a share of its messages spread between a
+/// quarter and three quarters (a reader expecting fewer than two messages
+/// cannot resume mid-run and stays an ordinary reader).
+fn plan_resumers(setup: &Setup, conns: &mut [Conn]) {
+    let n = setup.resume.clients as usize;
+    let topics = setup.topics.max(1);
+    let readers = conns.len().saturating_sub(setup.never_read as usize);
+    let first = conns.len() - n.min(readers);
+    for (j, conn) in conns[first..].iter_mut().enumerate() {
+        let want: u32 = (0..conn.seqs.len() as u32)
+            .map(|s| per_topic(setup.messages, topics, (conn.topic + s) % topics))
+            .sum();
+        if want < 2 {
+            continue;
+        }
+        let share = 0.25 + 0.5 * (j as f64 + 0.5) / n as f64;
+        let drop_after = ((f64::from(want) * share).ceil() as u32).clamp(1, want - 1);
+        conn.resumer = Some(Box::new(Resumer {
+            phase: ResumePhase::Planned,
+            drop_after,
+            token: String::new(),
+            positions: vec![(String::new(), 0); conn.seqs.len()],
+        }));
+    }
+}
+
+/// The `"offset":N` that ends an offset client's delivery.
+fn frame_offset(bytes: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b",\"offset\":";
+    let at = memchr::memmem::rfind(bytes, KEY)?;
+    let digits = bytes[at + KEY.len()..].strip_suffix(b"}")?;
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// The bytes of client requests: over TCP the marker, then each request
+/// with its terminator (P1); over WebSocket one masked text message each,
+/// without marker or terminator (X2).
+fn requests(messages: impl Iterator<Item = ClientMessage>, ws: bool) -> Vec<u8> {
+    let mut buf = bytes::BytesMut::new();
+    if !ws {
+        buf.extend_from_slice(janus_core::REGULAR_SOCKET_MARKER);
+        buf.extend_from_slice(&[janus_core::CLIENT_TERMINATOR]);
+    }
+    let mut out = Vec::new();
+    for message in messages {
+        message.encode(&mut buf);
+        if ws {
+            let frame = buf.split();
+            let json = frame
+                .strip_suffix(&[janus_core::CLIENT_TERMINATOR])
+                .unwrap_or(&frame);
+            out.extend(janus_core::ws::client_text_frame(json, WS_MASK));
+        }
+    }
+    if ws {
+        out
+    } else {
+        buf.to_vec()
     }
 }
 

@@ -1,4 +1,4 @@
-//! The framing of PROTOCOL P1 as `tokio_util::codec` decoders and encoders.
+//! The framing of protocol P1 as `tokio_util::codec` decoders and encoders.
 //!
 //! ```text
 //!  client → server:  <regular-socket/> 00 {"action":"subscribe","data":"news"} 00
@@ -17,7 +17,7 @@
 //! body is complete as soon as its bytes form one JSON object, whatever
 //! follows (a `0x00`, the end of the stream, or nothing yet): 2009
 //! publishers do not terminate it, and some wait for the server to close
-//! (PROTOCOL P5). [`JsonEnd`] finds that end incrementally, so a body arriving
+//! (protocol P5). [`JsonEnd`] finds that end incrementally, so a body arriving
 //! byte by byte is scanned once. Client mistakes that keep the
 //! connection open come out as `Ok(Some(Err(ProtocolError)))`; only mistakes
 //! that end the connection are decoder errors ([`CodecError`]).

@@ -5,7 +5,7 @@
 //! holds everything about that which can be decided by looking at bytes and
 //! data structures alone, so every rule can be tested by handing it bytes:
 //!
-//! - [`codec`]: the two framings of PROTOCOL P1 as `tokio_util::codec`
+//! - [`codec`]: the two framings of protocol P1 as `tokio_util::codec`
 //!   decoders and encoders — [`codec::ServerCodec`] is what a server uses
 //!   (decodes NUL-terminated client frames, encodes SOH-terminated ones) and
 //!   [`codec::ClientCodec`] is what a client or load bot uses.
@@ -42,11 +42,11 @@ pub use time::Timestamp;
 pub use token::Token;
 pub use topic::{validate_topic, TopicManager};
 
-/// Terminator of every frame a client sends (PROTOCOL P1).
+/// Terminator of every frame a client sends (protocol P1).
 pub const CLIENT_TERMINATOR: u8 = 0x00;
-/// Terminator of every frame the server sends (PROTOCOL P1).
+/// Terminator of every frame the server sends (protocol P1).
 pub const SERVER_TERMINATOR: u8 = 0x01;
 /// The Flash socket marker clients send; the server ignores it wherever it appears.
 pub const REGULAR_SOCKET_MARKER: &[u8] = b"<regular-socket/>";
-/// Default maximum frame length (PROTOCOL P1).
+/// Default maximum frame length (protocol P1).
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;

@@ -25,7 +25,7 @@ use serde_json::value::RawValue;
 use crate::time::Timestamp;
 use crate::topic::validate_topic;
 
-/// The error codes of PROTOCOL P7.
+/// The error codes of protocol P7.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorCode {
@@ -58,7 +58,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    /// Every code, in the order PROTOCOL P7 lists them.
+    /// Every code, in the order protocol P7 lists them.
     pub const ALL: [ErrorCode; 12] = [
         ErrorCode::BadJson,
         ErrorCode::BadFrame,
@@ -400,7 +400,7 @@ fn push_json_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Encodes a complete delivery frame, terminator included, with the exact key
-/// order of PROTOCOL P6. `data` must be valid JSON text.
+/// order of protocol P6. `data` must be valid JSON text.
 pub fn encode_delivery(
     timestamp: Timestamp,
     topic: &str,

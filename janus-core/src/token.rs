@@ -1,4 +1,4 @@
-//! Session tokens (PROTOCOL P2): 128 random bits written as 32 lowercase hex digits.
+//! Session tokens (protocol P2): 128 random bits written as 32 lowercase hex digits.
 
 use std::fmt;
 use std::str::FromStr;

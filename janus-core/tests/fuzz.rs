@@ -258,7 +258,7 @@ proptest! {
             let mut codec = ServerCodec::new(MAX_FRAME * 4);
             let mut buf = BytesMut::from(&wire[..cut]);
             let got = codec.decode(&mut buf);
-            // PROTOCOL P5: a PUBLISH body may be handled as soon as it is one
+            // protocol P5: a PUBLISH body may be handled as soon as it is one
             // complete JSON value, before its terminator arrives.
             let one_shot_body_complete = matches!(
                 &message, ClientMessage::Publish { one_shot: true, .. }

@@ -84,6 +84,8 @@ pub struct Config {
     /// Most simultaneous client connections from one IP address (`usize::MAX`
     /// when the setting is 0, "no limit").
     pub max_connections_per_ip: usize,
+    /// Networks the per-address limit does not apply to.
+    pub per_ip_exempt: Vec<IpNet>,
     /// Most queued frames per session before the slow-consumer policy applies.
     pub queue_limit: usize,
     /// Most bytes queued per session, every frame counted (deliveries,
@@ -132,6 +134,12 @@ pub struct Config {
     pub writer_threads: usize,
     /// Test-only: busy-wait this long per delivery, to prove load gates catch a slow fan-out.
     pub test_fanout_delay: Option<Duration>,
+    /// The Redis URL of the cluster's broker; `None` runs a single node.
+    pub broker: Option<String>,
+    /// This node's name in the cluster.
+    pub node_id: String,
+    /// Whether the client listener sets `SO_REUSEPORT` (several processes on one port).
+    pub reuse_port: bool,
 }
 
 impl Default for Config {
@@ -162,6 +170,12 @@ impl Config {
         (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
     }
 
+    /// Whether `ip` is outside `max-connections-per-ip` (per-ip-exempt).
+    pub fn per_ip_exempt(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.per_ip_exempt.iter().any(|net| net.contains(&ip))
+    }
+
     /// Whether a WebSocket handshake carrying `origin` (if any) is allowed.
     pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
         match origin {
@@ -175,11 +189,16 @@ impl Config {
 
     /// Whether `ip` may publish without a key.
     pub fn may_publish(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
+        let ip = canonical(ip);
         self.allow_publish_from.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
     }
 }
 
@@ -232,6 +251,7 @@ const SESSIONS: &str = "Sessions and heartbeats";
 const PUBLISHING: &str = "Publishing";
 const ADMIN: &str = "Admin API";
 const PROCESS: &str = "Process";
+const CLUSTER: &str = "Cluster";
 
 /// Every setting of the server. See the module docs for how to add one.
 #[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
@@ -253,9 +273,13 @@ pub struct Settings {
     #[arg(long, value_name = "N", help_heading = CLIENTS)]
     pub max_connections: Option<NonZeroUsize>,
 
-    /// Most simultaneous client connections from one IP address, 0 for no limit. The default is high enough for a NAT gateway or a load-test host, and keeps one runaway host from taking every connection a process can hold (about 19,900 under a 20,000 open-file limit).
-    #[arg(long, value_name = "N", default_value = "10000", help_heading = CLIENTS)]
+    /// Most simultaneous client connections from one IP address outside per-ip-exempt, 0 for no limit: one host on the internet cannot take every connection a process can hold (about 19,900 under a 20,000 open-file limit).
+    #[arg(long, value_name = "N", default_value = "1000", help_heading = CLIENTS)]
     pub max_connections_per_ip: usize,
+
+    /// Networks max-connections-per-ip does not apply to, comma-separated or repeated: by default loopback and private networks, where a load-test swarm (the 2009 benchmark runs 20,000 clients from one host) or a NAT gateway legitimately holds thousands of connections. 0.0.0.0/32 exempts nothing.
+    #[arg(long, value_name = "NETWORK", value_delimiter = ',', default_values = ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"], help_heading = CLIENTS)]
+    pub per_ip_exempt: Vec<Network>,
 
     /// Longest client frame, in bytes or with a unit (64KiB); a longer one gets frame_too_large and a close.
     #[arg(long, value_name = "SIZE", default_value = "65536", help_heading = CLIENTS)]
@@ -363,6 +387,18 @@ pub struct Settings {
     /// Log lines as text or as one JSON object per line (colours only when stderr is a terminal).
     #[arg(long, value_enum, value_name = "FORMAT", default_value = "text", help_heading = PROCESS)]
     pub log_format: LogFormat,
+
+    /// The broker that joins several janus-server processes into one cluster (docs/scaling.md): "none" runs this process on its own; redis://[USER:PASSWORD@]HOST:PORT[/DB] uses that Redis. --print-config shows a password in it as ***; give it through JANUS_BROKER or the file.
+    #[arg(long, value_name = "URL", default_value = "none", help_heading = CLUSTER)]
+    pub broker: BrokerUrl,
+
+    /// This node's name in the cluster: 1 to 128 characters without spaces [default: the host name and the process id, HOST-PID].
+    #[arg(long, value_name = "NAME", help_heading = CLUSTER)]
+    pub node_id: Option<String>,
+
+    /// Set SO_REUSEPORT on the client listener, so that several janus-server processes on this machine listen on one port and the kernel spreads new clients over them (give each its own admin-listen).
+    #[arg(long, help_heading = CLUSTER)]
+    pub reuse_port: bool,
 }
 
 impl Default for Settings {
@@ -542,6 +578,10 @@ impl Settings {
                         env_name(arg.get_id().as_str())
                     );
                 }
+                Some(toml::Value::String(url)) if key == "broker" => {
+                    let shown = toml::Value::String(crate::broker::redact_url(url));
+                    out += &format!("{key} = {shown}\n");
+                }
                 Some(value) => out += &format!("{key} = {value}\n"),
                 None => out += &format!("# {key} =\n"),
             }
@@ -559,7 +599,12 @@ impl Settings {
             .filter(|arg| !arg.is_hide_env_values_set())
             .filter_map(|arg| {
                 let key = arg.get_long()?;
-                Some(format!("{key} = {}", table.get(key)?))
+                match table.get(key)? {
+                    toml::Value::String(url) if key == "broker" => {
+                        Some(format!("{key} = {:?}", crate::broker::redact_url(url)))
+                    }
+                    value => Some(format!("{key} = {value}")),
+                }
             })
             .collect::<Vec<_>>()
             .join(", ")
@@ -638,6 +683,19 @@ impl Settings {
                 ),
             ));
         }
+        let node_id = match &self.node_id {
+            Some(id) => id.trim().to_owned(),
+            None => default_node_id(),
+        };
+        if node_id.is_empty()
+            || node_id.len() > 128
+            || node_id.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(invalid(
+                "node-id",
+                format!("{node_id:?}: use 1 to 128 characters without spaces"),
+            ));
+        }
         Ok(Config {
             listen,
             ws_listen,
@@ -663,6 +721,7 @@ impl Settings {
                 .to_usize()
                 .map_err(|m| invalid("history-bytes", m))?,
             allow_publish_from: self.allow_publish_from.iter().map(|n| n.0).collect(),
+            per_ip_exempt: self.per_ip_exempt.iter().map(|n| n.0).collect(),
             publish_key,
             idle_timeout: self.idle_timeout.0,
             shutdown_timeout: self.shutdown_timeout,
@@ -676,8 +735,21 @@ impl Settings {
                 .writer_threads
                 .map_or_else(default_writer_threads, NonZeroUsize::get),
             test_fanout_delay: None,
+            broker: self.broker.0.clone(),
+            node_id,
+            reuse_port: self.reuse_port,
         })
     }
+}
+
+/// `HOST-PID`: the host name (from the kernel) and the process id.
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().replace(|c: char| c.is_whitespace(), ""))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "janus".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 /// One writer thread per core but one: the clients' thread takes a core
@@ -752,7 +824,45 @@ macro_rules! serde_as_text {
         }
     )*};
 }
-serde_as_text!(HostPort, AdminListen, Network, Timeout);
+serde_as_text!(HostPort, AdminListen, Network, Timeout, BrokerUrl);
+
+/// The broker: `none`, or a Redis URL the Redis client accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BrokerUrl(pub Option<String>);
+
+impl FromStr for BrokerUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if matches!(s, "none" | "off" | "") {
+            return Ok(Self(None));
+        }
+        let usage = "expected \"none\" or redis://[USER:PASSWORD@]HOST:PORT[/DB]";
+        if !(s.starts_with("redis://") || s.starts_with("rediss://")) {
+            return Err(format!(
+                "{:?} is not a Redis URL: {usage}",
+                crate::broker::redact_url(s)
+            ));
+        }
+        if s.contains(":***@") {
+            return Err(
+                "the password *** is what --print-config shows instead of the real one; \
+                 give the real password (JANUS_BROKER keeps it out of the file)"
+                    .into(),
+            );
+        }
+        redis::Client::open(s)
+            .map_err(|e| format!("{}: {e} ({usage})", crate::broker::redact_url(s)))?;
+        Ok(Self(Some(s.to_owned())))
+    }
+}
+
+impl fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_deref().unwrap_or("none"))
+    }
+}
 
 /// A `HOST:PORT` to listen on, kept as written; the host is resolved at start-up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,7 +13,7 @@
 //! Reading is allowed while the session is open and under its budget: a
 //! client that sends requests but does not read the answers stops being
 //! read once the answers fill its budget, and is read again when it has
-//! drained to half (PROTOCOL P8). Replies (`ACK`, errors) are queued on the
+//! drained to half (protocol P8). Replies (`ACK`, errors) are queued on the
 //! session's outbound side like everything else and, when nothing else is
 //! being written, written at once by this task; deliveries are written by
 //! the writer threads.
@@ -30,8 +30,9 @@
 //! moment, so that the final frame is not destroyed by a TCP reset. An
 //! aborted session (write deadline, socket error) is dropped at once.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -46,6 +47,7 @@ use janus_core::{
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::Decoder;
 
+use crate::broker::Unavailable;
 use crate::outbound::{End, Flushed, Push, Tally};
 use crate::session::{Session, SessionHandle, Socket, Transport};
 use crate::Shared;
@@ -84,6 +86,8 @@ enum Event {
     Lost,
     /// A resume on another connection took the session over.
     TakenOver,
+    /// The broker answered this connection's publish (cluster mode).
+    Published(Result<(), Unavailable>),
 }
 
 /// How the connection ends.
@@ -186,8 +190,15 @@ pub(crate) struct Connection {
     /// before is still decoded (a 2009 publisher's reset must not lose its
     /// publish), though nothing more can be written.
     salvaging: bool,
+    /// In a cluster: the publish this connection waits for the broker to
+    /// take, and whether it came on a one-shot `PUBLISH`. Nothing more is
+    /// read meanwhile, so one connection's publishes keep their order.
+    publishing: Option<(PendingPublish, bool)>,
     _permit: Option<OwnedSemaphorePermit>,
 }
+
+/// A publish on its way to the broker.
+type PendingPublish = Pin<Box<dyn Future<Output = Result<(), Unavailable>> + Send>>;
 
 impl Connection {
     /// A connection around an accepted socket whose session is registered.
@@ -209,6 +220,7 @@ impl Connection {
             eof: false,
             backlog: false,
             salvaging: false,
+            publishing: None,
             _permit: permit,
         }
     }
@@ -236,6 +248,10 @@ impl Connection {
     /// connection ends that connection and is logged, nothing more.
     pub(crate) async fn run(mut self) {
         let ending = self.serve().await;
+        if let Some((publish, _)) = self.publishing.take() {
+            // The client is gone or closed; its publish still happens.
+            tokio::spawn(publish);
+        }
         match ending {
             Ending::Graceful | Ending::Abort => self.shared.forget(&self.session),
             Ending::Lost => self.shared.connection_lost(&self.session),
@@ -280,6 +296,11 @@ impl Connection {
                     return Ending::Lost;
                 }
                 Event::TakenOver => return Ending::TakenOver,
+                Event::Published(result) => {
+                    self.published(result);
+                    self.decode_frames();
+                    self.close_at_eof();
+                }
             }
         }
     }
@@ -300,7 +321,12 @@ impl Connection {
         if status.parked && self.socket.poll_write_ready(cx).is_ready() {
             return Poll::Ready(Event::Writable);
         }
-        if status.end == End::Open && self.session.outbound.may_read() {
+        if let Some((publish, _)) = &mut self.publishing {
+            // Nothing is read until the broker has taken the publish.
+            if let Poll::Ready(result) = publish.as_mut().poll(cx) {
+                return Poll::Ready(Event::Published(result));
+            }
+        } else if status.end == End::Open && self.session.outbound.may_read() {
             if self.backlog {
                 return Poll::Ready(Event::Backlog);
             }
@@ -313,8 +339,10 @@ impl Connection {
 
     /// Whether requests may be taken from the client now.
     fn reading(&self) -> bool {
-        self.salvaging
-            || (self.session.outbound.status().end == End::Open && self.session.outbound.may_read())
+        self.publishing.is_none()
+            && (self.salvaging
+                || (self.session.outbound.status().end == End::Open
+                    && self.session.outbound.may_read()))
     }
 
     /// The session is aborted (often because the peer reset the connection
@@ -376,7 +404,7 @@ impl Connection {
     /// Once the client's stream has ended and every request in it is handled,
     /// the session closes (after writing what is queued).
     fn close_at_eof(&mut self) {
-        if self.eof && !self.backlog {
+        if self.eof && !self.backlog && self.publishing.is_none() {
             self.close(None);
         }
     }
@@ -387,6 +415,10 @@ impl Connection {
         self.backlog = false;
         let mut work = 0;
         loop {
+            if self.publishing.is_some() {
+                // Decoding goes on once the broker has answered.
+                return;
+            }
             if !self.reading() {
                 // Over budget or closing: what is buffered waits (or is dropped on close).
                 self.backlog = !self.read_buf.is_empty();
@@ -492,6 +524,9 @@ impl Connection {
             &stats.resumes_recovered
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        stats
+            .messages_replayed
+            .fetch_add(attached.missed as u64, Ordering::Relaxed);
         tracing::debug!(peer = %self.peer, token = %self.session.token, missed = attached.missed,
             recovered = !attached.overflowed, "session resumed");
         if attached.claimed {
@@ -543,6 +578,7 @@ impl Connection {
         ));
         session.set_offsets(true);
         let old = shared.sessions.replace(session.clone());
+        shared.registered(&session);
         if let Some(old) = &old {
             old.take_over(self.id);
             old.outbound.detach();
@@ -613,16 +649,26 @@ impl Connection {
             .outbound
             .push_control(transport.frame(resumed.to_bytes()))
             .claimed();
+        shared
+            .stats
+            .messages_replayed
+            .fetch_add(replay.len() as u64, Ordering::Relaxed);
         let stamp = crate::metrics::stamp_now();
         for frame in &replay {
             session
                 .outbound
                 .push_delivery(&transport.frame(frame.clone()), stamp, Bytes::new);
         }
+        let cluster = shared.cluster();
         for position in topics {
             let handle = SessionHandle(session.clone());
+            let join = |stream: &mut crate::history::Stream| {
+                if let Some(cluster) = cluster {
+                    cluster.join(stream, &position.topic, session, false);
+                }
+            };
             if locked
-                .subscribe(&position.topic, session.id, handle, |_| ())
+                .subscribe(&position.topic, session.id, handle, join)
                 .is_ok()
             {
                 subs.insert(position.topic.clone().into_boxed_str());
@@ -683,26 +729,22 @@ impl Connection {
             return;
         }
         let session = &self.session;
+        let cluster = self.shared.cluster();
         let mut claimed = false;
         let subscribed = self.shared.topics.subscribe(
             &topic,
             session.id,
             SessionHandle(session.clone()),
             |stream| {
+                // In a cluster, a topic whose broker channel is not confirmed
+                // yet answers once it is.
+                if cluster.is_some_and(|c| !c.join(stream, &topic, session, true)) {
+                    return;
+                }
                 // Queued under the topic's lock: ordered before any delivery of
                 // a publish that starts after the subscription is live, and
                 // (for an offset client) naming the offset it starts after.
-                let answer = if session.offsets() {
-                    ServerMessage::Subscribed {
-                        timestamp: Timestamp::now(),
-                        topic: topic.clone(),
-                        epoch: stream.epoch().to_owned(),
-                        offset: stream.last(),
-                    }
-                    .to_bytes()
-                } else {
-                    Bytes::from_static(b"ACK\x01")
-                };
+                let answer = crate::fanout::subscribe_answer(session, &topic, stream);
                 claimed = session
                     .outbound
                     .push_control(session.transport.frame(answer))
@@ -721,6 +763,7 @@ impl Connection {
             }
             Err(limit) => {
                 drop(subs);
+                self.shared.stats.refused(crate::stats::Refusal::MaxTopics);
                 self.send_error(&ProtocolError::new(
                     ErrorCode::Unavailable,
                     format!(
@@ -742,14 +785,40 @@ impl Connection {
             );
             return 0;
         }
+        if let Some(cluster) = self.shared.cluster() {
+            let cluster = cluster.clone();
+            let publish = publish.clone();
+            let pending = async move { cluster.publish(&publish).await.map(|_| ()) };
+            self.publishing = Some((Box::pin(pending), one_shot));
+            return 0;
+        }
         let reached = crate::fanout::publish(&self.shared, publish);
         if one_shot {
-            // The 2009 publisher connection is one-shot (PROTOCOL P5).
+            // The 2009 publisher connection is one-shot (protocol P5).
             self.close(None);
         } else {
             self.reply(Bytes::from_static(b"ACK\x01"));
         }
         reached
+    }
+
+    /// The broker took this connection's publish, or could not: `ACK` (X3),
+    /// or `unavailable` (P7); a one-shot `PUBLISH` connection closes either way.
+    fn published(&mut self, result: Result<(), Unavailable>) {
+        let Some((_, one_shot)) = self.publishing.take() else {
+            return;
+        };
+        match result {
+            Ok(()) if !one_shot => self.reply(Bytes::from_static(b"ACK\x01")),
+            Ok(()) => {}
+            Err(e) => self.send_error(&ProtocolError::new(
+                ErrorCode::Unavailable,
+                format!("{e}; nothing was published, try again"),
+            )),
+        }
+        if one_shot {
+            self.close(None);
+        }
     }
 
     /// Queues a reply (a P1 frame, sent in the transport's form) and writes

@@ -3,7 +3,7 @@
 //! Follow a message through it:
 //!
 //! 1. [`publish`] takes **one** wall-clock timestamp (every subscriber gets
-//!    the same one, PROTOCOL P6) and **one** latency stamp.
+//!    the same one, protocol P6) and **one** latency stamp.
 //! 2. The topic manager locks the topic and lends its subscriber list
 //!    ([`janus_core::TopicManager::publish`]); holding that lock for the
 //!    whole hand-out is what gives each topic a single order.
@@ -34,7 +34,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use janus_core::message::encode_delivery_at;
 use janus_core::{ProtocolError, Publish, ServerMessage, Timestamp};
+
+use crate::broker::BrokerMessage;
+use crate::history::Stream;
 
 use crate::metrics::{secs_now, stamp_now};
 use crate::outbound::Push;
@@ -60,7 +64,7 @@ pub fn publish(shared: &Shared, publish: &Publish) -> usize {
         .topics
         .publish(&publish.topic, history.enabled(), |subscribers, stream| {
             let offset = stream.take_offset();
-            let mut forms = Forms::new(publish, timestamp, offset);
+            let mut forms = Forms::new(Fields::of(publish), timestamp, offset);
             if history.enabled() {
                 stream.append(
                     offset,
@@ -80,15 +84,101 @@ pub fn publish(shared: &Shared, publish: &Publish) -> usize {
     reached
 }
 
+/// In a cluster: delivers a message that came back from the broker to this
+/// node's subscribers of its topic, exactly as [`publish`] does for a single
+/// node, with the broker's timestamp and offset. `first` runs under the
+/// topic's lock before the delivery (it answers subscribers that waited for
+/// the topic's channel). A topic this node no longer has interest in is
+/// skipped.
+pub fn deliver_message(
+    shared: &Shared,
+    message: &BrokerMessage,
+    first: impl FnOnce(&[(u64, SessionHandle)], &mut Stream),
+) -> usize {
+    let stamp = stamp_now();
+    let now = secs_now();
+    shared.writers.queue().publish_seen(stamp);
+    let history = &shared.history;
+    let mut fanout = Fanout::new(shared);
+    let fields = Fields {
+        topic: &message.topic,
+        event: &message.event,
+        message_id: &message.message_id,
+        data: &message.data,
+    };
+    let reached = shared
+        .topics
+        .publish(&message.topic, false, |subscribers, stream| {
+            if stream.interest.is_none() {
+                return 0;
+            }
+            first(subscribers, stream);
+            stream.follow(&message.epoch, message.offset, history);
+            let mut forms = Forms::new(fields, message.timestamp, message.offset);
+            if history.enabled() {
+                stream.append(
+                    message.offset,
+                    forms.get(true, Transport::Tcp).clone(),
+                    now,
+                    history,
+                );
+            }
+            for (_, SessionHandle(session)) in subscribers {
+                let form = forms.get(session.offsets(), session.transport);
+                fanout.deliver(session, form, stamp);
+            }
+            subscribers.len()
+        })
+        .unwrap_or(0);
+    fanout.finish(1);
+    reached
+}
+
+/// The answer to a subscribe, queued under the topic's lock: `ACK`, or for
+/// an offset client (X1) the topic's epoch and the offset it starts after.
+pub(crate) fn subscribe_answer(session: &Session, topic: &str, stream: &mut Stream) -> Bytes {
+    if session.offsets() {
+        ServerMessage::Subscribed {
+            timestamp: Timestamp::now(),
+            topic: topic.to_owned(),
+            epoch: stream.epoch().to_owned(),
+            offset: stream.last(),
+        }
+        .to_bytes()
+    } else {
+        Bytes::from_static(b"ACK\x01")
+    }
+}
+
+/// What a delivery says besides its timestamp and offset.
+#[derive(Clone, Copy)]
+struct Fields<'p> {
+    topic: &'p str,
+    event: &'p str,
+    message_id: &'p str,
+    data: &'p str,
+}
+
+impl<'p> Fields<'p> {
+    fn of(publish: &'p Publish) -> Self {
+        Self {
+            topic: &publish.topic,
+            event: &publish.event,
+            message_id: &publish.message_id,
+            data: publish.data.get(),
+        }
+    }
+}
+
 /// The encodings of one publish, each made at most once, when a subscriber
 /// (or the history) first needs it: a delivery to 19,000 WebSocket
 /// subscribers is one complete WebSocket frame, shared like the TCP bytes
 /// (server frames are unmasked, so they are the same for every client).
 struct Forms<'p> {
-    publish: &'p Publish,
+    publish: Fields<'p>,
     timestamp: Timestamp,
     offset: u64,
-    /// The 2009 form (PROTOCOL P6), byte for byte what old clients expect.
+    /// The 2009 form (protocol P6), byte for byte what old clients expect.
     plain: Option<Bytes>,
     /// The form with `"offset"` last (X1).
     with_offset: Option<Bytes>,
@@ -98,7 +188,7 @@ struct Forms<'p> {
 }
 
 impl<'p> Forms<'p> {
-    fn new(publish: &'p Publish, timestamp: Timestamp, offset: u64) -> Self {
+    fn new(publish: Fields<'p>, timestamp: Timestamp, offset: u64) -> Self {
         Self {
             publish,
             timestamp,
@@ -113,13 +203,13 @@ impl<'p> Forms<'p> {
     /// The form for a client of `transport` that did (`offsets`) or did not
     /// opt in to offsets.
     fn get(&mut self, offsets: bool, transport: Transport) -> &Bytes {
-        let (publish, timestamp, offset) = (self.publish, self.timestamp, self.offset);
+        let (p, timestamp, offset) = (self.publish, self.timestamp, self.offset);
+        let encode =
+            |offset| encode_delivery_at(timestamp, p.topic, p.event, p.message_id, p.data, offset);
         let p1 = if offsets {
-            self.with_offset
-                .get_or_insert_with(|| publish.encode_delivery_at(timestamp, Some(offset)))
+            self.with_offset.get_or_insert_with(|| encode(Some(offset)))
         } else {
-            self.plain
-                .get_or_insert_with(|| publish.encode_delivery(timestamp))
+            self.plain.get_or_insert_with(|| encode(None))
         };
         match transport {
             Transport::Tcp => p1,

@@ -22,6 +22,7 @@
 
 pub mod admin;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 mod connection;
 pub mod fanout;
@@ -40,7 +41,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -55,7 +56,7 @@ pub use config::{Config, SlowConsumerPolicy};
 use connection::Connection;
 use outbound::{Budget, Push};
 use session::{CloseReason, Registry, Session, SessionHandle, Socket, Transport};
-use stats::Stats;
+use stats::{Refusal, Stats};
 
 /// State shared by the accept loop, every connection and the admin API.
 #[derive(Debug)]
@@ -85,7 +86,7 @@ pub struct Shared {
     /// The WebSocket listener's bound address, if it is enabled.
     ws_addr: Option<SocketAddr>,
     /// Set once the accept loop runs; `/ready` reports it (with draining).
-    accepting: AtomicBool,
+    pub(crate) accepting: AtomicBool,
     /// Every client's budget.
     budget: Budget,
     /// The writer threads; stopped when the server has shut down.
@@ -93,6 +94,8 @@ pub struct Shared {
     /// Open connections per client address (for `max-connections-per-ip`).
     per_ip: Mutex<HashMap<IpAddr, u32>>,
     next_id: AtomicU64,
+    /// The cluster this node belongs to (`--broker`), once connected.
+    cluster: OnceLock<Arc<cluster::Cluster>>,
 }
 
 impl Shared {
@@ -100,6 +103,11 @@ impl Shared {
     /// every local subscriber. Returns how many subscribers it reached.
     pub fn publish(&self, publish: &Publish) -> usize {
         fanout::publish(self, publish)
+    }
+
+    /// The cluster this node belongs to; `None` for a single node (`--broker none`).
+    pub fn cluster(&self) -> Option<&Arc<cluster::Cluster>> {
+        self.cluster.get()
     }
 
     /// Queues one delivery frame for one session (a unicast). Returns whether it was queued.
@@ -180,7 +188,7 @@ impl Shared {
     }
 
     /// After a push from outside the connection task: a claimed token goes to the writers.
-    fn after_push(&self, session: &Arc<Session>, push: Push) {
+    pub(crate) fn after_push(&self, session: &Arc<Session>, push: Push) {
         if push.claimed() {
             self.writers.queue().schedule(session.clone());
         } else {
@@ -195,6 +203,18 @@ impl Shared {
         }
         session.unsubscribe_all(&self.topics);
         self.sessions.remove(session);
+        if let Some(cluster) = self.cluster() {
+            if !self.sessions.contains(&session.token) {
+                cluster.broker.unregister_session(session.token);
+            }
+        }
+    }
+
+    /// A session is registered here: in a cluster, other nodes learn where it is.
+    fn registered(&self, session: &Session) {
+        if let Some(cluster) = self.cluster() {
+            cluster.broker.register_session(session.token);
+        }
     }
 
     /// A connection ended (its session may live on, detached).
@@ -204,7 +224,7 @@ impl Shared {
     }
 
     /// The session's connection is lost: the session waits, subscribed,
-    /// for a resume (PROTOCOL X1) if it is worth keeping, else it goes.
+    /// for a resume (protocol X1) if it is worth keeping, else it goes.
     fn connection_lost(&self, session: &Arc<Session>) {
         session.outbound.detach();
         if self.config.session_ttl.is_zero() || self.draining() || !session.resumable() {
@@ -226,7 +246,7 @@ impl Shared {
     fn admit_ip(&self, ip: IpAddr) -> bool {
         let mut per_ip = self.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
         let count = per_ip.entry(ip).or_insert(0);
-        if *count as usize >= self.config.max_connections_per_ip {
+        if *count as usize >= self.config.max_connections_per_ip && !self.config.per_ip_exempt(ip) {
             return false;
         }
         *count += 1;
@@ -271,9 +291,12 @@ impl Shared {
         self.ws_addr
     }
 
-    /// Whether the server accepts clients: started and not draining.
+    /// Whether the server accepts clients: started and not draining, and in
+    /// a cluster connected to the broker (resubscribed and caught up).
     pub fn is_ready(&self) -> bool {
-        self.accepting.load(Ordering::Relaxed) && !self.draining()
+        self.accepting.load(Ordering::Relaxed)
+            && !self.draining()
+            && self.cluster().is_none_or(|c| c.broker.ready())
     }
 
     /// Every live session, in token order.
@@ -299,7 +322,7 @@ impl Server {
     /// # Errors
     /// The bind error (address in use, permission denied).
     pub async fn bind(config: Config, capacity: usize) -> io::Result<Server> {
-        let listener = bind_listener(config.listen)
+        let listener = bind_listener(config.listen, config.reuse_port)
             .map_err(|e| annotate(e, &format!("client listener {}", config.listen)))?;
         Self::with_listener(listener, config, capacity)
     }
@@ -325,17 +348,18 @@ impl Server {
         };
         let capacity = config.max_connections.unwrap_or(capacity).min(capacity);
         // Accepted sockets inherit TCP_NODELAY from the listener on Linux,
-        // which saves a system call per client (PROTOCOL P9 wants it on).
+        // which saves a system call per client (protocol P9 wants it on).
         socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
         let admin = match config.admin_listen {
-            Some(addr) => {
-                Some(bind_listener(addr).map_err(|e| annotate(e, &format!("admin API {addr}")))?)
-            }
+            Some(addr) => Some(
+                bind_listener(addr, false)
+                    .map_err(|e| annotate(e, &format!("admin API {addr}")))?,
+            ),
             None => None,
         };
         let ws = match config.ws_listen {
             Some(addr) => {
-                let ws = bind_listener(addr)
+                let ws = bind_listener(addr, false)
                     .map_err(|e| annotate(e, &format!("WebSocket listener {addr}")))?;
                 socket2::SockRef::from(&ws).set_tcp_nodelay(true)?;
                 Some(ws)
@@ -364,6 +388,7 @@ impl Server {
             writers,
             per_ip: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            cluster: OnceLock::new(),
         });
         Ok(Server {
             listener,
@@ -397,6 +422,12 @@ impl Server {
             ws,
             shared,
         } = self;
+        if let Some(url) = shared.config.broker.clone() {
+            let cluster = cluster::Cluster::connect(&shared, &url)
+                .await
+                .map_err(io::Error::other)?;
+            let _ = shared.cluster.set(cluster);
+        }
         let tracker = TaskTracker::new();
         let token = shared.shutdown.clone();
         // The admin API and the sweep outlive the drain (so `/ready` can say
@@ -473,6 +504,9 @@ impl Server {
             "stopped"
         );
         shared.writers.stop();
+        if let Some(cluster) = shared.cluster() {
+            cluster.broker.close().await;
+        }
         stop.cancel();
         let _ = sweep.await;
         let _ = helper.await;
@@ -490,13 +524,18 @@ fn annotate(e: io::Error, what: &str) -> io::Error {
 }
 
 /// Binds with a deep accept backlog: a swarm connects thousands at once.
-fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+/// With `reuse_port`, several processes may bind the same address
+/// (`SO_REUSEPORT`): the kernel spreads new connections over them.
+fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
         None,
     )?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
@@ -519,7 +558,7 @@ fn spare_descriptor() -> Option<std::fs::File> {
 
 /// Connections being refused that still wait for their peer to read the
 /// error frame; past this many, a refused connection is closed at once.
-const REFUSALS_LINGERING: usize = 64;
+const REFUSALS_LINGERING: usize = limits::REFUSALS_LINGERING as usize;
 
 /// Session tokens drawn from the operating system's random source 256 at a
 /// time: one `getrandom` call per 256 clients instead of one each.
@@ -582,7 +621,10 @@ async fn accept_loop(
                         refuse(
                             stream,
                             transport,
-                            "the server is out of file descriptors; try again later",
+                            (
+                                Refusal::Fds,
+                                "the server is out of file descriptors; try again later",
+                            ),
                             shared,
                             None,
                         );
@@ -629,7 +671,13 @@ fn admit(
             "the server is at its connection limit ({}); try again later",
             shared.capacity
         );
-        refuse(stream, transport, &reason, shared, Some(refusals));
+        refuse(
+            stream,
+            transport,
+            (Refusal::MaxConnections, &reason),
+            shared,
+            Some(refusals),
+        );
         return;
     };
     if !shared.admit_ip(peer.ip()) {
@@ -638,7 +686,13 @@ fn admit(
             peer.ip(),
             shared.config.max_connections_per_ip
         );
-        refuse(stream, transport, &reason, shared, Some(refusals));
+        refuse(
+            stream,
+            transport,
+            (Refusal::PerIp, &reason),
+            shared,
+            Some(refusals),
+        );
         return;
     }
     let socket = Arc::new(stream);
@@ -691,6 +745,7 @@ fn open(
         }
         token = Token::random();
     };
+    shared.registered(&session);
     shared.stats.connection_opened();
     if transport == Transport::WebSocket {
         shared.stats.websocket_total.fetch_add(1, Ordering::Relaxed);
@@ -706,15 +761,12 @@ fn open(
 fn refuse(
     stream: tokio::net::TcpStream,
     transport: Transport,
-    reason: &str,
+    (why, reason): (Refusal, &str),
     shared: &Shared,
     lingering: Option<&Arc<Semaphore>>,
 ) {
     use std::io::Write;
-    shared
-        .stats
-        .connections_refused
-        .fetch_add(1, Ordering::Relaxed);
+    shared.stats.refused(why);
     shared.stats.error_sent(janus_core::ErrorCode::NotAllowed);
     let err = ProtocolError::new(janus_core::ErrorCode::NotAllowed, reason);
     let frame = match transport {

@@ -1,9 +1,18 @@
 //! The open-file limit: raised to the hard limit at start-up, and turned
 //! into the number of clients one process can hold.
 
-/// File descriptors kept back for listeners, the admin API, logs and the
-/// spare descriptor used to refuse connections politely when full.
-pub const RESERVED_FDS: u64 = 64;
+/// File descriptors kept back for the process itself: listeners, the
+/// runtimes' event descriptors, standard streams, logs, the backplane's
+/// connections and the spare descriptor used to refuse connections politely
+/// when out of them (the server holds about 15 when idle).
+pub const BASE_FDS: u64 = 32;
+
+/// Refused connections that may linger (each holding its descriptor for up
+/// to a second) so that the client reads why it was refused.
+pub const REFUSALS_LINGERING: u64 = 32;
+
+/// Descriptors kept back from clients whatever the configuration.
+pub const RESERVED_FDS: u64 = BASE_FDS + REFUSALS_LINGERING;
 
 /// The open-file limits after trying to raise the soft one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,9 +24,20 @@ pub struct FileLimit {
 }
 
 impl FileLimit {
-    /// Client connections that fit in the soft limit.
-    pub fn connection_capacity(self) -> usize {
-        usize::try_from(self.soft.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX)
+    /// Client connections that fit in the soft limit once [`RESERVED_FDS`]
+    /// and `admin_connections` (the admin API's own cap, 0 when it is off)
+    /// are kept back.
+    pub fn connection_capacity(self, admin_connections: usize) -> usize {
+        let reserved = RESERVED_FDS.saturating_add(admin_connections as u64);
+        usize::try_from(self.soft.saturating_sub(reserved)).unwrap_or(usize::MAX)
+    }
+
+    /// The open-file limits of this process now.
+    ///
+    /// # Errors
+    /// The OS error if they cannot be read.
+    pub fn current() -> std::io::Result<FileLimit> {
+        read()
     }
 }
 
@@ -51,6 +71,12 @@ mod tests {
     fn raising_reaches_the_hard_limit() {
         let lim = raise_nofile_limit().unwrap();
         assert_eq!(lim.soft, lim.hard);
-        assert_eq!(lim.connection_capacity() as u64, lim.soft - RESERVED_FDS);
+        assert_eq!(lim.connection_capacity(0) as u64, lim.soft - RESERVED_FDS);
+        assert_eq!(
+            lim.connection_capacity(100) as u64,
+            lim.soft - RESERVED_FDS - 100
+        );
+        let tiny = FileLimit { soft: 80, hard: 80 };
+        assert_eq!(tiny.connection_capacity(64), 0);
     }
 }

@@ -74,16 +74,35 @@ fn init_logging(format: LogFormat) {
 
 fn run(settings: &Settings, config: Config) -> anyhow::Result<()> {
     let limit = raise_nofile_limit().context("reading the open-file limit")?;
-    let capacity = limit.connection_capacity();
-    if let Some(max) = config.max_connections {
-        if max > capacity {
-            tracing::warn!(
-                "max-connections {max} exceeds what the open-file limit allows ({capacity} clients with \
-                 soft limit {} / hard limit {}); the server will refuse clients past {capacity}",
-                limit.soft,
-                limit.hard
-            );
-        }
+    let admin_connections = if config.admin_listen.is_some() {
+        config.admin_max_connections
+    } else {
+        0
+    };
+    let capacity = limit.connection_capacity(admin_connections);
+    let budget = format!(
+        "open-file limit {} (hard {}) less {} descriptors for the server itself and {} for the \
+         admin API's connections",
+        limit.soft,
+        limit.hard,
+        janus_server::limits::RESERVED_FDS,
+        admin_connections
+    );
+    if capacity == 0 {
+        anyhow::bail!("no room for any client: {budget}; raise the open-file limit (ulimit -n)");
+    }
+    if let Some(max) = config.max_connections.filter(|max| *max > capacity) {
+        tracing::warn!(
+            "max-connections {max} exceeds what the open-file limit allows: {capacity} clients \
+             ({budget}); the server will refuse clients past {capacity}"
+        );
+    }
+    let per_ip = config.max_connections_per_ip;
+    if per_ip != usize::MAX && per_ip > capacity.min(config.max_connections.unwrap_or(capacity)) {
+        tracing::warn!(
+            "max-connections-per-ip {per_ip} is more than the server's capacity: it never \
+             refuses anyone"
+        );
     }
     // One thread serves every client connection (accepting, reading
     // requests, fanning publishes out to queues); the writer threads write.

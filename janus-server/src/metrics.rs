@@ -32,6 +32,7 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::stats::Refusal;
 use crate::Shared;
 
 /// Where latency stamps count from: the first stamp taken in the process.
@@ -348,6 +349,39 @@ impl Collector for ServerCollector {
             None,
             shared.capacity as u64,
         )?;
+        let limits = crate::admin::status::limits(shared);
+        gauge(
+            e,
+            "max_topics",
+            "Most topics the server holds at once (max-topics).",
+            None,
+            limits.max_topics,
+        )?;
+        if let Some(per_ip) = limits.max_connections_per_ip {
+            gauge(
+                e,
+                "max_connections_per_ip",
+                "Most client connections from one address (max-connections-per-ip).",
+                None,
+                per_ip,
+            )?;
+        }
+        gauge(
+            e,
+            "admin_max_connections",
+            "Most admin API connections at once (admin-max-connections).",
+            None,
+            limits.admin_max_connections,
+        )?;
+        if let Some(open_files) = limits.open_files {
+            gauge(
+                e,
+                "open_file_limit",
+                "The process's open-file (soft) limit.",
+                None,
+                open_files,
+            )?;
+        }
         gauge(
             e,
             "sessions",
@@ -379,10 +413,22 @@ impl Collector for ServerCollector {
         counter(
             e,
             "connections_refused",
-            "Client connections refused because the server was full.",
+            "Client connections refused by any limit (janus_refusals_total says which).",
             None,
             get(&stats.connections_refused),
         )?;
+        let mut refusals = e.encode_descriptor(
+            "refusals",
+            "Connections and subscriptions refused, by the limit that refused them.",
+            None,
+            MetricType::Counter,
+        )?;
+        for why in Refusal::ALL {
+            let labels = [("reason", why.as_str())];
+            refusals
+                .encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, u64>(&stats.refusals(why), None)?;
+        }
         counter(
             e,
             "messages_published",
@@ -426,9 +472,11 @@ impl Collector for ServerCollector {
             get(&stats.slow_consumers),
         )?;
 
+        resume_metrics(e, shared)?;
+
         let mut errors = e.encode_descriptor(
             "errors",
-            "Error frames sent to clients, by PROTOCOL P7 code.",
+            "Error frames sent to clients, by protocol P7 code.",
             None,
             MetricType::Counter,
         )?;
@@ -439,20 +487,154 @@ impl Collector for ServerCollector {
                 .encode_counter::<NoLabelSet, _, u64>(&stats.errors_sent(code), None)?;
         }
 
-        let latency = stats.delivery_latency.snapshot();
-        e.encode_descriptor(
+        histogram(
+            e,
             "delivery_latency",
             "Time from queueing a delivery for a subscriber to writing its last byte.",
-            Some(&Unit::Seconds),
-            MetricType::Histogram,
-        )?
+            &stats.delivery_latency,
+        )?;
+        if let Some(cluster) = shared.cluster() {
+            broker_metrics(e, cluster.broker.stats(), cluster.broker.ready())?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes one latency histogram, in seconds.
+fn histogram(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    histogram: &LatencyHistogram,
+) -> Result<(), std::fmt::Error> {
+    let latency = histogram.snapshot();
+    e.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?
         .encode_histogram::<NoLabelSet>(
             latency.sum_ns as f64 / 1e9,
             latency.count(),
             &latency.buckets_seconds(),
             None,
         )
+}
+
+/// The cluster broker's metrics (only in a cluster).
+fn broker_metrics(
+    e: &mut DescriptorEncoder,
+    stats: &crate::broker::BrokerStats,
+    connected: bool,
+) -> Result<(), std::fmt::Error> {
+    let get = crate::broker::BrokerStats::get;
+    gauge(
+        e,
+        "broker_connected",
+        "1 while connected to the cluster broker (resubscribed and caught up).",
+        None,
+        u64::from(connected),
+    )?;
+    let counters = [
+        (
+            "broker_reconnects",
+            "Times the link to the broker was lost.",
+            &stats.disconnects,
+        ),
+        (
+            "broker_messages_in",
+            "Messages received from the broker.",
+            &stats.messages_in,
+        ),
+        (
+            "broker_messages_out",
+            "Publishes the broker accepted from this node.",
+            &stats.messages_out,
+        ),
+        (
+            "broker_publish_failures",
+            "Publishes refused as unavailable.",
+            &stats.publish_failures,
+        ),
+        (
+            "broker_recovered",
+            "Messages read back from topic streams after a reconnect or a hole.",
+            &stats.recovered,
+        ),
+        (
+            "broker_gaps",
+            "Holes in a topic the broker's history could not fill.",
+            &stats.gaps,
+        ),
+    ];
+    for (name, help, value) in counters {
+        counter(e, name, help, None, get(value))?;
     }
+    histogram(
+        e,
+        "broker_publish_rtt",
+        "Round trip of a publish to the broker (script call to its answer).",
+        &stats.publish_rtt,
+    )
+}
+
+/// Resumes (X1), detached sessions and topic history.
+fn resume_metrics(e: &mut DescriptorEncoder, shared: &Shared) -> Result<(), std::fmt::Error> {
+    let stats = &*shared.stats;
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let mut resumes = e.encode_descriptor(
+        "resumes",
+        "Resumes (X1) by outcome: recovered, not_recovered (the client must resync) or unknown_session.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (outcome, value) in [
+        ("recovered", get(&stats.resumes_recovered)),
+        ("not_recovered", get(&stats.resumes_not_recovered)),
+        ("unknown_session", get(&stats.resumes_unknown)),
+    ] {
+        resumes
+            .encode_family(&[("outcome", outcome)])?
+            .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+    }
+    counter(
+        e,
+        "messages_replayed",
+        "Messages replayed by resumes, from topic history or a detached session's queue.",
+        None,
+        get(&stats.messages_replayed),
+    )?;
+    counter(
+        e,
+        "sessions_detached",
+        "Sessions that lost their connection and were kept for a resume.",
+        None,
+        get(&stats.sessions_detached),
+    )?;
+    counter(
+        e,
+        "sessions_expired",
+        "Detached sessions freed because no resume came within the session TTL.",
+        None,
+        get(&stats.sessions_expired),
+    )?;
+    gauge(
+        e,
+        "sessions_waiting",
+        "Detached sessions waiting for a resume (as of the last housekeeping sweep).",
+        None,
+        get(&stats.sessions_detached_now),
+    )?;
+    gauge(
+        e,
+        "history_entries",
+        "Messages held in topic history, over all topics.",
+        None,
+        shared.history.messages.load(Ordering::Relaxed) as u64,
+    )?;
+    gauge(
+        e,
+        "history",
+        "Bytes held in topic history, over all topics.",
+        Some(&Unit::Bytes),
+        shared.history.bytes.load(Ordering::Relaxed) as u64,
+    )
 }
 
 /// `janus_build_info{version="…"} 1`.

@@ -83,7 +83,7 @@ pub enum Kind {
         stamp: u32,
     },
     /// Hello, `ACK`, `PING`, an error: written in a write of its own, because
-    /// 2009 clients match a whole read against `ACK` (PROTOCOL P9).
+    /// 2009 clients match a whole read against `ACK` (protocol P9).
     Control,
 }
 
@@ -1191,7 +1191,7 @@ mod model {
             assert_eq!(frames, expected);
 
             // Abort while a writer may hold the token: it stops, nothing is kept.
-            let (socket, side) = fixture(1, 64, SlowConsumerPolicy::Disconnect);
+            let (_socket, side) = fixture(1, 64, SlowConsumerPolicy::Disconnect);
             let writer = {
                 let side = side.clone();
                 thread::spawn(move || delivery(&side, b"D1;"))

@@ -1,4 +1,4 @@
-//! Sessions: the server-side state behind a token (PROTOCOL P8), and the
+//! Sessions: the server-side state behind a token (protocol P8), and the
 //! registry that finds them by token.
 //!
 //! A [`Session`] is what the rest of the server holds of a client: its

@@ -20,8 +20,10 @@ pub struct Stats {
     pub connections_total: AtomicU64,
     /// Of those, WebSocket connections (X2) that completed their handshake.
     pub websocket_total: AtomicU64,
-    /// Connections refused because the server was full.
+    /// Client connections refused (every reason but `max-topics`).
     pub connections_refused: AtomicU64,
+    /// Refusals by reason (indexed like [`Refusal::ALL`]).
+    pub refusals: [AtomicU64; Refusal::ALL.len()],
     /// Publishes accepted.
     pub messages_published: AtomicU64,
     /// Deliveries handed to subscriber queues.
@@ -38,6 +40,12 @@ pub struct Stats {
     pub sessions_detached: AtomicU64,
     /// Detached sessions freed because no resume came within the session TTL.
     pub sessions_expired: AtomicU64,
+    /// Sessions waiting for a resume without a connection, as of the last
+    /// housekeeping sweep (a gauge).
+    pub sessions_detached_now: AtomicU64,
+    /// Messages replayed by resumes: from topic history, or a detached
+    /// session's queue.
+    pub messages_replayed: AtomicU64,
     /// Resumes asked for (X1), either form.
     pub resumes: AtomicU64,
     /// Resumes answered `recovered: true`.
@@ -52,7 +60,54 @@ pub struct Stats {
     pub delivery_latency: LatencyHistogram,
 }
 
+/// Why the server turned a client's request down because of a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A connection from an address that has `max-connections-per-ip` open.
+    PerIp,
+    /// A connection past the connection capacity (`max-connections`, or
+    /// what the open-file limit allows).
+    MaxConnections,
+    /// A connection the process had no file descriptor for.
+    Fds,
+    /// A subscription that would have made one topic more than `max-topics`.
+    MaxTopics,
+}
+
+impl Refusal {
+    /// Every reason, in the order of [`Stats::refusals`].
+    pub const ALL: [Refusal; 4] = [
+        Refusal::PerIp,
+        Refusal::MaxConnections,
+        Refusal::Fds,
+        Refusal::MaxTopics,
+    ];
+
+    /// Its name in `/status` and in the metrics' `reason` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::PerIp => "per_ip",
+            Refusal::MaxConnections => "max_connections",
+            Refusal::Fds => "fds",
+            Refusal::MaxTopics => "max_topics",
+        }
+    }
+}
+
 impl Stats {
+    /// Counts a refusal (and, for a connection, a refused connection).
+    pub fn refused(&self, why: Refusal) {
+        self.refusals[why as usize].fetch_add(1, Ordering::Relaxed);
+        if why != Refusal::MaxTopics {
+            self.connections_refused.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Refusals for `why` so far.
+    pub fn refusals(&self, why: Refusal) -> u64 {
+        self.refusals[why as usize].load(Ordering::Relaxed)
+    }
+
     /// Counts a new connection and updates the peak.
     pub fn connection_opened(&self) {
         let now = self.connections.fetch_add(1, Ordering::Relaxed) + 1;

@@ -170,12 +170,7 @@ impl Client {
         let stream = TcpStream::from_std(sock.into()).expect("tokio stream");
         stream.writable().await.expect("connected");
         stream.set_nodelay(true).expect("nodelay");
-        let mut client = Client {
-            stream,
-            buf: BytesMut::new(),
-            codec: ClientCodec::default(),
-            token: String::new(),
-        };
+        let mut client = Client::from_stream(stream);
         match client.recv().await {
             ServerMessage::Hello { token, .. } => client.token = token,
             other => panic!("expected hello, got {other:?}"),
@@ -183,16 +178,33 @@ impl Client {
         client
     }
 
-    /// Connects without reading anything.
-    pub async fn connect_raw(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
+    fn from_stream(stream: TcpStream) -> Client {
         Client {
             stream,
             buf: BytesMut::new(),
             codec: ClientCodec::default(),
             token: String::new(),
         }
+    }
+
+    /// Connects without reading anything.
+    pub async fn connect_raw(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Client::from_stream(stream)
+    }
+
+    /// Connects from `source` (any address of the loopback range, so that a
+    /// per-address limit can be driven without touching 127.0.0.1) without
+    /// reading anything.
+    pub async fn connect_raw_from(addr: SocketAddr, source: std::net::IpAddr) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .expect("bind the source address");
+        let stream = socket.connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Client::from_stream(stream)
     }
 
     /// Sends raw bytes.
@@ -314,6 +326,13 @@ impl Client {
         }
     }
 
+    /// Drops the connection the way a lost network does: a reset, no goodbye.
+    pub fn lose(self) {
+        let sock = socket2::SockRef::from(&self.stream);
+        sock.set_linger(Some(Duration::ZERO)).expect("linger");
+        drop(self);
+    }
+
     /// Proves the connection is still open: a subscribe to a fresh topic is acknowledged.
     pub async fn expect_open(&mut self) {
         self.subscribe("__still_open__").await;
@@ -419,6 +438,22 @@ pub async fn read_http(stream: &mut TcpStream) -> HttpReply {
     HttpReply { status, body }
 }
 
+/// The server binary with no `JANUS_*` variables inherited from the caller.
+pub fn server_command() -> std::process::Command {
+    let mut cmd = std::process::Command::new(cargo_bin("janus-server"));
+    without_janus_env(&mut cmd);
+    cmd
+}
+
+/// Removes every inherited `JANUS_*` variable from `cmd`'s environment.
+fn without_janus_env(cmd: &mut std::process::Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("JANUS_") {
+            cmd.env_remove(key);
+        }
+    }
+}
+
 /// A `janus-server` process (the built binary), killed when dropped.
 pub struct ServerProcess {
     child: std::process::Child,
@@ -438,21 +473,32 @@ impl ServerProcess {
 
     /// As [`ServerProcess::spawn`], under an open-file limit of `nofile` (via `prlimit`).
     pub fn spawn_with_nofile(nofile: Option<u32>, args: &[&str]) -> ServerProcess {
+        Self::spawn_full(
+            nofile,
+            &["--listen", "127.0.0.1:0", "--admin-listen", "off"],
+            args,
+        )
+    }
+
+    /// Starts the binary with `base` then `args` (no `JANUS_*` variable
+    /// inherited), under an open-file limit of `nofile` if given, and waits
+    /// for its start-up line.
+    pub fn spawn_full(nofile: Option<u32>, base: &[&str], args: &[&str]) -> ServerProcess {
         use std::io::BufRead;
         use std::process::{Command, Stdio};
-        let bin = cargo_bin("janus-server");
         let mut cmd = match nofile {
             Some(n) => {
                 let mut c = Command::new("prlimit");
-                c.arg(format!("--nofile={n}:{n}")).arg(&bin);
+                c.arg(format!("--nofile={n}:{n}"))
+                    .arg(cargo_bin("janus-server"));
+                without_janus_env(&mut c);
                 c
             }
-            None => Command::new(&bin),
+            None => server_command(),
         };
-        cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "off"])
+        cmd.args(base)
             .args(args)
             .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn janus-server");

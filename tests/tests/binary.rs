@@ -3,23 +3,9 @@
 //! of file, environment and flags, host names, log formats, the start-up
 //! line, the open-file capacity, and SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 
-use janus_tests::{cargo_bin, Client, TIMEOUT};
-
-/// The server binary with no `JANUS_*` variables inherited from the caller.
-fn server_command() -> Command {
-    let mut cmd = Command::new(cargo_bin("janus-server"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("JANUS_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
+use janus_tests::{server_command, Client, ServerProcess, TIMEOUT};
 
 /// Runs the server binary to completion: (exit code, stdout, stderr).
 fn run_server(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
@@ -57,83 +43,6 @@ impl Drop for TempFile {
     }
 }
 
-/// A server process that is killed if the test fails.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the server binary (optionally under `prlimit`), returning it, the
-/// address from its start-up line, and the rest of its stderr as a channel.
-fn spawn_server(
-    nofile: Option<u32>,
-    args: &[&str],
-) -> (Proc, SocketAddr, String, mpsc::Receiver<String>) {
-    spawn_server_with(
-        nofile,
-        &["--listen", "127.0.0.1:0", "--admin-listen", "off"],
-        args,
-    )
-}
-
-/// As [`spawn_server`], with `base` instead of the loopback listen arguments.
-fn spawn_server_with(
-    nofile: Option<u32>,
-    base: &[&str],
-    args: &[&str],
-) -> (Proc, SocketAddr, String, mpsc::Receiver<String>) {
-    let mut cmd = server_command();
-    if let Some(n) = nofile {
-        let bin = cargo_bin("janus-server");
-        let envs: Vec<_> = cmd
-            .get_envs()
-            .map(|(k, v)| (k.to_owned(), v.map(ToOwned::to_owned)))
-            .collect();
-        cmd = Command::new("prlimit");
-        cmd.arg(format!("--nofile={n}:{n}")).arg(&bin);
-        for (k, v) in envs {
-            match v {
-                Some(v) => cmd.env(k, v),
-                None => cmd.env_remove(k),
-            };
-        }
-    }
-    cmd.args(base).args(args);
-    cmd.env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = Proc(cmd.spawn().expect("spawn janus-server"));
-    let stderr = child.0.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = String::new();
-    loop {
-        let line = rx.recv_timeout(TIMEOUT).expect("start-up line");
-        assert!(!line.contains('\x1b'), "colour codes on a pipe: {line:?}");
-        seen.push_str(&line);
-        seen.push('\n');
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            let addr = rest
-                .split([',', ' '])
-                .next()
-                .expect("address")
-                .parse()
-                .expect("socket address");
-            return (child, addr, seen, rx);
-        }
-    }
-}
-
 #[test]
 fn help_explains_every_setting_and_the_exit_codes() {
     let (code, help, _) = run_server(&["--help"], &[]);
@@ -144,6 +53,7 @@ fn help_explains_every_setting_and_the_exit_codes() {
         "--max-frame",
         "--max-connections",
         "--max-connections-per-ip",
+        "--per-ip-exempt",
         "--queue-limit",
         "--queue-bytes",
         "--write-deadline",
@@ -163,14 +73,13 @@ fn help_explains_every_setting_and_the_exit_codes() {
         "JANUS_QUEUE_BYTES",
         "[default: 0.0.0.0:8081]",
         "[default: 1048576]",
-        "[default: 10000]",
+        "[default: 1000]",
         "[default: 5m]",
         "Exit status: 0",
         "2 bad usage or configuration",
     ] {
         assert!(help.contains(text), "--help lacks {text}");
     }
-    assert!(!help.contains("../shared") && !help.contains("PROTOCOL.md"));
 }
 
 #[test]
@@ -271,13 +180,17 @@ async fn printed_secrets_never_come_back_wrong() {
     );
     // A server started from that file has no admin token (loopback only), not a wrong one.
     let file = TempFile::new("secret", &printed);
-    let (_server, _, startup, rx) = spawn_server_with(
+    let server = ServerProcess::spawn_full(
         None,
         &["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
         &["--config", file.arg()],
     );
-    let admin = rx.recv_timeout(TIMEOUT).expect("admin line");
-    assert!(admin.contains("loopback clients only"), "{startup}{admin}");
+    let admin = server.log.recv_timeout(TIMEOUT).expect("admin line");
+    assert!(
+        admin.contains("loopback clients only"),
+        "{}{admin}",
+        server.startup
+    );
     // The placeholder older versions printed is refused with a clear error.
     let old = TempFile::new("redacted", "admin-token = \"<redacted>\"\n");
     let (code, _, err) = run_server(&["--config", old.arg()], &[]);
@@ -290,11 +203,12 @@ async fn printed_secrets_never_come_back_wrong() {
 
 #[tokio::test]
 async fn host_names_and_plain_addresses_are_accepted() {
-    let (_server, addr, startup, _rx) = spawn_server_with(
+    let server = ServerProcess::spawn_full(
         None,
         &["--listen", "localhost:0", "--admin-listen", "off"],
         &["--allow-publish-from", "10.0.0.1,::1"],
     );
+    let (addr, startup) = (server.addr(), &server.startup);
     assert!(addr.ip().is_loopback(), "{startup}");
     assert!(
         startup.contains("allow-publish-from = [\"10.0.0.1/32\", \"::1/128\"]"),
@@ -306,13 +220,15 @@ async fn host_names_and_plain_addresses_are_accepted() {
 
 #[tokio::test]
 async fn json_logs_and_no_colour_on_a_pipe() {
-    let (_server, addr, startup, _rx) = spawn_server(None, &["--log-format", "json"]);
+    let server = ServerProcess::spawn(&["--log-format", "json"]);
+    let (addr, startup) = (server.addr(), &server.startup);
     let line = startup.lines().last().expect("a line");
     let event: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
     let message = event["fields"]["message"].as_str().expect("message");
     assert!(message.contains(&format!("listening on {addr}")), "{line}");
     assert_eq!(event["level"], "INFO");
-    let (_server, _, startup, _rx) = spawn_server(None, &[]);
+    let server = ServerProcess::spawn(&[]);
+    let startup = &server.startup;
     assert!(
         startup.contains(" INFO ") && !startup.contains('\x1b'),
         "{startup:?}"
@@ -322,7 +238,8 @@ async fn json_logs_and_no_colour_on_a_pipe() {
 #[tokio::test]
 async fn capacity_follows_the_open_file_limit_and_full_means_polite_refusal() {
     // 64 descriptors are reserved, so a hard limit of 80 leaves room for 16 clients.
-    let (_server, addr, startup, _rx) = spawn_server(Some(80), &["--max-connections", "1000"]);
+    let server = ServerProcess::spawn_with_nofile(Some(80), &["--max-connections", "1000"]);
+    let (addr, startup) = (server.addr(), &server.startup);
     assert!(startup.contains("capacity 16 connections"), "{startup}");
     assert!(
         startup.contains("max-connections 1000 exceeds"),
@@ -340,12 +257,33 @@ async fn capacity_follows_the_open_file_limit_and_full_means_polite_refusal() {
     }
 }
 
+#[test]
+fn the_admin_api_s_connections_come_off_the_capacity() {
+    // 200 less 64 reserved less the admin API's 8 leaves 128.
+    let server = ServerProcess::spawn_full(
+        Some(200),
+        &["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
+        &["--admin-max-connections", "8", "--max-connections", "1000"],
+    );
+    let startup = &server.startup;
+    assert!(startup.contains("capacity 128 connections"), "{startup}");
+    assert!(
+        startup.contains(
+            "max-connections 1000 exceeds what the open-file limit allows: 128 clients \
+             (open-file limit 200 (hard 200) less 64 descriptors for the server itself and 8 \
+             for the admin API's connections)"
+        ),
+        "{startup}"
+    );
+}
+
 #[tokio::test]
 async fn sigterm_drains_and_exits_zero() {
-    let (mut server, addr, _, _rx) = spawn_server(None, &[]);
+    let mut server = ServerProcess::spawn(&[]);
+    let addr = server.addr();
     let mut c = Client::connect(addr).await;
     c.subscribe("t").await;
-    let pid = server.0.id().to_string();
+    let pid = server.pid().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -355,7 +293,7 @@ async fn sigterm_drains_and_exits_zero() {
     c.expect_closed().await;
     let mut status = None;
     janus_tests::wait_until("the server to exit", || {
-        status = server.0.try_wait().expect("wait");
+        status = server.child().try_wait().expect("wait");
         status.is_some()
     })
     .await;

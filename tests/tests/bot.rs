@@ -15,8 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 
 use janus_core::ServerMessage;
-use janus_tests::{cargo_bin, wait_until, Client, TestServer, TIMEOUT};
-use serde_json::Value;
+use janus_tests::{cargo_bin, test_config, wait_until, Client, TestServer, TIMEOUT};
+use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 /// What a finished bot process left behind.
@@ -609,6 +609,87 @@ async fn many_topics_count_each_subscription() {
         stats.deliveries_sent.load(Ordering::Relaxed) == 240
     })
     .await;
+}
+
+/// `janus-bot resume` against `server`: 40 clients on 2 of 4 topics each,
+/// a quarter of them dropping their connection and resuming.
+async fn resume_run(server: &TestServer, json: &std::path::Path, timeout: &str) -> Finished {
+    run_bot(&[
+        "resume",
+        "--timeout",
+        timeout,
+        "--target",
+        &server.addr().to_string(),
+        "--clients",
+        "40",
+        "--topics",
+        "4",
+        "--subscriptions",
+        "2",
+        "--messages",
+        "40",
+        "--rate",
+        "200",
+        "--resume-percent",
+        "25",
+        "--away",
+        "50ms",
+        "--json",
+        json.to_str().expect("UTF-8 path"),
+        "--progress",
+        "none",
+    ])
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_clients_miss_nothing_and_repeat_nothing() {
+    let server = TestServer::start().await;
+    let json = temp("resume.json");
+    let done = resume_run(&server, &json, "10s").await;
+    assert_eq!(done.code, Some(0), "{done:?}");
+    let v = read_json(&json);
+    // 40 messages over 4 topics: 10 each; every client takes 2 topics.
+    assert_eq!(v["deliveries_expected"], 40 * 2 * 10);
+    assert_eq!(v["deliveries_received"], 800);
+    assert_eq!((&v["duplicates"], &v["reordered"]), (&json!(0), &json!(0)));
+    assert_eq!(v["clients_good"], 40);
+    let r = &v["resume"];
+    assert_eq!(
+        (
+            &r["clients"],
+            &r["recovered"],
+            &r["not_recovered"],
+            &r["failed"]
+        ),
+        (&json!(10), &json!(10), &json!(0), &json!(0)),
+        "{r}"
+    );
+    assert!(r["replayed"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["resume_time_ms"]["count"], 10, "{r}");
+    assert!(done.stdout.contains("10 recovered"), "{done:?}");
+    let stats = &server.shared().stats;
+    assert_eq!(stats.resumes_recovered.load(Ordering::Relaxed), 10);
+    assert_eq!(
+        stats.messages_replayed.load(Ordering::Relaxed),
+        r["replayed"].as_u64().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_the_history_cannot_serve_fails_the_run() {
+    let server = TestServer::start_with(janus_server::Config {
+        history_size: 1,
+        ..test_config()
+    })
+    .await;
+    let json = temp("resume-short.json");
+    // Those not recovered miss messages for good: no need to wait long for them.
+    let done = resume_run(&server, &json, "1s").await;
+    assert_eq!(done.code, Some(1), "{done:?}");
+    let r = &read_json(&json)["resume"];
+    assert!(r["not_recovered"].as_u64().unwrap() > 0, "{r}");
+    assert!(done.stdout.contains("result: FAILED"), "{done:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

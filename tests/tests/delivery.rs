@@ -451,6 +451,8 @@ async fn a_refused_client_reads_its_error_even_if_it_sent_something() {
 async fn connections_per_address_are_capped() {
     let server = TestServer::start_with(Config {
         max_connections_per_ip: 3,
+        // Loopback is exempt by default (load-test swarms); not here.
+        per_ip_exempt: Vec::new(),
         ..test_config()
     })
     .await;
@@ -475,6 +477,24 @@ async fn connections_per_address_are_capped() {
     for c in &mut held {
         c.expect_open().await;
     }
+}
+
+#[tokio::test]
+async fn exempt_networks_are_not_capped() {
+    // The default exempts loopback: a load-test host holds many connections.
+    let server = TestServer::start_with(Config {
+        max_connections_per_ip: 2,
+        ..test_config()
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(Client::connect(server.addr()).await);
+    }
+    for c in &mut held {
+        c.expect_open().await;
+    }
+    assert_eq!(Stats::get(&server.shared().stats.connections), 5);
 }
 
 #[tokio::test]

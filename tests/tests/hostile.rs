@@ -5,11 +5,14 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use janus_core::api::{TopicDetail, TopicList};
+use janus_core::api::{Refusals, Status, TopicDetail, TopicList};
 use janus_core::message::MAX_DATA_DEPTH;
 use janus_core::{ClientMessage, ServerMessage};
+use janus_server::stats::Stats;
 use janus_server::Config;
-use janus_tests::{http, publish, read_http, test_config, Client, TestServer, TIMEOUT};
+use janus_tests::{
+    http, read_http, test_config, wait_until, Client, ServerProcess, TestServer, TIMEOUT,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -26,30 +29,74 @@ fn admin_addr(server: &TestServer) -> SocketAddr {
     server.shared().admin_addr().expect("admin API enabled")
 }
 
-/// A subscriber of `canary` that must keep receiving whatever else happens.
+/// `GET /status`.
+async fn status(server: &TestServer) -> Status {
+    let reply = http(admin_addr(server), "GET", "/status", "").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    serde_json::from_str(&reply.body).expect("a status")
+}
+
+/// The value of one sample of `GET /metrics`, named with its labels.
+async fn metric(server: &TestServer, sample: &str) -> f64 {
+    let reply = http(admin_addr(server), "GET", "/metrics", "").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    reply
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {sample} in /metrics:\n{}", reply.body))
+}
+
+/// How long the canary's round trip (publish, ACK, delivery) may take while
+/// a hostile client does its worst: a stall of the server's runtime (the
+/// 5 s of issue 13's listing) would exceed it many times over.
+const PROMPT: Duration = Duration::from_secs(2);
+
+/// A subscriber of `canary`, and a persistent (X3) publisher to it, both
+/// connected before the abuse starts, that must keep working whatever else
+/// happens (even while the server refuses every new connection).
 struct Canary {
-    client: Client,
+    subscriber: Client,
+    publisher: Client,
     sent: u32,
 }
 
 impl Canary {
     async fn start(addr: SocketAddr) -> Canary {
-        let mut client = Client::connect(addr).await;
-        client.subscribe("canary").await;
-        Canary { client, sent: 0 }
+        let mut subscriber = Client::connect(addr).await;
+        subscriber.subscribe("canary").await;
+        let publisher = Client::connect(addr).await;
+        Canary {
+            subscriber,
+            publisher,
+            sent: 0,
+        }
     }
 
-    /// Publishes one message to `canary` and waits for it to arrive.
-    async fn check(&mut self, addr: SocketAddr) {
+    /// Publishes one message to `canary` and waits for it to arrive, within
+    /// [`PROMPT`]. The subscriber sends a `PING` first, so that an idle
+    /// timeout never takes it for a silent client.
+    async fn check(&mut self) {
+        let started = Instant::now();
         self.sent += 1;
         let id = self.sent.to_string();
-        publish(addr, "canary", &id, "\"tweet\"").await;
-        match self.client.recv().await {
+        self.subscriber.send_raw(b"PING\0").await;
+        self.publisher
+            .send(ClientMessage::Publish {
+                publish: janus_core::Publish::new("canary", "e", id.clone(), "\"tweet\"")
+                    .expect("publish"),
+                one_shot: false,
+            })
+            .await;
+        assert_eq!(self.publisher.recv().await, ServerMessage::Ack);
+        match self.subscriber.recv().await {
             ServerMessage::Delivery(d) => {
                 assert_eq!((d.topic.as_str(), d.message_id.as_str()), ("canary", &*id));
             }
             other => panic!("canary expected a delivery, got {other:?}"),
         }
+        let took = started.elapsed();
+        assert!(took < PROMPT, "the canary's round trip took {took:?}");
     }
 }
 
@@ -101,7 +148,7 @@ async fn the_admin_port_is_capped_and_timed_out() {
         assert_eq!(reply.status, 503, "{reply:?}");
         assert!(reply.body.contains("limit of 8 connections"), "{reply:?}");
     }
-    canary.check(server.addr()).await;
+    canary.check().await;
 
     // The idle ones are closed once the header timeout passes, not before.
     for stream in &mut idle {
@@ -145,8 +192,314 @@ async fn the_admin_port_is_capped_and_timed_out() {
     assert_eq!(reply.status, 408, "{reply:?}");
     assert!(reply.body.contains("\"timeout\""), "{reply:?}");
 
-    canary.check(server.addr()).await;
+    canary.check().await;
     server.stop().await;
+}
+
+/// Issue 13 item 1: at most `max-topics` topics server-wide. A subscribe
+/// that would make one more gets `unavailable` and the connection stays
+/// open; topics that exist (the canary's) keep working.
+#[tokio::test]
+async fn the_topic_cap_answers_unavailable_and_spares_existing_topics() {
+    let server = TestServer::start_with(Config {
+        max_topics: 10,
+        ..admin_config()
+    })
+    .await;
+    let mut canary = Canary::start(server.addr()).await;
+    let mut hostile = Client::connect(server.addr()).await;
+    let names: Vec<String> = (0..50).map(|i| format!("junk/{i}")).collect();
+    let mut bytes = bytes::BytesMut::new();
+    for t in &names {
+        ClientMessage::Subscribe(t.clone()).encode(&mut bytes);
+    }
+    hostile.send_raw(&bytes).await;
+    let (mut acked, mut refused) = (0, 0);
+    for _ in &names {
+        match hostile.recv().await {
+            ServerMessage::Ack => acked += 1,
+            ServerMessage::Error { code, reason, .. } => {
+                assert_eq!(code, "unavailable", "{reason}");
+                assert!(reason.contains("maximum of 10 topics"), "{reason}");
+                refused += 1;
+            }
+            other => panic!("expected ACK or unavailable, got {other:?}"),
+        }
+    }
+    // The canary's topic is one of the ten.
+    assert_eq!((acked, refused), (9, 41));
+    assert_eq!(server.shared().topics.topic_count(), 10);
+    // Operators see the count against the limit, and the refusals.
+    let st = status(&server).await;
+    assert_eq!((st.topics, st.limits.max_topics), (10, 10));
+    assert_eq!(
+        st.refused,
+        Refusals {
+            max_topics: 41,
+            ..Refusals::default()
+        }
+    );
+    assert_eq!(st.errors["unavailable"], 41);
+    assert_eq!(metric(&server, "janus_topics").await, 10.0);
+    assert_eq!(metric(&server, "janus_max_topics").await, 10.0);
+    assert_eq!(
+        metric(&server, "janus_refusals_total{reason=\"max_topics\"}").await,
+        41.0
+    );
+    canary.check().await;
+    // Still open, and an existing topic is still open to it.
+    hostile.subscribe("canary").await;
+    canary.check().await;
+    match hostile.recv().await {
+        ServerMessage::Delivery(d) => assert_eq!(d.topic, "canary"),
+        other => panic!("expected the canary's delivery, got {other:?}"),
+    }
+    server.stop().await;
+}
+
+/// Issue 13 item 1: at most `max-connections-per-ip` connections from one
+/// address; the next is told why and closed; other addresses (the
+/// canary's) are not affected, and a freed slot is usable again.
+#[tokio::test]
+async fn connections_per_address_are_capped_for_that_address_only() {
+    let server = TestServer::start_with(Config {
+        max_connections_per_ip: 3,
+        // Loopback is exempt by default; here it is not.
+        per_ip_exempt: Vec::new(),
+        ..admin_config()
+    })
+    .await;
+    let addr = server.addr();
+    let mut canary = Canary::start(addr).await;
+    let hostile = std::net::IpAddr::from([127, 0, 0, 2]);
+    let connect = || async move {
+        let mut c = Client::connect_raw_from(addr, hostile).await;
+        match c.recv().await {
+            ServerMessage::Hello { .. } => {}
+            other => panic!("expected hello, got {other:?}"),
+        }
+        c
+    };
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect().await);
+    }
+    for _ in 0..10 {
+        let mut refused = Client::connect_raw_from(addr, hostile).await;
+        let reason = refused.expect_error("not_allowed").await;
+        assert!(
+            reason.contains("too many connections from 127.0.0.2 (the limit is 3)"),
+            "{reason}"
+        );
+        refused.expect_closed().await;
+        canary.check().await;
+    }
+    let st = status(&server).await;
+    assert_eq!(st.limits.max_connections_per_ip, Some(3));
+    assert_eq!((st.refused.per_ip, st.connections_refused), (10, 10));
+    assert_eq!(
+        metric(&server, "janus_refusals_total{reason=\"per_ip\"}").await,
+        10.0
+    );
+    // 127.0.0.1 has a count of its own: the canary's two, and one more.
+    Client::connect(addr).await.expect_open().await;
+    drop(held.pop());
+    wait_until("the hostile address's slot to be released", || {
+        Stats::get(&server.shared().stats.connections) == 4
+    })
+    .await;
+    held.push(connect().await);
+    canary.check().await;
+    server.stop().await;
+}
+
+/// The connection cap (`max-connections`): past it a client is told why and
+/// closed, the clients already in keep receiving, and a freed slot is
+/// usable again.
+#[tokio::test]
+async fn the_connection_cap_refuses_politely_and_spares_the_clients_in() {
+    let server = TestServer::start_with(Config {
+        max_connections: Some(6),
+        ..admin_config()
+    })
+    .await;
+    let addr = server.addr();
+    let mut canary = Canary::start(addr).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(Client::connect(addr).await);
+    }
+    for _ in 0..10 {
+        let mut refused = Client::connect_raw(addr).await;
+        let reason = refused.expect_error("not_allowed").await;
+        assert!(reason.contains("connection limit (6)"), "{reason}");
+        refused.expect_closed().await;
+        canary.check().await;
+    }
+    let st = status(&server).await;
+    assert_eq!((st.capacity, st.limits.max_connections), (6, 6));
+    assert_eq!(
+        (st.refused.max_connections, st.connections_refused),
+        (10, 10)
+    );
+    assert_eq!(metric(&server, "janus_connection_capacity").await, 6.0);
+    assert_eq!(
+        metric(&server, "janus_refusals_total{reason=\"max_connections\"}").await,
+        10.0
+    );
+    drop(held.pop());
+    wait_until("a slot to be released", || {
+        Stats::get(&server.shared().stats.connections) == 5
+    })
+    .await;
+    held.push(Client::connect(addr).await);
+    canary.check().await;
+    server.stop().await;
+}
+
+/// Issue 13 item 4: a client that trickles one byte every 200 ms without
+/// ever completing a frame is closed at the idle timeout (bytes are not
+/// activity, only complete requests are), without an error frame (an idle
+/// close is silent, docs/protocol.md P4); the canary, which sends a `PING`
+/// now and then, stays.
+#[tokio::test]
+async fn a_trickler_is_closed_at_the_idle_timeout() {
+    let idle = Duration::from_millis(600);
+    let server = TestServer::start_with(Config {
+        idle_timeout: Some(idle),
+        ..test_config()
+    })
+    .await;
+    let mut canary = Canary::start(server.addr()).await;
+    let mut trickler = Client::connect(server.addr()).await;
+    let frame = b"{\"action\":\"subscribe\",\"data\":\"a-topic-whose-name-never-ends";
+    let started = Instant::now();
+    let mut sent = 0;
+    let closed = loop {
+        let byte = &frame[sent % frame.len()..][..1];
+        if trickler.stream.write_all(byte).await.is_err() {
+            break started.elapsed();
+        }
+        sent += 1;
+        canary.check().await;
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(200), trickler.stream.read(&mut buf)).await
+        {
+            Ok(Ok(0) | Err(_)) => break started.elapsed(),
+            Ok(Ok(n)) => panic!(
+                "a trickler expects nothing but the close, got {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+            Err(_) => {}
+        }
+        assert!(started.elapsed() < TIMEOUT, "the trickler was never closed");
+    };
+    assert!(sent >= 3, "closed after {sent} bytes");
+    assert!(
+        closed >= idle.mul_f32(0.9) && closed < idle + Duration::from_secs(2),
+        "trickler closed after {closed:?} with an idle timeout of {idle:?}"
+    );
+    wait_until("the trickler's session to go", || {
+        server.shared().sessions.len() == 2
+    })
+    .await;
+    canary.check().await;
+    server.stop().await;
+}
+
+/// The server process's open descriptors, by number.
+fn open_fds(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("/proc/PID/fd of the server")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Issue 13 item 5: a server whose open-file limit is lowered under it (so
+/// that descriptors run out long before its connection capacity) tells
+/// every client it cannot take why, keeps serving the clients it has, and
+/// admits the first client that comes once one descriptor is free again.
+#[tokio::test]
+async fn after_descriptor_exhaustion_the_first_client_is_admitted() {
+    let server = ServerProcess::spawn_full(
+        None,
+        &["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
+        &[],
+    );
+    let admin: SocketAddr = server
+        .log
+        .recv_timeout(TIMEOUT)
+        .ok()
+        .and_then(|l| {
+            let rest = l.split("admin API on http://").nth(1)?.to_owned();
+            rest.split(',').next()?.parse().ok()
+        })
+        .expect("the admin API's address after the start-up line");
+    let (addr, pid) = (server.addr(), server.pid());
+    let mut canary = Canary::start(addr).await;
+    canary.check().await;
+    // Room for about eight more descriptors (more if there are gaps).
+    let open = open_fds(pid);
+    let limit = open.iter().max().copied().unwrap_or(0) + 1 + 8;
+    let status = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--nofile={limit}:")])
+        .status()
+        .expect("prlimit (util-linux)");
+    assert!(status.success(), "prlimit failed");
+
+    let mut admitted = Vec::new();
+    let reason = loop {
+        assert!(
+            admitted.len() <= limit as usize,
+            "descriptors never ran out"
+        );
+        let mut c = Client::connect_raw(addr).await;
+        match c.recv().await {
+            ServerMessage::Hello { .. } => admitted.push(c),
+            ServerMessage::Error { code, reason, .. } => {
+                assert_eq!(code, "not_allowed", "{reason}");
+                c.expect_closed().await;
+                break reason;
+            }
+            other => panic!("expected hello or not_allowed, got {other:?}"),
+        }
+    };
+    assert!(reason.contains("out of file descriptors"), "{reason}");
+    assert!(!admitted.is_empty(), "not one client fit");
+    canary.check().await;
+    for _ in 0..5 {
+        let mut refused = Client::connect_raw(addr).await;
+        let reason = refused.expect_error("not_allowed").await;
+        assert!(reason.contains("out of file descriptors"), "{reason}");
+        refused.expect_closed().await;
+        canary.check().await;
+    }
+
+    // One client leaves: the next one in takes its descriptor.
+    let before = open_fds(pid).len();
+    drop(admitted.pop());
+    wait_until("the server to close the client that left", || {
+        open_fds(pid).len() < before
+    })
+    .await;
+    let mut next = Client::connect(addr).await;
+    next.subscribe("canary").await;
+    canary.check().await;
+    match next.recv().await {
+        ServerMessage::Delivery(d) => assert_eq!(d.topic, "canary"),
+        other => panic!("expected the canary's delivery, got {other:?}"),
+    }
+
+    // With the limit raised again, operators see what happened.
+    let status = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), "--nofile=4096:"])
+        .status()
+        .expect("prlimit (util-linux)");
+    assert!(status.success(), "prlimit failed");
+    let reply = http(admin, "GET", "/status", "").await;
+    let st: Status = serde_json::from_str(&reply.body).expect("a status");
+    assert_eq!(st.refused.fds, 6, "{st:?}");
+    assert_eq!(st.limits.open_files, Some(4096));
 }
 
 /// Subscribes one client to `topics` (pipelined, then every ACK read).
@@ -242,7 +595,7 @@ async fn topic_listings_are_top_k_and_cursor_pages() {
                 .expect("page");
         pages += 1;
         seen.extend(names_of(&page));
-        canary.check(server.addr()).await;
+        canary.check().await;
         match page.next {
             Some(next) => after = format!("&after={next}"),
             None => break,
@@ -270,7 +623,7 @@ async fn topic_listings_are_top_k_and_cursor_pages() {
     let mut expected = vec![holder.token.clone(), second.token.clone()];
     expected.sort();
     assert_eq!(tokens, expected);
-    canary.check(server.addr()).await;
+    canary.check().await;
     server.stop().await;
 }
 
@@ -320,7 +673,7 @@ async fn hostile_data_is_bad_json_and_reaches_nobody() {
 
     // The canary's next message is the first it ever gets: nothing hostile
     // reached it.
-    canary.check(server.addr()).await;
+    canary.check().await;
     assert_eq!(canary.sent, 1);
     server.stop().await;
 }

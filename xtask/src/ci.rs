@@ -51,6 +51,7 @@ impl Step {
 /// The first step that failed, by name (its output is printed first).
 pub fn run(args: &CiArgs) -> Result<()> {
     let started = Instant::now();
+    preflight()?;
     let mut steps = vec![
         Step::cargo("format", &["fmt", "--all", "--", "--check"]),
         Step::cargo(
@@ -120,6 +121,44 @@ pub fn run(args: &CiArgs) -> Result<()> {
     }
     println!("xtask ci: all green in {}", seconds(started.elapsed()));
     Ok(())
+}
+
+/// Programs the end-to-end tests start for real, with the Debian package
+/// that provides each.
+const REAL_COMPONENTS: &[(&str, &str)] = &[
+    ("redis-server", "redis-server"),
+    ("chromium", "chromium"),
+    ("chromedriver", "chromium-driver"),
+];
+
+/// Fails at once, naming the packages, when a program the tests start is
+/// not installed (rather than minutes later, inside a test).
+fn preflight() -> Result<()> {
+    let missing: Vec<&str> = REAL_COMPONENTS
+        .iter()
+        .filter(|(program, _)| !on_path(program))
+        .map(|&(_, package)| package)
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "the end-to-end tests start a real redis-server and headless \
+             Chromium; install what is missing: apt-get install -y {} \
+             (.ci/run does this on CI)",
+            missing.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// Whether `program` is an executable file in a directory of `PATH`.
+fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
 }
 
 fn seconds(d: Duration) -> String {

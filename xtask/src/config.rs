@@ -114,6 +114,9 @@ pub enum Kind {
     /// A long run with churn and hostile clients, canary subscribers and a
     /// memory check (never in `--quick`).
     Soak,
+    /// A train during which a share of the subscribers drop their
+    /// connection and resume (PROTOCOL X1).
+    Resume,
 }
 
 impl Kind {
@@ -126,6 +129,7 @@ impl Kind {
             "churn" => Kind::Churn,
             "slow" => Kind::Slow,
             "soak" => Kind::Soak,
+            "resume" => Kind::Resume,
             _ => return None,
         })
     }
@@ -145,6 +149,7 @@ impl Kind {
             Kind::Churn => &["clients", "topics", "churners", "duration_s", "rate"],
             Kind::Slow => &["clients", "slow_percent", "messages", "rate", "payload"],
             Kind::Soak => &["clients", "duration_s", "rate"],
+            Kind::Resume => &["clients", "messages", "rate", "resume_percent"],
         }
     }
 }
@@ -158,6 +163,7 @@ impl fmt::Display for Kind {
             Kind::Churn => "churn",
             Kind::Slow => "slow",
             Kind::Soak => "soak",
+            Kind::Resume => "resume",
         };
         f.write_str(name)
     }
@@ -261,6 +267,12 @@ pub struct Size {
     /// Soak: how long a hostile client keeps at it before it starts again, s.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostile_hold_s: Option<f64>,
+    /// Resume: percentage of the subscribers that drop their connection and resume.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume_percent: Option<f64>,
+    /// Resume: how long a resuming subscriber stays away, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub away_ms: Option<u64>,
     /// `janus-bot --workers`: bot processes sharing the clients.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
@@ -289,6 +301,7 @@ impl Size {
             "slow_percent" => self.slow_percent.is_some(),
             "duration_s" => self.duration_s.is_some(),
             "churners" => self.churners.is_some(),
+            "resume_percent" => self.resume_percent.is_some(),
             _ => false,
         }
     }
@@ -366,7 +379,7 @@ impl Scenario {
     fn check(&self) -> Result<()> {
         ensure!(
             self.kind.is_some() || Kind::from_name(&self.name).is_some(),
-            "say which kind it is (kind = \"fanout\" | \"train\" | \"topics\" | \"churn\" | \"slow\" | \"soak\")"
+            "say which kind it is (kind = \"fanout\" | \"train\" | \"topics\" | \"churn\" | \"slow\" | \"soak\" | \"resume\")"
         );
         ensure!(self.timeout_s > 0.0, "timeout_s must be positive");
         ensure!(

@@ -486,6 +486,20 @@ impl Runner<'_> {
                     ));
                 }
             }
+            Kind::Resume => {
+                if let Some(status) = server.status().await {
+                    let n = |k: &str| status_number(&status, k).unwrap_or(0.0);
+                    o.notes.push(format!(
+                        "the server counted {} resumes: {} recovered, {} not recovered, {} \
+                         unknown session; {} messages replayed",
+                        n("resume.attempted"),
+                        n("resume.recovered"),
+                        n("resume.not_recovered"),
+                        n("resume.unknown_session"),
+                        n("resume.replayed")
+                    ));
+                }
+            }
             _ => {}
         }
     }

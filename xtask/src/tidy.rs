@@ -1,5 +1,6 @@
-//! Hygiene checks run by plain `cargo test` (STYLE §8): every Rust source
-//! file in the workspace opens with a `//!` module doc saying what lives there.
+//! Hygiene checks run by plain `cargo test`: every Rust source file in the
+//! workspace opens with a `//!` module doc saying what lives there, and the
+//! repository stands on its own: no file points outside it for its docs.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,12 @@ const SKIP_DIRS: &[&str] = &["target", ".git", "node_modules"];
 
 /// Every `.rs` file under `dir`, skipping [`SKIP_DIRS`] and hidden directories.
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    files(dir, &|name| name.ends_with(".rs"), out);
+}
+
+/// Every file under `dir` whose name passes `keep`, skipping [`SKIP_DIRS`]
+/// and hidden directories (`.ci` excepted: it is ours).
+fn files(dir: &Path, keep: &dyn Fn(&str) -> bool, out: &mut Vec<PathBuf>) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
@@ -17,10 +24,10 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if path.is_dir() {
-            if !name.starts_with('.') && !SKIP_DIRS.contains(&name.as_ref()) {
-                rust_files(&path, out);
+            if (!name.starts_with('.') || name == ".ci") && !SKIP_DIRS.contains(&name.as_ref()) {
+                files(&path, keep, out);
             }
-        } else if name.ends_with(".rs") {
+        } else if keep(&name) {
             out.push(path);
         }
     }
@@ -53,7 +60,7 @@ fn every_source_file_starts_with_a_module_doc() {
     missing.sort();
     assert!(
         missing.is_empty(),
-        "these files must start with a `//!` module doc (STYLE §6):\n  {}",
+        "these files must start with a `//!` module doc:\n  {}",
         missing.join("\n  ")
     );
 }
@@ -65,4 +72,43 @@ fn module_doc_detection() {
     assert!(!starts_with_module_doc("\n//! Late."));
     assert!(!starts_with_module_doc("// Plain comment.\n"));
     assert!(!starts_with_module_doc(""));
+}
+
+/// Names of material outside this repository that its files must not lean
+/// on: the repository's own docs (docs/protocol.md and the rest) are the
+/// reference. Spelled in pieces so this file does not match itself.
+fn outside_references() -> [String; 4] {
+    [
+        format!("{}/shared", ".."),
+        format!("/work/{}", "shared"),
+        format!("{}.md", "PROTOCOL"),
+        format!("{}.md", "STYLE"),
+    ]
+}
+
+#[test]
+fn nothing_points_outside_the_repository() {
+    let root = crate::project_root();
+    let mut all = Vec::new();
+    files(&root, &|_| true, &mut all);
+    assert!(
+        all.iter().any(|f| f.ends_with("README.md")),
+        "tidy walked the wrong tree"
+    );
+    let needles = outside_references();
+    let mut found: Vec<String> = all
+        .iter()
+        .filter_map(|f| {
+            let text = fs::read_to_string(f).ok()?; // binary files: skipped
+            let needle = needles.iter().find(|n| text.contains(n.as_str()))?;
+            let file = f.strip_prefix(&root).unwrap_or(f).display();
+            Some(format!("{file}: {needle}"))
+        })
+        .collect();
+    found.sort();
+    assert!(
+        found.is_empty(),
+        "these files refer to material outside the repository:\n  {}",
+        found.join("\n  ")
+    );
 }

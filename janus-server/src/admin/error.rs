@@ -12,7 +12,7 @@ use janus_core::ProtocolError;
 pub struct ApiError {
     /// The HTTP status.
     pub status: StatusCode,
-    /// A short machine-readable code (a PROTOCOL P7 code where one fits).
+    /// A short machine-readable code (a protocol P7 code where one fits).
     pub code: &'static str,
     /// A human-readable explanation.
     pub reason: String,
@@ -39,6 +39,17 @@ impl ApiError {
             StatusCode::NOT_FOUND,
             "unknown_session",
             format!("no live session with token {token}"),
+        )
+    }
+}
+
+/// The broker cannot be reached (cluster mode): `503 unavailable`.
+impl From<crate::broker::Unavailable> for ApiError {
+    fn from(err: crate::broker::Unavailable) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            err.to_string(),
         )
     }
 }

@@ -38,6 +38,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/health", get(status::health))
         .route("/ready", get(status::ready))
         .route("/status", get(status::status))
+        .route("/cluster", get(status::cluster))
         .route("/metrics", get(status::metrics))
         .route("/topics", get(topics::list))
         .route("/topics/{*topic}", get(topics::one))

@@ -46,7 +46,7 @@ pub struct Published {
     pub epoch: String,
 }
 
-/// A slice of a topic's history, for a client's resume (PROTOCOL X1).
+/// A slice of a topic's history, for a client's resume (protocol X1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryRange {
     /// The topic stream's epoch (`None`: the topic has no history).
@@ -737,7 +737,7 @@ impl Broker {
     /// Leaves the cluster cleanly: removes this node's presence record and
     /// session registrations (if Redis is reachable) and stops the
     /// background tasks.
-    pub async fn close(self) {
+    pub async fn close(&self) {
         if let Err(e) = upkeep::withdraw(&self.inner).await {
             tracing::debug!(error = %e, "could not withdraw from Redis on close");
         }

@@ -25,7 +25,7 @@ pub enum BrokerError {
 
 /// The broker cannot take this request now (Redis is unreachable, slow or
 /// refused it). Nothing was half-done: a publish either happened entirely
-/// or not at all (PROTOCOL P7 `unavailable`), though after a timeout the
+/// or not at all (protocol P7 `unavailable`), though after a timeout the
 /// publisher cannot know which.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the broker is unavailable: {reason}")]

@@ -18,7 +18,7 @@ pub struct BrokerMessage {
     pub offset: u64,
     /// The topic stream's epoch.
     pub epoch: String,
-    /// When the publishing node accepted the publish (PROTOCOL P6).
+    /// When the publishing node accepted the publish (protocol P6).
     pub timestamp: Timestamp,
     /// The event name.
     pub event: String,

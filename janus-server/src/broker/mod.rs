@@ -1,5 +1,5 @@
 //! The Redis backplane that joins several Janus nodes into one cluster
-//! (PROTOCOL C1), with per-topic offsets and history for resume (X1).
+//! (protocol C1), with per-topic offsets and history for resume (X1).
 //!
 //! A node holds a [`Broker`]. Every publish, local ones included, goes to
 //! Redis ([`Broker::publish`]), and every node delivers what comes back on
