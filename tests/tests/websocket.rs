@@ -451,3 +451,21 @@ async fn positional_resume_over_websocket_replays_what_was_missed() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_full_server_refuses_a_websocket_with_503() {
+    let (server, ws) = start(Config {
+        max_connections: Some(1),
+        ..ws_config()
+    })
+    .await;
+    let mut first = WsClient::connect(ws).await;
+    first.subscribe("t").await;
+    let request = janus_core::ws::client_request("x", "dGhlIHNhbXBsZSBub25jZQ==");
+    let answer = http_answer(ws, &request).await;
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(answer.contains("connection limit (1)"), "{answer}");
+    // The client already in is not affected.
+    first.ws.send_ping_check().await;
+    server.stop().await;
+}
