@@ -1767,6 +1767,7 @@ mod tests {
             topic: "t".into(),
             messages: 100,
             targets: vec![SocketAddr::from(([127, 0, 0, 1], 1))],
+            ws_targets: Vec::new(),
             groups: Vec::new(),
             connect_concurrency: 1,
             timeout_ms: 1,
