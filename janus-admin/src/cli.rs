@@ -75,8 +75,10 @@ pub struct Data {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Server summary: uptime, connections, counters, rates over the last 10 s.
+    /// Server summary: uptime, connections, counters, rates over the last 10 s (and the broker, in a cluster).
     Status,
+    /// The live nodes of the cluster this server belongs to, with their clients and topics.
+    Cluster,
     /// List topics with their subscriber and message counts.
     Topics {
         /// Only topics starting with this.
@@ -102,6 +104,18 @@ pub enum Command {
         /// Start after this session token (the "next" of a previous page).
         #[arg(long, value_name = "TOKEN")]
         after: Option<String>,
+    },
+    /// A topic's stream (epoch, offsets) and the messages its history holds
+    /// for clients that resume (X1).
+    History {
+        /// The topic name.
+        name: String,
+        /// List the messages after this offset (default: from the oldest held).
+        #[arg(long, value_name = "OFFSET")]
+        since: Option<u64>,
+        /// Most messages listed.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
     },
     /// List sessions (paginated by token).
     Sessions {

@@ -11,7 +11,8 @@ use crate::cli::{Cli, Command, Data};
 use crate::client::{encode, Client};
 use crate::format::{self, Table};
 use janus_core::api::{
-    Draining, Kicked, Published, Sent, SessionInfo, SessionPage, Status, TopicDetail, TopicList,
+    ClusterNodes, Draining, Kicked, Published, Sent, SessionInfo, SessionPage, Status, TopicDetail,
+    TopicHistory, TopicList,
 };
 
 /// Runs the command the user asked for.
@@ -24,6 +25,10 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
     let out = Output { json: cli.json };
     match &cli.command {
         Command::Status => status(&client, &out),
+        Command::Cluster => {
+            let (nodes, raw): (ClusterNodes, _) = call(&client, "GET", "/cluster", None)?;
+            out.print(&raw, || cluster_table(&nodes))
+        }
         Command::Topics {
             prefix,
             limit,
@@ -48,6 +53,14 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             }
             let (topic, raw): (TopicDetail, _) = call(&client, "GET", &path, None)?;
             out.print(&raw, || topic_text(&topic))
+        }
+        Command::History { name, since, limit } => {
+            let mut path = format!("/topics/{}/history?limit={limit}", encode(name));
+            if let Some(since) = since {
+                path += &format!("&since={since}");
+            }
+            let (history, raw): (TopicHistory, _) = call(&client, "GET", &path, None)?;
+            out.print(&raw, || history_text(&history))
         }
         Command::Sessions { limit, after, all } => sessions(&client, &out, *limit, after, *all),
         Command::Session { session } => {
@@ -306,7 +319,69 @@ pub fn status_text(s: &Status) -> String {
             format::count(s.delivery_latency.count)
         ),
     );
+    if let Some(b) = &s.broker {
+        kv(
+            "broker",
+            format!(
+                "{} as node {}, {}, {} reconnect{}{}",
+                b.url,
+                b.node_id,
+                if b.connected {
+                    "connected"
+                } else {
+                    "NOT connected"
+                },
+                format::count(b.reconnects),
+                plural(b.reconnects),
+                b.last_error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!(" (last error: {e})"))
+            ),
+        );
+        kv(
+            "broker traffic",
+            format!(
+                "{} in, {} out, {} unavailable, {} recovered, {} gaps; {} topics subscribed; \
+                 publish round trip p50 {}, p99 {}",
+                format::count(b.messages_in),
+                format::count(b.messages_out),
+                format::count(b.publish_failures),
+                format::count(b.recovered),
+                format::count(b.gaps),
+                format::count(b.topics),
+                format::latency(b.publish_rtt_p50_ms),
+                format::latency(b.publish_rtt_p99_ms)
+            ),
+        );
+    }
     kv("slow consumers", format::count(s.slow_consumers));
+    let r = &s.resume;
+    kv(
+        "resumes",
+        format!(
+            "{} recovered, {} not recovered, {} unknown session; {} replayed; \
+             {} detached now ({} expired)",
+            format::count(r.recovered),
+            format::count(r.not_recovered),
+            format::count(r.unknown_session),
+            format::count(r.replayed),
+            format::count(r.detached),
+            format::count(r.expired)
+        ),
+    );
+    let h = &s.history;
+    kv(
+        "history",
+        format!(
+            "{} message{}, {} of {} (per topic {}, {} s)",
+            format::count(h.entries),
+            plural(h.entries),
+            format::bytes(h.bytes as f64),
+            format::bytes(h.max_bytes as f64),
+            format::count(h.size),
+            h.ttl_s
+        ),
+    );
     kv("errors sent", format::errors(&s.errors));
     let mut text = String::new();
     for line in t.lines(0).into_iter().skip(1) {
@@ -318,6 +393,30 @@ pub fn status_text(s: &Status) -> String {
         s.rate_window_s
     ));
     text
+}
+
+/// The human form of `/cluster`.
+fn cluster_table(list: &ClusterNodes) -> String {
+    let mut t = Table::new(&["NODE", ">CLIENTS", ">TOPICS", "ADMIN", ">UP"]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for node in &list.nodes {
+        let this = if node.node_id == list.this_node {
+            " *"
+        } else {
+            ""
+        };
+        t.row(vec![
+            format!("{}{this}", node.node_id),
+            format::count(node.clients),
+            format::count(node.topics),
+            node.admin.clone().unwrap_or_else(|| "-".to_owned()),
+            format::duration(now.saturating_sub(node.started_at)),
+        ]);
+    }
+    let n = list.nodes.len() as u64;
+    t.render() + &format!("({n} live node{}; * answered)\n", plural(n))
 }
 
 fn topics_table(list: &TopicList) -> String {
@@ -390,6 +489,7 @@ fn sessions(
         ">SUBS",
         ">QUEUED",
         ">DELIVERED",
+        "STATE",
     ]);
     let mut pages = Vec::new();
     let mut total;
@@ -410,6 +510,7 @@ fn sessions(
                 format::count(s.subscriptions.len() as u64),
                 format::count(s.queue_depth),
                 format::count(s.delivered),
+                session_state(s),
             ]);
         }
         pages.push(raw);
@@ -448,10 +549,45 @@ fn sessions(
     out.print("", || text)
 }
 
+/// A session's state: `attached`, or `detached 3s (57s left)`.
+fn session_state(s: &SessionInfo) -> String {
+    match (s.detached_ms, s.expires_in_ms) {
+        (Some(waited), left) => format!(
+            "detached {} ({} left)",
+            format::duration(waited / 1000),
+            format::duration(left.unwrap_or(0) / 1000)
+        ),
+        (None, _) => s.state.clone(),
+    }
+}
+
+fn history_text(h: &TopicHistory) -> String {
+    let mut text = format!(
+        "topic {}: epoch {}, offsets {}..={}, {} message{} held ({})\n\n",
+        h.name,
+        h.epoch.as_deref().unwrap_or("-"),
+        h.first,
+        h.last,
+        format::count(h.count),
+        plural(h.count),
+        format::bytes(h.bytes as f64)
+    );
+    let mut t = Table::new(&[">OFFSET", "DELIVERY"]);
+    for m in &h.messages {
+        t.row(vec![m.offset.to_string(), m.delivery.get().to_owned()]);
+    }
+    text += &t.render();
+    if let Some(next) = h.next {
+        text += &format!("(more: --since {next})\n");
+    }
+    text
+}
+
 fn session_text(s: &SessionInfo) -> String {
     let mut t = Table::new(&["", ""]);
     t.row(vec!["token".into(), s.token.clone()]);
     t.row(vec!["peer".into(), s.peer.clone()]);
+    t.row(vec!["transport".into(), s.transport.clone()]);
     t.row(vec![
         "connected".into(),
         format!(
@@ -460,6 +596,7 @@ fn session_text(s: &SessionInfo) -> String {
             format::duration(s.connected_s)
         ),
     ]);
+    t.row(vec!["state".into(), session_state(s)]);
     t.row(vec!["queued".into(), format::count(s.queue_depth)]);
     t.row(vec!["delivered".into(), format::count(s.delivered)]);
     t.row(vec![

@@ -17,6 +17,15 @@ use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 
 use crate::control::Activity;
+
+/// How the subscribing clients connect (`--transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// Plain TCP, the 2009 protocol.
+    Tcp,
+    /// WebSocket (protocol X2).
+    Ws,
+}
 use crate::coordinator::{self, RunConfig, Unreachable};
 use crate::plan;
 use crate::progress::ProgressMode;
@@ -80,6 +89,21 @@ pub enum Cmd {
     /// $(pidof janus-server) --json soak.json
     #[command(after_help = EXIT_CODES)]
     Soak(SoakArgs),
+    /// Measure while some clients lose their connection mid-run and resume
+    /// (docs/protocol.md, X1): nothing may be lost or repeated.
+    ///
+    /// As `run`, but --resume-percent of the reading clients opt in to
+    /// offsets, drop their connection (a reset, like a lost network) after
+    /// a share of their messages between a quarter and three quarters,
+    /// stay away --away, then reconnect and resume from their topic
+    /// positions. Each must be answered `recovered: true` and end with every
+    /// message once, in order; the report gives their resume time and
+    /// delivery latency apart.
+    ///
+    /// Example: janus-bot resume --clients 10000 --messages 200 --rate 100
+    /// --resume-percent 10
+    #[command(after_help = EXIT_CODES)]
+    Resume(ResumeArgs),
     /// Run a long-lived agent that runs worker processes for remote
     /// coordinators (`run --agents`). Prints the bound address first.
     #[command(after_help = EXIT_CODES)]
@@ -162,6 +186,15 @@ pub struct RunArgs {
     /// The targets are one cluster: publish each message once, to the first.
     #[arg(long)]
     pub clustered: bool,
+    /// How subscribing clients connect: tcp (the 2009 protocol), or ws
+    /// (WebSocket, protocol X2) to the --ws-target addresses. Publishers
+    /// and background clients use --target either way.
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub transport: Transport,
+    /// The servers' WebSocket addresses (janus-server --ws-listen), HOST:PORT,
+    /// one per --target in the same order (with --transport ws).
+    #[arg(long, value_delimiter = ',')]
+    pub ws_target: Vec<String>,
     /// Publish key (protocol X4), for servers that require one.
     #[arg(long, env = "JANUS_PUBLISH_KEY", hide_env_values = true)]
     pub publish_key: Option<String>,
@@ -203,6 +236,20 @@ pub struct ChurnArgs {
     /// read at the start, after the warm-up and after the churn.
     #[arg(long)]
     pub server_pid: Option<u32>,
+}
+
+/// Flags of `resume`.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The measurement.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Percentage of the reading clients that drop their connection and resume.
+    #[arg(long, default_value_t = 10.0)]
+    pub resume_percent: f64,
+    /// How long a resuming client stays away before it reconnects.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub away: Duration,
 }
 
 /// Flags of `soak`.
@@ -307,6 +354,7 @@ pub fn main() -> ExitCode {
         Cmd::Run(args) => run_config(&args, None).and_then(|cfg| measure(&args, &cfg)),
         Cmd::Churn(args) => churn_config(&args, None).and_then(|cfg| measure(&args.run, &cfg)),
         Cmd::Soak(args) => soak_config(&args).and_then(|cfg| measure(&args.churn.run, &cfg)),
+        Cmd::Resume(args) => resume_config(&args).and_then(|cfg| measure(&args.run, &cfg)),
         Cmd::Publish(args) => publish_command(args),
     };
     match result {
@@ -357,6 +405,23 @@ fn check_run(args: &RunArgs, duration: Option<Duration>) -> anyhow::Result<RunCo
     if targets.is_empty() {
         bail!("--target names no server");
     }
+    let ws_targets = match args.transport {
+        Transport::Tcp if !args.ws_target.is_empty() => {
+            bail!("--ws-target needs --transport ws")
+        }
+        Transport::Tcp => Vec::new(),
+        Transport::Ws => {
+            let ws = args
+                .ws_target
+                .iter()
+                .map(|t| resolve(t.trim()))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if ws.len() != targets.len() {
+                bail!("--transport ws needs one --ws-target per --target, in the same order");
+            }
+            ws
+        }
+    };
     janus_core::validate_topic(&args.topic)
         .map_err(|e| anyhow::anyhow!("--topic: {}", e.reason))?;
     if !(args.rate.is_finite() && args.rate > 0.0) {
@@ -394,6 +459,7 @@ fn check_run(args: &RunArgs, duration: Option<Duration>) -> anyhow::Result<RunCo
         .transpose()?;
     Ok(RunConfig {
         targets,
+        ws_targets,
         agents: args
             .agents
             .iter()
@@ -421,6 +487,8 @@ fn check_run(args: &RunArgs, duration: Option<Duration>) -> anyhow::Result<RunCo
         warmup: Duration::ZERO,
         settle: Duration::ZERO,
         server_pid: None,
+        resume: 0,
+        resume_away: Duration::ZERO,
     })
 }
 
@@ -448,6 +516,21 @@ pub fn churn_config(
     cfg.warmup = args.warmup;
     cfg.settle = args.settle;
     cfg.server_pid = args.server_pid;
+    Ok(cfg)
+}
+
+/// Validates the flags of `resume`.
+///
+/// # Errors
+/// For any flag out of range (a usage error).
+pub fn resume_config(args: &ResumeArgs) -> anyhow::Result<RunConfig> {
+    let mut cfg = run_config(&args.run, None)?;
+    if !(0.0..=100.0).contains(&args.resume_percent) {
+        return Err(Usage(anyhow::anyhow!("--resume-percent must be from 0 to 100")).into());
+    }
+    let readers = cfg.clients - cfg.never_read;
+    cfg.resume = ((readers as f64 * args.resume_percent / 100.0).round() as u64).min(readers);
+    cfg.resume_away = args.away;
     Ok(cfg)
 }
 

@@ -61,6 +61,9 @@ pub struct Unreachable(pub String);
 pub struct RunConfig {
     /// Servers; clients are spread over them.
     pub targets: Vec<SocketAddr>,
+    /// Their WebSocket addresses when subscribers connect over WebSocket
+    /// (same order as `targets`); empty for TCP.
+    pub ws_targets: Vec<SocketAddr>,
     /// Agent addresses; empty for local worker processes.
     pub agents: Vec<String>,
     /// Number of subscribing clients (readers and never-reading ones).
@@ -105,6 +108,10 @@ pub struct RunConfig {
     pub settle: Duration,
     /// A server process on this machine whose memory the report tracks.
     pub server_pid: Option<u32>,
+    /// Readers that drop their connection mid-run and resume (X1).
+    pub resume: u64,
+    /// How long a resuming reader stays away.
+    pub resume_away: Duration,
 }
 
 impl RunConfig {
@@ -287,11 +294,14 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
         // Never-reading clients in proportion to each worker's share.
         let never = |n: u64| (cfg.never_read * n).checked_div(cfg.clients).unwrap_or(0);
         let never_read = never(p.first + p.clients()) - never(p.first);
+        let resuming = |n: u64| (cfg.resume * n).checked_div(cfg.clients).unwrap_or(0);
+        let resume = resuming(p.first + p.clients()) - resuming(p.first);
         let setup = Setup {
             name: link.name.clone(),
             topic: cfg.topic.clone(),
             messages: cfg.messages,
             targets: cfg.targets.clone(),
+            ws_targets: cfg.ws_targets.clone(),
             groups: p.groups.clone(),
             connect_concurrency: concurrency,
             timeout_ms: cfg.timeout.as_millis() as u64,
@@ -302,8 +312,12 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
             never_read: u32::try_from(never_read).unwrap_or(u32::MAX),
             never_read_rcvbuf: cfg.never_read_rcvbuf,
             activity: cfg.activity.share(i as u64, parts),
+            resume: crate::control::ResumePlan {
+                clients: u32::try_from(resume).unwrap_or(u32::MAX),
+                away_ms: cfg.resume_away.as_millis() as u64,
+            },
         };
-        link.send(&Command::Setup(setup)).await?;
+        link.send(&Command::Setup(Box::new(setup))).await?;
         states[i].last_seen = Some(Instant::now());
     }
     let silence = cfg.timeout.max(Duration::from_secs(5)) + Duration::from_secs(2);

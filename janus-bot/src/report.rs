@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::clock::ClockOffset;
 use std::collections::BTreeMap;
 
-use crate::control::{ErrorCount, NeverRead, Results, RoleCounts};
+use crate::control::{ErrorCount, NeverRead, Results, ResumeCounts, RoleCounts};
 use crate::coordinator::{merge_errors, RunConfig};
 use crate::link::Link;
 use crate::publisher::PublishMode;
@@ -76,6 +76,35 @@ impl ServerRss {
     pub fn growth_percent(&self) -> Option<f64> {
         let end = self.end_mib?;
         (self.reference_mib > 0.0).then(|| (end - self.reference_mib) / self.reference_mib * 100.0)
+    }
+}
+
+/// What the clients that dropped their connection and resumed saw (X1).
+#[derive(Debug, Clone, Serialize)]
+pub struct ResumeReport {
+    /// Clients planned to resume.
+    pub clients: u32,
+    /// Resumes answered `recovered: true`.
+    pub recovered: u32,
+    /// Resumes answered `recovered: false`: a failure, as long as the
+    /// server's history reaches back.
+    pub not_recovered: u32,
+    /// Resumes with no `resumed` answer.
+    pub failed: u32,
+    /// Messages the server replayed, in all.
+    pub replayed: u64,
+    /// Reconnect to `resumed` answer.
+    pub resume_time_ms: Summary,
+    /// Latency of every distinct delivery to a resuming client, replayed or live.
+    pub latency_ms: Summary,
+    /// Latency of every distinct delivery to the other clients.
+    pub others_latency_ms: Summary,
+}
+
+impl ResumeReport {
+    /// Whether every planned resume recovered.
+    pub fn ok(&self) -> bool {
+        self.recovered == self.clients && self.not_recovered == 0 && self.failed == 0
     }
 }
 
@@ -231,6 +260,8 @@ pub struct RunReport {
     pub activity: BTreeMap<String, RoleCounts>,
     /// The watched server's memory (`--server-pid`).
     pub server_rss: Option<ServerRss>,
+    /// The clients that resumed (none: no resume run).
+    pub resume: Option<ResumeReport>,
     /// Wall time of the whole run, s.
     pub duration_s: f64,
 }
@@ -252,8 +283,10 @@ pub fn build(input: Input<'_>) -> RunReport {
     let mut expected = 0u64;
     let mut never_read = NeverRead::default();
     let mut activity: BTreeMap<String, RoleCounts> = BTreeMap::new();
+    let mut resumes = ResumeCounts::default();
     for r in input.results {
         expected += r.expected;
+        resumes.merge(&r.resume);
         never_read.merge(&r.never_read);
         for (role, counts) in &r.activity {
             activity.entry(role.clone()).or_default().merge(counts);
@@ -340,9 +373,21 @@ pub fn build(input: Input<'_>) -> RunReport {
         cfg.messages,
         if cfg.messages == 1 { "" } else { "s" }
     );
+    let resume = (cfg.resume > 0).then(|| ResumeReport {
+        clients: resumes.clients,
+        recovered: resumes.recovered,
+        not_recovered: resumes.not_recovered,
+        failed: resumes.failed,
+        replayed: resumes.replayed,
+        resume_time_ms: resumes.resume_time.summary(),
+        latency_ms: resumes.latency.summary(),
+        others_latency_ms: resumes.others_latency.summary(),
+    });
     RunReport {
         title,
-        success: received == expected && clients_bad == 0,
+        success: received == expected
+            && clients_bad == 0
+            && resume.as_ref().is_none_or(ResumeReport::ok),
         targets,
         agents,
         workers: input.links.len(),
@@ -401,6 +446,7 @@ pub fn build(input: Input<'_>) -> RunReport {
         never_read: (cfg.never_read > 0).then_some(never_read),
         activity,
         server_rss: input.server_rss,
+        resume,
         duration_s: input.duration.as_secs_f64(),
     }
 }
@@ -570,6 +616,27 @@ impl RunReport {
                 n.clients, n.cut, n.told, n.trimmed, n.complete, n.stalled
             )?;
         }
+        if let Some(r) = &self.resume {
+            let (t, l, o) = (&r.resume_time_ms, &r.latency_ms, &r.others_latency_ms);
+            writeln!(
+                out,
+                "resumed clients: {} planned; {} recovered, {} not recovered, {} failed; {} messages replayed",
+                r.clients, r.recovered, r.not_recovered, r.failed, r.replayed
+            )?;
+            writeln!(
+                out,
+                "  resume time (reconnect to resumed): p50 {}, p99 {}, max {}; their deliveries: p50 {}, p99 {}, max {}; the others' deliveries: p50 {}, p99 {}, max {}",
+                format_millis(t.p50),
+                format_millis(t.p99),
+                format_millis(t.max),
+                format_millis(l.p50),
+                format_millis(l.p99),
+                format_millis(l.max),
+                format_millis(o.p50),
+                format_millis(o.p99),
+                format_millis(o.max)
+            )?;
+        }
         for (role, c) in &self.activity {
             let codes: Vec<String> = c
                 .error_frames
@@ -633,9 +700,20 @@ impl RunReport {
                 self.duration_s
             )?;
         } else {
+            let resumes = self
+                .resume
+                .as_ref()
+                .filter(|r| !r.ok())
+                .map_or_else(String::new, |r| {
+                    format!(
+                        ", {} of {} resumes not recovered or failed",
+                        r.clients - r.recovered,
+                        r.clients
+                    )
+                });
             writeln!(
                 out,
-                "result: FAILED, {} of {} deliveries missing, {} bad clients",
+                "result: FAILED, {} of {} deliveries missing, {} bad clients{resumes}",
                 self.deliveries_expected
                     .saturating_sub(self.deliveries_received),
                 self.deliveries_expected,

@@ -52,8 +52,8 @@ use nix::errno::Errno;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::control::{
-    topic_name, write_line, Command, ErrorCount, Event, NeverRead, Progress, Results, RoleCounts,
-    Setup,
+    topic_name, write_line, Command, ErrorCount, Event, NeverRead, Progress, Results, ResumeCounts,
+    RoleCounts, Setup,
 };
 use crate::frame::{self, Frame};
 use crate::sys;
@@ -141,7 +141,7 @@ pub fn serve(
                         write_line(&mut events, &Event::Fatal { error })?;
                         return Ok(());
                     }
-                    let swarm = Swarm::new(setup, poll)?;
+                    let swarm = Swarm::new(*setup, poll)?;
                     return swarm.run(&rx, &mut events);
                 }
                 Input::Command(Command::Finish) => return Ok(()),
@@ -236,6 +236,10 @@ enum State {
     Acting,
     /// A never-reading client being read at the end of the run.
     Draining,
+    /// A resuming reader between dropping its connection and reconnecting.
+    Away,
+    /// A resuming reader that sent its resume and waits for `resumed`.
+    AwaitResumed,
     Failed,
     Disconnected,
 }
@@ -283,10 +287,39 @@ struct Conn {
     partial: Option<Vec<u8>>,
     /// One sequence per subscription.
     seqs: Vec<SeqTracker>,
+    /// Connected over WebSocket (X2).
+    websocket: bool,
+    /// Its handshake and frame decoding (taken out while a read is handled).
+    ws: Option<Box<WsState>>,
     /// A never-reading client's stream ended while it was drained…
     ended: bool,
     /// … with a `slow_consumer` error frame.
     told: bool,
+    /// A reader that drops its connection mid-run and resumes (X1).
+    resumer: Option<Box<Resumer>>,
+}
+
+/// Where a resuming reader is (see [`crate::control::ResumePlan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResumePhase {
+    /// Reading until it has `drop_after` messages.
+    Planned,
+    /// Its connection is dropped; reconnecting since the given instant.
+    Resuming(u64),
+    /// Resumed (or failed to).
+    Done,
+}
+
+/// A resuming reader's plan and positions.
+struct Resumer {
+    phase: ResumePhase,
+    /// Distinct messages it receives before dropping its connection.
+    drop_after: u32,
+    /// The session token from the first hello.
+    token: String,
+    /// Per subscription: the topic's epoch and the offset of the last
+    /// message received.
+    positions: Vec<(String, u64)>,
 }
 
 impl Conn {
@@ -309,8 +342,11 @@ impl Conn {
             out: None,
             partial: None,
             seqs: vec![SeqTracker::default(); subs as usize],
+            websocket: false,
+            ws: None,
             ended: false,
             told: false,
+            resumer: None,
         }
     }
 
@@ -322,6 +358,22 @@ impl Conn {
         )
     }
 }
+
+/// The WebSocket side of a subscribing client (`--transport ws`).
+struct WsState {
+    /// The `101` answer has been read.
+    upgraded: bool,
+    decoder: janus_core::ws::WsDecoder,
+    /// Bytes of a handshake answer or a frame cut by the end of a read;
+    /// unallocated otherwise.
+    buf: bytes::BytesMut,
+}
+
+/// The handshake key of every bot client (the server only checks its form).
+const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+/// The mask of every frame a bot client sends: a browser must pick masks an
+/// attacker cannot predict (RFC 6455 §10.3); a load generator need not.
+const WS_MASK: [u8; 4] = *b"jbot";
 
 /// Messages of a run of `total` that go to topic `j` of `topics`.
 fn per_topic(total: u32, topics: u32, j: u32) -> u32 {
@@ -344,6 +396,11 @@ struct Swarm {
     subscribed_per_target: Vec<u32>,
     sent_per_target: Vec<u32>,
     ledger: Ledger,
+    /// The latencies of resuming readers only…
+    resume_ledger: Ledger,
+    /// … and of the other readers, when some resume.
+    others_ledger: Ledger,
+    resume_counts: ResumeCounts,
     errors: HashMap<(&'static str, u16, String), u32>,
     roles: BTreeMap<&'static str, RoleCounts>,
     scratch: Vec<u8>,
@@ -397,6 +454,7 @@ impl Swarm {
             }
         }
         let subscribers = conns.len();
+        plan_resumers(&setup, &mut conns);
         let a = &setup.activity;
         for (role, n) in [
             (Role::Churner, a.churners),
@@ -426,6 +484,12 @@ impl Swarm {
         let targets = setup.targets.len();
         Ok(Self {
             ledger: Ledger::new(targets, setup.messages),
+            resume_ledger: Ledger::new(targets, setup.messages),
+            others_ledger: Ledger::new(targets, setup.messages),
+            resume_counts: ResumeCounts {
+                clients: setup.resume.clients,
+                ..ResumeCounts::default()
+            },
             subscribed_per_target: vec![0; targets],
             sent_per_target: vec![0; targets],
             timeout_ns: setup.timeout_ms.saturating_mul(1_000_000),
@@ -453,15 +517,21 @@ impl Swarm {
 
     /// The bytes that subscribe to `count` topics from `first` (marker
     /// first), topic indexes taken modulo `space`.
-    fn subscribe_bytes(&self, first: u32, count: u32, space: u32) -> Vec<u8> {
-        let mut buf = bytes::BytesMut::new();
-        buf.extend_from_slice(janus_core::REGULAR_SOCKET_MARKER);
-        buf.extend_from_slice(&[janus_core::CLIENT_TERMINATOR]);
-        for s in 0..count {
+    fn subscribe_bytes(
+        &self,
+        first: u32,
+        count: u32,
+        space: u32,
+        (offsets, ws): (bool, bool),
+    ) -> Vec<u8> {
+        let options = offsets.then_some(ClientMessage::Options {
+            offsets: Some(true),
+        });
+        let subscribes = (0..count).map(|s| {
             let name = topic_name(&self.setup.topic, (first + s) % space, self.setup.topics);
-            ClientMessage::Subscribe(name).encode(&mut buf);
-        }
-        buf.to_vec()
+            ClientMessage::Subscribe(name)
+        });
+        requests(options.into_iter().chain(subscribes), ws)
     }
 
     fn run(mut self, rx: &mpsc::Receiver<Input>, out: &mut impl Write) -> anyhow::Result<()> {
@@ -588,7 +658,21 @@ impl Swarm {
     fn connect(&mut self, idx: usize) -> Result<(), String> {
         let conn = &mut self.conns[idx];
         conn.state = State::Connecting;
-        let target = self.setup.targets[usize::from(conn.target)];
+        let ws = !self.setup.ws_targets.is_empty() && !conn.role.background();
+        let targets = if ws {
+            &self.setup.ws_targets
+        } else {
+            &self.setup.targets
+        };
+        let target = targets[usize::from(conn.target)];
+        conn.websocket = ws;
+        conn.ws = ws.then(|| {
+            Box::new(WsState {
+                upgraded: false,
+                decoder: janus_core::ws::WsDecoder::client(self.setup.max_frame),
+                buf: bytes::BytesMut::new(),
+            })
+        });
         let rcvbuf = matches!(conn.role, Role::NeverRead | Role::Stuck)
             .then_some(self.setup.never_read_rcvbuf);
         let mut stream = open(target, conn.source, rcvbuf)
@@ -652,9 +736,17 @@ impl Swarm {
                 }
             }
             conn.state = State::AwaitHello;
+            if conn.websocket {
+                let host = conn.target.to_string();
+                conn.out = Some(janus_core::ws::client_request(&host, WS_KEY).into_bytes());
+            }
+            let reconnect = conn
+                .resumer
+                .as_ref()
+                .is_some_and(|r| r.phase != ResumePhase::Planned);
             if conn.role.background() {
                 self.role(idx).connections += 1;
-            } else {
+            } else if !reconnect {
                 self.progress.connected += 1;
             }
             // A hello that arrived with the connect is in this same event
@@ -710,6 +802,9 @@ impl Swarm {
 
     /// Handles one chunk of bytes; false once the connection is gone.
     fn consume(&mut self, idx: usize, chunk: &[u8], now: u64) -> bool {
+        if self.conns[idx].websocket {
+            return self.consume_ws(idx, chunk, now);
+        }
         let mut partial = self.conns[idx].partial.take();
         let max = self.setup.max_frame;
         let result = frame::split(&mut partial, chunk, max, |f| self.on_frame(idx, f, now));
@@ -729,6 +824,56 @@ impl Swarm {
         }
     }
 
+    /// The same over WebSocket: the handshake answer, then one frame per
+    /// text message (pings need no answer; a close is followed by the end
+    /// of the stream, handled as over TCP).
+    fn consume_ws(&mut self, idx: usize, chunk: &[u8], now: u64) -> bool {
+        use janus_core::ws::Message;
+        use tokio_util::codec::Decoder as _;
+        let Some(mut ws) = self.conns[idx].ws.take() else {
+            return false;
+        };
+        ws.buf.extend_from_slice(chunk);
+        if !ws.upgraded {
+            match janus_core::ws::client_response(&ws.buf, WS_KEY) {
+                Ok(None) => {
+                    self.conns[idx].ws = Some(ws);
+                    return true;
+                }
+                Ok(Some(end)) => {
+                    let _ = ws.buf.split_to(end);
+                    ws.upgraded = true;
+                }
+                Err(why) => {
+                    self.fail(idx, format!("WebSocket handshake: {why}"));
+                    return false;
+                }
+            }
+        }
+        let mut go_on = true;
+        while go_on {
+            match ws.decoder.decode(&mut ws.buf) {
+                Ok(Some(Message::Text(text))) => go_on = self.on_frame(idx, &text, now),
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    self.fail(idx, e.to_string());
+                    return false;
+                }
+            }
+        }
+        if ws.buf.is_empty() && ws.decoder.is_idle() {
+            // Nothing pending: no buffer held between reads.
+            ws.buf = bytes::BytesMut::new();
+        }
+        let conn = &mut self.conns[idx];
+        if conn.stream.is_none() {
+            return false;
+        }
+        conn.ws = Some(ws);
+        go_on
+    }
+
     /// Handles one frame; false once the connection is closed.
     fn on_frame(&mut self, idx: usize, bytes: &[u8], now: u64) -> bool {
         let (role, state) = (self.conns[idx].role, self.conns[idx].state);
@@ -739,6 +884,13 @@ impl Swarm {
                     if let Some((target, seq)) = self.count_delivery(idx, d) {
                         self.ledger.received(target, seq, now);
                         self.progress.received += 1;
+                        if self.conns[idx].resumer.is_some() {
+                            self.resume_ledger.received(target, seq, now);
+                            return self.track_offset(idx, seq, bytes, now);
+                        }
+                        if self.setup.resume.clients > 0 {
+                            self.others_ledger.received(target, seq, now);
+                        }
                     }
                     true
                 }
@@ -778,8 +930,24 @@ impl Swarm {
             .and_then(ServerMessage::parse);
         let (role, state) = (self.conns[idx].role, self.conns[idx].state);
         match parsed {
-            Ok(ServerMessage::Hello { .. }) if state == State::AwaitHello => {
+            Ok(ServerMessage::Hello { token, .. }) if state == State::AwaitHello => {
+                if let Some(r) = self.conns[idx].resumer.as_mut() {
+                    if r.phase == ResumePhase::Planned {
+                        r.token = token;
+                    }
+                }
                 self.on_hello(idx, now)
+            }
+            Ok(ServerMessage::Subscribed { topic, epoch, .. })
+                if state == State::AwaitAck && self.conns[idx].resumer.is_some() =>
+            {
+                self.on_offset_subscribed(idx, &topic, epoch, now)
+            }
+            Ok(ServerMessage::Resumed {
+                recovered, missed, ..
+            }) if state == State::AwaitResumed => {
+                self.on_resumed(idx, recovered, missed, now);
+                true
             }
             Ok(ServerMessage::Error { code, .. }) if state == State::Draining => {
                 self.conns[idx].told |= code == janus_core::ErrorCode::SlowConsumer.as_str();
@@ -806,6 +974,18 @@ impl Swarm {
     fn on_hello(&mut self, idx: usize, now: u64) -> bool {
         let (role, first) = (self.conns[idx].role, self.conns[idx].topic);
         match role {
+            Role::Reader
+                if self.conns[idx]
+                    .resumer
+                    .as_ref()
+                    .is_some_and(|r| r.phase != ResumePhase::Planned) =>
+            {
+                let out = self.resume_bytes(idx);
+                let conn = &mut self.conns[idx];
+                conn.state = State::AwaitResumed;
+                conn.out = Some(out);
+                self.flush(idx)
+            }
             Role::Reader | Role::NeverRead | Role::Stuck | Role::Churner => {
                 let subs = self.conns[idx].seqs.len().max(1) as u32;
                 // Churners pick from twice as many topics as carry messages.
@@ -815,9 +995,11 @@ impl Swarm {
                 } else {
                     topics
                 };
-                let out = self.subscribe_bytes(first, subs, space);
+                let offsets = self.conns[idx].resumer.is_some();
+                let ws = self.conns[idx].websocket;
+                let out = self.subscribe_bytes(first, subs, space, (offsets, ws));
                 let conn = &mut self.conns[idx];
-                conn.acks_due = subs;
+                conn.acks_due = subs + u32::from(offsets);
                 conn.state = State::AwaitAck;
                 conn.out = Some(out);
                 self.flush(idx)
@@ -885,6 +1067,114 @@ impl Swarm {
             .observe(seq / topics)
             .is_new()
             .then_some((usize::from(conn.target), seq))
+    }
+
+    /// A resuming reader's subscribe was answered `subscribed`: notes the
+    /// topic's epoch and latest offset.
+    fn on_offset_subscribed(&mut self, idx: usize, topic: &str, epoch: String, now: u64) -> bool {
+        let topics = self.setup.topics.max(1);
+        let conn = &mut self.conns[idx];
+        let slot = (0..conn.seqs.len() as u32)
+            .find(|s| topic_name(&self.setup.topic, (conn.topic + s) % topics, topics) == topic);
+        let (Some(slot), Some(r)) = (slot, conn.resumer.as_mut()) else {
+            let why = format!("subscribed to a topic it did not ask for: {topic:?}");
+            self.fail(idx, why);
+            return false;
+        };
+        if let Some(p) = r.positions.get_mut(slot as usize) {
+            p.0 = epoch;
+        }
+        conn.acks_due = conn.acks_due.saturating_sub(1);
+        if conn.acks_due == 0 {
+            self.on_subscribed(idx, now);
+        }
+        true
+    }
+
+    /// A resuming reader received message `seq` (`bytes`, with its offset
+    /// last): notes the offset, and drops the connection once it has its
+    /// share of messages. False once the connection is dropped.
+    fn track_offset(&mut self, idx: usize, seq: u32, bytes: &[u8], now: u64) -> bool {
+        let topics = self.setup.topics.max(1);
+        let conn = &mut self.conns[idx];
+        let slot = ((seq % topics) + topics - conn.topic % topics) % topics;
+        let received: u32 = conn.seqs.iter().map(SeqTracker::received).sum();
+        let Some(r) = conn.resumer.as_mut() else {
+            return true;
+        };
+        if let (Some(p), Some(offset)) = (r.positions.get_mut(slot as usize), frame_offset(bytes)) {
+            p.1 = offset;
+        }
+        if r.phase != ResumePhase::Planned || received < r.drop_after {
+            return true;
+        }
+        // Lost like a network: a reset, no goodbye, nothing more read.
+        r.phase = ResumePhase::Resuming(0);
+        if let Some(mut stream) = conn.stream.take() {
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            let _ = self.poll.registry().deregister(&mut stream);
+        }
+        conn.partial = None;
+        conn.out = None;
+        conn.state = State::Away;
+        let away = self.setup.resume.away_ms.saturating_mul(1_000_000);
+        self.set_timer(idx, now + away);
+        false
+    }
+
+    /// A resuming reader reconnects, to resume once the hello is there.
+    fn reconnect(&mut self, idx: usize, now: u64) {
+        if let Some(r) = self.conns[idx].resumer.as_mut() {
+            r.phase = ResumePhase::Resuming(now);
+        }
+        if let Err(why) = self.connect(idx) {
+            self.fail(idx, why);
+        }
+    }
+
+    /// The marker and the resume request of a reconnected resuming reader.
+    fn resume_bytes(&self, idx: usize) -> Vec<u8> {
+        let topics = self.setup.topics.max(1);
+        let conn = &self.conns[idx];
+        let mut resume = None;
+        if let Some(r) = &conn.resumer {
+            let positions = r
+                .positions
+                .iter()
+                .enumerate()
+                .map(|(s, (epoch, offset))| janus_core::TopicPosition {
+                    topic: topic_name(&self.setup.topic, (conn.topic + s as u32) % topics, topics),
+                    epoch: epoch.clone(),
+                    offset: *offset,
+                })
+                .collect();
+            resume = Some(ClientMessage::Resume(janus_core::Resume::Positions {
+                token: r.token.clone(),
+                topics: positions,
+            }));
+        }
+        requests(resume.into_iter(), conn.websocket)
+    }
+
+    /// The answer to a resume: live again, after the replay.
+    fn on_resumed(&mut self, idx: usize, recovered: bool, missed: u64, now: u64) {
+        let conn = &mut self.conns[idx];
+        conn.state = State::Subscribed;
+        let Some(r) = conn.resumer.as_mut() else {
+            return;
+        };
+        if let ResumePhase::Resuming(since) = r.phase {
+            let micros = now.saturating_sub(since) / 1000;
+            self.resume_counts.resume_time.record_micros(micros);
+        }
+        r.phase = ResumePhase::Done;
+        let c = &mut self.resume_counts;
+        if recovered {
+            c.recovered += 1;
+        } else {
+            c.not_recovered += 1;
+        }
+        c.replayed += missed;
     }
 
     /// Compares a reader's delivery with the server's clock (a sanity check
@@ -969,6 +1259,24 @@ impl Swarm {
             }
             return;
         }
+        if conn
+            .resumer
+            .as_ref()
+            .is_some_and(|r| matches!(r.phase, ResumePhase::Resuming(_)))
+        {
+            // The resume itself failed: the reader is lost.
+            if let Some(r) = conn.resumer.as_mut() {
+                r.phase = ResumePhase::Done;
+            }
+            conn.state = State::Disconnected;
+            conn.stream = None;
+            conn.partial = None;
+            conn.out = None;
+            self.progress.disconnected += 1;
+            self.resume_counts.failed += 1;
+            *self.errors.entry(("resume", conn.target, why)).or_insert(0) += 1;
+            return;
+        }
         if conn.state == State::Draining {
             conn.ended = true;
             conn.stream = None;
@@ -1029,6 +1337,7 @@ impl Swarm {
         match (role, state) {
             (_, State::Idle) if self.activity_on => self.start_cycle(idx, now),
             (_, State::Idle) => {}
+            (Role::Reader, State::Away) => self.reconnect(idx, now),
             (_, State::Connecting | State::AwaitHello | State::AwaitAck) => {
                 self.fail(idx, "timed out".to_owned());
             }
@@ -1172,6 +1481,10 @@ impl Swarm {
         for (target, time) in times.iter().enumerate().take(self.sent_per_target.len()) {
             if let Some(t) = time {
                 self.ledger.sent(target, seq, *t);
+                if self.setup.resume.clients > 0 {
+                    self.resume_ledger.sent(target, seq, *t);
+                    self.others_ledger.sent(target, seq, *t);
+                }
                 self.sent_per_target[target] += 1;
             }
         }
@@ -1191,7 +1504,11 @@ impl Swarm {
         let mut pending = 0u64;
         if self.progress.sent_seen > 0 {
             for c in &self.conns[..self.subscribers] {
-                if c.role == Role::Reader && c.state == State::Subscribed {
+                let away = c
+                    .resumer
+                    .as_ref()
+                    .is_some_and(|r| matches!(r.phase, ResumePhase::Resuming(_)));
+                if c.role == Role::Reader && (c.state == State::Subscribed || away) {
                     let sent = self.sent_per_target[usize::from(c.target)];
                     for (want, got) in self.expected(c, sent).zip(&c.seqs) {
                         pending += u64::from(want.saturating_sub(got.received()));
@@ -1252,6 +1569,11 @@ impl Swarm {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), v.clone()))
                 .collect(),
+            resume: ResumeCounts {
+                latency: self.resume_ledger.histogram().clone(),
+                others_latency: self.others_ledger.histogram().clone(),
+                ..self.resume_counts.clone()
+            },
         };
         for c in &self.conns[..self.subscribers] {
             let want: Vec<u32> = self.expected(c, m).collect();
@@ -1293,6 +1615,68 @@ impl Swarm {
             }
         }
         r
+    }
+}
+
+/// Makes the last `setup.resume.clients` readers resuming readers, each
+/// dropping its connection after a share of its messages spread between a
+/// quarter and three quarters (a reader expecting fewer than two messages
+/// cannot resume mid-run and stays an ordinary reader).
+fn plan_resumers(setup: &Setup, conns: &mut [Conn]) {
+    let n = setup.resume.clients as usize;
+    let topics = setup.topics.max(1);
+    let readers = conns.len().saturating_sub(setup.never_read as usize);
+    let first = conns.len() - n.min(readers);
+    for (j, conn) in conns[first..].iter_mut().enumerate() {
+        let want: u32 = (0..conn.seqs.len() as u32)
+            .map(|s| per_topic(setup.messages, topics, (conn.topic + s) % topics))
+            .sum();
+        if want < 2 {
+            continue;
+        }
+        let share = 0.25 + 0.5 * (j as f64 + 0.5) / n as f64;
+        let drop_after = ((f64::from(want) * share).ceil() as u32).clamp(1, want - 1);
+        conn.resumer = Some(Box::new(Resumer {
+            phase: ResumePhase::Planned,
+            drop_after,
+            token: String::new(),
+            positions: vec![(String::new(), 0); conn.seqs.len()],
+        }));
+    }
+}
+
+/// The `"offset":N` that ends an offset client's delivery.
+fn frame_offset(bytes: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b",\"offset\":";
+    let at = memchr::memmem::rfind(bytes, KEY)?;
+    let digits = bytes[at + KEY.len()..].strip_suffix(b"}")?;
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// The bytes of client requests: over TCP the marker, then each request
+/// with its terminator (P1); over WebSocket one masked text message each,
+/// without marker or terminator (X2).
+fn requests(messages: impl Iterator<Item = ClientMessage>, ws: bool) -> Vec<u8> {
+    let mut buf = bytes::BytesMut::new();
+    if !ws {
+        buf.extend_from_slice(janus_core::REGULAR_SOCKET_MARKER);
+        buf.extend_from_slice(&[janus_core::CLIENT_TERMINATOR]);
+    }
+    let mut out = Vec::new();
+    for message in messages {
+        message.encode(&mut buf);
+        if ws {
+            let frame = buf.split();
+            let json = frame
+                .strip_suffix(&[janus_core::CLIENT_TERMINATOR])
+                .unwrap_or(&frame);
+            out.extend(janus_core::ws::client_text_frame(json, WS_MASK));
+        }
+    }
+    if ws {
+        out
+    } else {
+        buf.to_vec()
     }
 }
 
@@ -1366,5 +1750,49 @@ mod tests {
         let counts: Vec<u32> = (0..4).map(|j| per_topic(10, 4, j)).collect();
         assert_eq!(counts, [3, 3, 2, 2]);
         assert_eq!(counts.iter().sum::<u32>(), 10);
+    }
+
+    #[test]
+    fn offsets_are_read_from_the_end_of_a_delivery() {
+        let d = br#"{"timestamp":[1,2,3],"topic":"t","event":"","message_id":"4","data":{"offset":9},"offset":12}"#;
+        assert_eq!(frame_offset(d), Some(12));
+        assert_eq!(frame_offset(br#"{"topic":"t","data":1}"#), None);
+        assert_eq!(frame_offset(br#"{"data":1,"offset":x}"#), None);
+    }
+
+    #[test]
+    fn resumers_are_the_last_readers_and_drop_mid_run() {
+        let setup = Setup {
+            name: "w".into(),
+            topic: "t".into(),
+            messages: 100,
+            targets: vec![SocketAddr::from(([127, 0, 0, 1], 1))],
+            ws_targets: Vec::new(),
+            groups: Vec::new(),
+            connect_concurrency: 1,
+            timeout_ms: 1,
+            max_frame: 1,
+            topics: 1,
+            subscriptions: 1,
+            first_client: 0,
+            never_read: 2,
+            never_read_rcvbuf: 1,
+            activity: crate::control::Activity::default(),
+            resume: crate::control::ResumePlan {
+                clients: 4,
+                away_ms: 1,
+            },
+        };
+        let mut conns: Vec<Conn> = (0..10)
+            .map(|_| Conn::new(Role::Reader, 0, None, 0, 1))
+            .collect();
+        plan_resumers(&setup, &mut conns);
+        let drops: Vec<Option<u32>> = conns
+            .iter()
+            .map(|c| c.resumer.as_ref().map(|r| r.drop_after))
+            .collect();
+        assert!(drops[..6].iter().all(Option::is_none));
+        let drops: Vec<u32> = drops[6..].iter().flatten().copied().collect();
+        assert_eq!(drops, [32, 44, 57, 69], "spread over the middle half");
     }
 }

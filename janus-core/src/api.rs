@@ -39,6 +39,9 @@ pub struct Listen {
     pub clients: String,
     /// The admin API, if enabled.
     pub admin: Option<String>,
+    /// The WebSocket listener (X2), if enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<String>,
 }
 
 /// Delivery latency (queue to socket) over the recent window, by bucket:
@@ -148,6 +151,108 @@ pub struct Status {
     pub bytes_out_rate: f64,
     /// Delivery latency over the window.
     pub delivery_latency: Latency,
+    /// Resumes (X1) and the sessions that wait for one.
+    pub resume: ResumeCounters,
+    /// Topic history kept for resumes (X1).
+    pub history: HistoryHeld,
+    /// The cluster broker (absent on a single node, `--broker none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<BrokerInfo>,
+}
+
+/// Resumes (X1) since start, and the sessions waiting for one (in [`Status`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeCounters {
+    /// Resumes asked for, either form.
+    pub attempted: u64,
+    /// Answered `recovered: true`: everything missed was delivered.
+    pub recovered: u64,
+    /// Answered `recovered: false`: the history or the session's buffer did
+    /// not reach back far enough, so the client must resync.
+    pub not_recovered: u64,
+    /// Refused with `unknown_session` (expired or unknown token, or not the
+    /// connection's first request).
+    pub unknown_session: u64,
+    /// Messages replayed from topic history or a detached session's queue.
+    pub replayed: u64,
+    /// Sessions waiting for a resume without a connection now.
+    pub detached: u64,
+    /// Sessions that lost their connection and were kept for a resume.
+    pub detached_total: u64,
+    /// Detached sessions freed because no resume came within the session TTL.
+    pub expired: u64,
+}
+
+/// Topic history held now, and its limits (in [`Status`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryHeld {
+    /// Messages held, over all topics.
+    pub entries: u64,
+    /// Bytes held, over all topics.
+    pub bytes: u64,
+    /// Most messages kept per topic (`--history-size`).
+    pub size: u64,
+    /// Longest a message is kept, in seconds (`--history-ttl`).
+    pub ttl_s: u64,
+    /// Most bytes kept over all topics (`--history-bytes`).
+    pub max_bytes: u64,
+}
+
+/// The node's link to the cluster broker (in [`Status`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BrokerInfo {
+    /// The Redis URL, password hidden.
+    pub url: String,
+    /// This node's id.
+    pub node_id: String,
+    /// Connected, resubscribed and caught up.
+    pub connected: bool,
+    /// Times the link was lost (each followed by reconnection attempts).
+    pub reconnects: u64,
+    /// The last link error since start.
+    pub last_error: Option<String>,
+    /// Topics whose channel this node subscribes to.
+    pub topics: u64,
+    /// Messages received from the broker.
+    pub messages_in: u64,
+    /// Publishes the broker accepted from this node.
+    pub messages_out: u64,
+    /// Publishes refused as unavailable.
+    pub publish_failures: u64,
+    /// Messages read back from topic streams after a reconnect.
+    pub recovered: u64,
+    /// Holes the topic streams could not fill.
+    pub gaps: u64,
+    /// Median publish round trip to the broker, in milliseconds.
+    pub publish_rtt_p50_ms: Option<f64>,
+    /// 99th percentile publish round trip, in milliseconds.
+    pub publish_rtt_p99_ms: Option<f64>,
+}
+
+/// `GET /cluster`: the live nodes of the cluster, as they announce themselves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterNodes {
+    /// The node that answered.
+    pub this_node: String,
+    /// Live nodes by id.
+    pub nodes: Vec<ClusterNode>,
+}
+
+/// One live node (in [`ClusterNodes`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterNode {
+    /// Its id.
+    pub node_id: String,
+    /// Its client connections.
+    pub clients: u64,
+    /// Topics it has local subscribers of.
+    pub topics: u64,
+    /// Its admin API address, if it has one.
+    pub admin: Option<String>,
+    /// When it started, Unix seconds.
+    pub started_at: u64,
+    /// When it last announced itself, Unix seconds.
+    pub announced_at: u64,
 }
 
 /// How `GET /topics` orders its answer (`sort=`).
@@ -252,6 +357,36 @@ pub struct TopicDetail {
     pub next: Option<String>,
 }
 
+/// One message of a topic's history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryMessage {
+    /// Its offset in the topic's stream.
+    pub offset: u64,
+    /// The delivery exactly as an offset client receives it (with `"offset"` last).
+    pub delivery: Box<serde_json::value::RawValue>,
+}
+
+/// `GET /topics/{topic}/history`: a topic's stream (X1) and a page of its history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopicHistory {
+    /// Topic name.
+    pub name: String,
+    /// The stream's epoch; `null` while nothing has asked for one yet.
+    pub epoch: Option<String>,
+    /// Offset of the oldest message held (`last + 1` when none is).
+    pub first: u64,
+    /// Offset of the latest message published (0: none yet).
+    pub last: u64,
+    /// Messages held.
+    pub count: u64,
+    /// Bytes held.
+    pub bytes: u64,
+    /// Up to `limit` messages after `since`, oldest first.
+    pub messages: Vec<HistoryMessage>,
+    /// The `since` of the next page, or `null` on the last.
+    pub next: Option<u64>,
+}
+
 /// One session, as `GET /sessions` and `GET /sessions/{token}` show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionInfo {
@@ -271,6 +406,22 @@ pub struct SessionInfo {
     pub queued_bytes: u64,
     /// Deliveries written to it.
     pub delivered: u64,
+    /// `"attached"` (it has a connection) or `"detached"` (it lost it and
+    /// waits for a resume, X1).
+    pub state: String,
+    /// Detached only: milliseconds since it lost its connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detached_ms: Option<u64>,
+    /// Detached only: milliseconds left before it is freed if no resume comes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_ms: Option<u64>,
+    /// How it is connected: `tcp` or `ws` (WebSocket, X2).
+    #[serde(default = "tcp")]
+    pub transport: String,
+}
+
+fn tcp() -> String {
+    "tcp".to_owned()
 }
 
 /// `GET /sessions`: one page of sessions.

@@ -19,6 +19,8 @@
 //!   same shared, already-encoded bytes.
 //! - [`api`]: the admin HTTP API's JSON bodies, one definition shared by the
 //!   server and `janus-admin`.
+//! - [`ws`]: the WebSocket form of the protocol (X2): the opening handshake
+//!   and frames, on top of `tungstenite`'s RFC 6455 pieces.
 //!
 //! What deliberately does not live here: sockets, task spawning, timers,
 //! logging setup and configuration. Those are I/O policy and belong to
@@ -30,6 +32,7 @@ pub mod message;
 pub mod time;
 pub mod token;
 pub mod topic;
+pub mod ws;
 
 pub use codec::{ClientCodec, CodecError, ServerCodec};
 pub use message::{

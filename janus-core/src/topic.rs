@@ -74,6 +74,13 @@ pub trait TopicState: Default {
     fn keep(&self) -> bool {
         false
     }
+
+    /// The topic's last subscriber just left (called under the topic's lock,
+    /// before the topic may be dropped). The server ends its interest in the
+    /// topic's broker channel here.
+    fn vacated(&mut self, topic: &str) {
+        let _ = topic;
+    }
 }
 
 impl TopicState for () {}
@@ -469,9 +476,25 @@ impl<S: Clone, T: TopicState> TopicManager<S, T> {
         let removed = entry.remove(id);
         if removed {
             self.subscriptions.fetch_sub(1, Ordering::Relaxed);
+            if entry.subscribers.is_empty() {
+                entry.state.vacated(topic);
+            }
         }
         self.drop_if_idle(&mut shard, topic);
         removed
+    }
+
+    /// Runs `f` with the subscribers and state of `topic`, if it exists,
+    /// while the topic is locked, without counting a publish. `f` must only
+    /// queue, as for [`TopicManager::publish`].
+    pub fn with_topic<R>(
+        &self,
+        topic: &str,
+        f: impl FnOnce(&[(SubscriberId, S)], &mut T) -> R,
+    ) -> Option<R> {
+        let mut shard = self.shard(topic);
+        let entry = shard.get_mut(topic)?;
+        Some(f(&entry.subscribers, &mut entry.state))
     }
 
     /// Publishes to `topic`: runs `fanout` with the topic's subscribers and

@@ -71,6 +71,10 @@ pub enum LogFormat {
 pub struct Config {
     /// Address of the client listener.
     pub listen: SocketAddr,
+    /// Address of the WebSocket listener; `None` disables it.
+    pub ws_listen: Option<SocketAddr>,
+    /// Origins allowed to open a WebSocket; empty allows any.
+    pub ws_allowed_origins: Vec<String>,
     /// Send `PING` after this long without sending anything.
     pub heartbeat: Duration,
     /// Longest client frame in bytes.
@@ -130,6 +134,12 @@ pub struct Config {
     pub writer_threads: usize,
     /// Test-only: busy-wait this long per delivery, to prove load gates catch a slow fan-out.
     pub test_fanout_delay: Option<Duration>,
+    /// The Redis URL of the cluster's broker; `None` runs a single node.
+    pub broker: Option<String>,
+    /// This node's name in the cluster.
+    pub node_id: String,
+    /// Whether the client listener sets `SO_REUSEPORT` (several processes on one port).
+    pub reuse_port: bool,
 }
 
 impl Default for Config {
@@ -164,6 +174,17 @@ impl Config {
     pub fn per_ip_exempt(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         self.per_ip_exempt.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Whether a WebSocket handshake carrying `origin` (if any) is allowed.
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        match origin {
+            Some(origin) if !self.ws_allowed_origins.is_empty() => self
+                .ws_allowed_origins
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(origin.trim_end_matches('/'))),
+            _ => true,
+        }
     }
 
     /// Whether `ip` may publish without a key.
@@ -230,6 +251,7 @@ const SESSIONS: &str = "Sessions and heartbeats";
 const PUBLISHING: &str = "Publishing";
 const ADMIN: &str = "Admin API";
 const PROCESS: &str = "Process";
+const CLUSTER: &str = "Cluster";
 
 /// Every setting of the server. See the module docs for how to add one.
 #[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
@@ -238,6 +260,14 @@ pub struct Settings {
     /// Address to accept clients on. A host name is resolved at start-up (to its first IPv4 address, else its first IPv6 one); 8081 is the 2009 port.
     #[arg(long, value_name = "HOST:PORT", default_value = "0.0.0.0:8081", help_heading = CLIENTS)]
     pub listen: HostPort,
+
+    /// Address to accept WebSocket clients on (docs/protocol.md X2), as HOST:PORT (for example 0.0.0.0:8083), or "off". Browsers connect to ws://HOST:PORT/.
+    #[arg(long, value_name = "HOST:PORT", default_value = "off", help_heading = CLIENTS)]
+    pub ws_listen: AdminListen,
+
+    /// Origins (scheme://host[:port], as browsers send them) allowed to open a WebSocket, comma-separated or repeated; a handshake from another origin gets 403. Clients that send no Origin (not browsers) are always allowed [default: any origin].
+    #[arg(long, value_name = "ORIGIN", value_delimiter = ',', help_heading = CLIENTS)]
+    pub ws_allowed_origins: Vec<String>,
 
     /// Most simultaneous client connections; past it a client gets not_allowed and is closed [default: what the open-file limit allows].
     #[arg(long, value_name = "N", help_heading = CLIENTS)]
@@ -357,6 +387,18 @@ pub struct Settings {
     /// Log lines as text or as one JSON object per line (colours only when stderr is a terminal).
     #[arg(long, value_enum, value_name = "FORMAT", default_value = "text", help_heading = PROCESS)]
     pub log_format: LogFormat,
+
+    /// The broker that joins several janus-server processes into one cluster (docs/scaling.md): "none" runs this process on its own; redis://[USER:PASSWORD@]HOST:PORT[/DB] uses that Redis. --print-config shows a password in it as ***; give it through JANUS_BROKER or the file.
+    #[arg(long, value_name = "URL", default_value = "none", help_heading = CLUSTER)]
+    pub broker: BrokerUrl,
+
+    /// This node's name in the cluster: 1 to 128 characters without spaces [default: the host name and the process id, HOST-PID].
+    #[arg(long, value_name = "NAME", help_heading = CLUSTER)]
+    pub node_id: Option<String>,
+
+    /// Set SO_REUSEPORT on the client listener, so that several janus-server processes on this machine listen on one port and the kernel spreads new clients over them (give each its own admin-listen).
+    #[arg(long, help_heading = CLUSTER)]
+    pub reuse_port: bool,
 }
 
 impl Default for Settings {
@@ -536,6 +578,10 @@ impl Settings {
                         env_name(arg.get_id().as_str())
                     );
                 }
+                Some(toml::Value::String(url)) if key == "broker" => {
+                    let shown = toml::Value::String(crate::broker::redact_url(url));
+                    out += &format!("{key} = {shown}\n");
+                }
                 Some(value) => out += &format!("{key} = {value}\n"),
                 None => out += &format!("# {key} =\n"),
             }
@@ -553,7 +599,12 @@ impl Settings {
             .filter(|arg| !arg.is_hide_env_values_set())
             .filter_map(|arg| {
                 let key = arg.get_long()?;
-                Some(format!("{key} = {}", table.get(key)?))
+                match table.get(key)? {
+                    toml::Value::String(url) if key == "broker" => {
+                        Some(format!("{key} = {:?}", crate::broker::redact_url(url)))
+                    }
+                    value => Some(format!("{key} = {value}")),
+                }
             })
             .collect::<Vec<_>>()
             .join(", ")
@@ -576,6 +627,16 @@ impl Settings {
             }
         };
         let listen = self.listen.resolve().map_err(|m| invalid("listen", m))?;
+        let ws_listen = match &self.ws_listen.0 {
+            Some(at) => Some(at.resolve().map_err(|m| invalid("ws-listen", m))?),
+            None => None,
+        };
+        let ws_allowed_origins = self
+            .ws_allowed_origins
+            .iter()
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
         let admin_listen = match &self.admin_listen.0 {
             Some(at) => Some(at.resolve().map_err(|m| invalid("admin-listen", m))?),
             None => None,
@@ -622,8 +683,23 @@ impl Settings {
                 ),
             ));
         }
+        let node_id = match &self.node_id {
+            Some(id) => id.trim().to_owned(),
+            None => default_node_id(),
+        };
+        if node_id.is_empty()
+            || node_id.len() > 128
+            || node_id.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(invalid(
+                "node-id",
+                format!("{node_id:?}: use 1 to 128 characters without spaces"),
+            ));
+        }
         Ok(Config {
             listen,
+            ws_listen,
+            ws_allowed_origins,
             heartbeat: nonzero("heartbeat", self.heartbeat)?,
             max_frame,
             max_connections: self.max_connections.map(NonZeroUsize::get),
@@ -659,8 +735,21 @@ impl Settings {
                 .writer_threads
                 .map_or_else(default_writer_threads, NonZeroUsize::get),
             test_fanout_delay: None,
+            broker: self.broker.0.clone(),
+            node_id,
+            reuse_port: self.reuse_port,
         })
     }
+}
+
+/// `HOST-PID`: the host name (from the kernel) and the process id.
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().replace(|c: char| c.is_whitespace(), ""))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "janus".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 /// One writer thread per core but one: the clients' thread takes a core
@@ -735,7 +824,45 @@ macro_rules! serde_as_text {
         }
     )*};
 }
-serde_as_text!(HostPort, AdminListen, Network, Timeout);
+serde_as_text!(HostPort, AdminListen, Network, Timeout, BrokerUrl);
+
+/// The broker: `none`, or a Redis URL the Redis client accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BrokerUrl(pub Option<String>);
+
+impl FromStr for BrokerUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if matches!(s, "none" | "off" | "") {
+            return Ok(Self(None));
+        }
+        let usage = "expected \"none\" or redis://[USER:PASSWORD@]HOST:PORT[/DB]";
+        if !(s.starts_with("redis://") || s.starts_with("rediss://")) {
+            return Err(format!(
+                "{:?} is not a Redis URL: {usage}",
+                crate::broker::redact_url(s)
+            ));
+        }
+        if s.contains(":***@") {
+            return Err(
+                "the password *** is what --print-config shows instead of the real one; \
+                 give the real password (JANUS_BROKER keeps it out of the file)"
+                    .into(),
+            );
+        }
+        redis::Client::open(s)
+            .map_err(|e| format!("{}: {e} ({usage})", crate::broker::redact_url(s)))?;
+        Ok(Self(Some(s.to_owned())))
+    }
+}
+
+impl fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_deref().unwrap_or("none"))
+    }
+}
 
 /// A `HOST:PORT` to listen on, kept as written; the host is resolved at start-up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -791,7 +918,7 @@ impl HostPort {
     }
 }
 
-/// The admin API's address, or `off`.
+/// An optional listener's address (the admin API's, the WebSocket one), or `off`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct AdminListen(pub Option<HostPort>);

@@ -30,22 +30,26 @@
 //! moment, so that the final frame is not destroyed by a TCP reset. An
 //! aborted session (write deadline, socket error) is dropped at once.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use janus_core::ws::{self, WsDecoder};
 use janus_core::{
-    ClientMessage, ErrorCode, ProtocolError, Publish, Resume, ServerCodec, ServerMessage, Timestamp,
+    ClientMessage, CodecError, ErrorCode, ProtocolError, Publish, Resume, ServerCodec,
+    ServerMessage, Timestamp,
 };
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::Decoder;
 
+use crate::broker::Unavailable;
 use crate::outbound::{End, Flushed, Push, Tally};
-use crate::session::{Session, SessionHandle, Socket};
+use crate::session::{Session, SessionHandle, Socket, Transport};
 use crate::Shared;
 
 /// Most reads handled per wake-up before other connections get a turn.
@@ -82,6 +86,8 @@ enum Event {
     Lost,
     /// A resume on another connection took the session over.
     TakenOver,
+    /// The broker answered this connection's publish (cluster mode).
+    Published(Result<(), Unavailable>),
 }
 
 /// How the connection ends.
@@ -98,6 +104,71 @@ enum Ending {
     TakenOver,
 }
 
+/// What a connection's decoder found in the client's bytes.
+enum Inbound {
+    /// A request, or a mistake that keeps the connection open.
+    Request(Result<ClientMessage, ProtocolError>),
+    /// A WebSocket ping, to answer with a pong carrying its payload.
+    Ping(Bytes),
+    /// A WebSocket pong, or an empty text message: the client is alive.
+    Alive,
+    /// A WebSocket close: answer it and close.
+    Close,
+}
+
+/// The client side's framing: P1 over TCP, or WebSocket messages (X2).
+enum Codec {
+    Tcp(ServerCodec),
+    Ws(WsDecoder),
+}
+
+impl Codec {
+    fn new(transport: Transport, max_frame: usize) -> Self {
+        match transport {
+            Transport::Tcp => Codec::Tcp(ServerCodec::new(max_frame)),
+            Transport::WebSocket => Codec::Ws(WsDecoder::server(max_frame)),
+        }
+    }
+
+    /// The next request (or WebSocket event) in `buf`, if one is complete.
+    fn decode(&mut self, buf: &mut BytesMut, eof: bool) -> Result<Option<Inbound>, CodecError> {
+        let message = match self {
+            Codec::Tcp(codec) => {
+                let item = if eof {
+                    codec.decode_eof(buf)?
+                } else {
+                    codec.decode(buf)?
+                };
+                return Ok(item.map(Inbound::Request));
+            }
+            Codec::Ws(decoder) => match decoder.decode(buf)? {
+                Some(message) => message,
+                None => {
+                    if eof {
+                        // A partial frame from a client that went away is not a request.
+                        buf.clear();
+                    }
+                    return Ok(None);
+                }
+            },
+        };
+        Ok(Some(match message {
+            ws::Message::Text(text) => {
+                // The decoder checked it is UTF-8.
+                let text = std::str::from_utf8(&text).unwrap_or_default().trim();
+                if text.is_empty() {
+                    Inbound::Alive
+                } else {
+                    Inbound::Request(ClientMessage::parse(text))
+                }
+            }
+            ws::Message::Ping(payload) => Inbound::Ping(payload),
+            ws::Message::Pong => Inbound::Alive,
+            ws::Message::Close(_) => Inbound::Close,
+        }))
+    }
+}
+
 /// The state of one client connection.
 pub(crate) struct Connection {
     /// This connection's id (its first session's id): see [`Session::owned_by`].
@@ -107,7 +178,7 @@ pub(crate) struct Connection {
     /// The client's address (a resumed session keeps the address it was created from).
     peer: std::net::SocketAddr,
     shared: Arc<Shared>,
-    codec: ServerCodec,
+    codec: Codec,
     /// Bytes read but not yet decoded; unallocated between requests.
     read_buf: BytesMut,
     /// The client's stream ended (or failed): nothing more will be read.
@@ -119,8 +190,15 @@ pub(crate) struct Connection {
     /// before is still decoded (a 2009 publisher's reset must not lose its
     /// publish), though nothing more can be written.
     salvaging: bool,
+    /// In a cluster: the publish this connection waits for the broker to
+    /// take, and whether it came on a one-shot `PUBLISH`. Nothing more is
+    /// read meanwhile, so one connection's publishes keep their order.
+    publishing: Option<(PendingPublish, bool)>,
     _permit: Option<OwnedSemaphorePermit>,
 }
+
+/// A publish on its way to the broker.
+type PendingPublish = Pin<Box<dyn Future<Output = Result<(), Unavailable>> + Send>>;
 
 impl Connection {
     /// A connection around an accepted socket whose session is registered.
@@ -130,7 +208,7 @@ impl Connection {
         shared: Arc<Shared>,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Self {
-        let codec = ServerCodec::new(shared.config.max_frame);
+        let codec = Codec::new(session.transport, shared.config.max_frame);
         Self {
             id: session.id,
             peer: session.peer,
@@ -142,8 +220,17 @@ impl Connection {
             eof: false,
             backlog: false,
             salvaging: false,
+            publishing: None,
             _permit: permit,
         }
+    }
+
+    /// Bytes the client sent before the connection was set up (after a
+    /// WebSocket handshake); they are decoded first.
+    pub(crate) fn with_input(mut self, input: &[u8]) -> Self {
+        self.read_buf.extend_from_slice(input);
+        self.backlog = !input.is_empty();
+        self
     }
 
     /// Sends the hello (P2) at once, from the accept loop: the client waits
@@ -161,6 +248,10 @@ impl Connection {
     /// connection ends that connection and is logged, nothing more.
     pub(crate) async fn run(mut self) {
         let ending = self.serve().await;
+        if let Some((publish, _)) = self.publishing.take() {
+            // The client is gone or closed; its publish still happens.
+            tokio::spawn(publish);
+        }
         match ending {
             Ending::Graceful | Ending::Abort => self.shared.forget(&self.session),
             Ending::Lost => self.shared.connection_lost(&self.session),
@@ -205,6 +296,11 @@ impl Connection {
                     return Ending::Lost;
                 }
                 Event::TakenOver => return Ending::TakenOver,
+                Event::Published(result) => {
+                    self.published(result);
+                    self.decode_frames();
+                    self.close_at_eof();
+                }
             }
         }
     }
@@ -225,7 +321,12 @@ impl Connection {
         if status.parked && self.socket.poll_write_ready(cx).is_ready() {
             return Poll::Ready(Event::Writable);
         }
-        if status.end == End::Open && self.session.outbound.may_read() {
+        if let Some((publish, _)) = &mut self.publishing {
+            // Nothing is read until the broker has taken the publish.
+            if let Poll::Ready(result) = publish.as_mut().poll(cx) {
+                return Poll::Ready(Event::Published(result));
+            }
+        } else if status.end == End::Open && self.session.outbound.may_read() {
             if self.backlog {
                 return Poll::Ready(Event::Backlog);
             }
@@ -238,8 +339,10 @@ impl Connection {
 
     /// Whether requests may be taken from the client now.
     fn reading(&self) -> bool {
-        self.salvaging
-            || (self.session.outbound.status().end == End::Open && self.session.outbound.may_read())
+        self.publishing.is_none()
+            && (self.salvaging
+                || (self.session.outbound.status().end == End::Open
+                    && self.session.outbound.may_read()))
     }
 
     /// The session is aborted (often because the peer reset the connection
@@ -301,7 +404,7 @@ impl Connection {
     /// Once the client's stream has ended and every request in it is handled,
     /// the session closes (after writing what is queued).
     fn close_at_eof(&mut self) {
-        if self.eof && !self.backlog {
+        if self.eof && !self.backlog && self.publishing.is_none() {
             self.close(None);
         }
     }
@@ -312,6 +415,10 @@ impl Connection {
         self.backlog = false;
         let mut work = 0;
         loop {
+            if self.publishing.is_some() {
+                // Decoding goes on once the broker has answered.
+                return;
+            }
             if !self.reading() {
                 // Over budget or closing: what is buffered waits (or is dropped on close).
                 self.backlog = !self.read_buf.is_empty();
@@ -321,19 +428,24 @@ impl Connection {
                 self.backlog = true;
                 return;
             }
-            let item = if self.eof {
-                self.codec.decode_eof(&mut self.read_buf)
-            } else {
-                self.codec.decode(&mut self.read_buf)
-            };
-            match item {
-                Ok(Some(Ok(message))) => {
+            match self.codec.decode(&mut self.read_buf, self.eof) {
+                Ok(Some(Inbound::Request(Ok(message)))) => {
                     self.session.touch();
                     work += 1 + self.handle(message);
                 }
-                Ok(Some(Err(err))) => {
+                Ok(Some(Inbound::Request(Err(err)))) => {
                     self.session.touch();
                     self.send_error(&err);
+                }
+                Ok(Some(Inbound::Ping(payload))) => {
+                    self.session.touch();
+                    self.send_raw(ws::pong_frame(&payload));
+                }
+                Ok(Some(Inbound::Alive)) => self.session.touch(),
+                Ok(Some(Inbound::Close)) => {
+                    // The close handshake: answer, then close after what is queued.
+                    self.close_raw(Some(ws::close_frame(ws::close::NORMAL, "")));
+                    return;
                 }
                 Ok(None) => return,
                 Err(err) => {
@@ -393,17 +505,18 @@ impl Connection {
         let fresh = self.take_over(old);
         shared.forget(&fresh);
         let token = self.session.token.to_string();
+        let transport = self.session.transport;
         let attached = self
             .session
             .outbound
             .attach(self.socket.clone(), |recovered, missed| {
-                ServerMessage::Resumed {
+                let resumed = ServerMessage::Resumed {
                     timestamp: Timestamp::now(),
                     token,
                     recovered,
                     missed: missed as u64,
-                }
-                .to_bytes()
+                };
+                transport.frame(resumed.to_bytes())
             });
         let counter = if attached.overflowed {
             &stats.resumes_not_recovered
@@ -411,6 +524,9 @@ impl Connection {
             &stats.resumes_recovered
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        stats
+            .messages_replayed
+            .fetch_add(attached.missed as u64, Ordering::Relaxed);
         tracing::debug!(peer = %self.peer, token = %self.session.token, missed = attached.missed,
             recovered = !attached.overflowed, "session resumed");
         if attached.claimed {
@@ -458,9 +574,11 @@ impl Connection {
             self.peer,
             self.socket.clone(),
             self.session.outbound.budget(),
+            self.session.transport,
         ));
         session.set_offsets(true);
         let old = shared.sessions.replace(session.clone());
+        shared.registered(&session);
         if let Some(old) = &old {
             old.take_over(self.id);
             old.outbound.detach();
@@ -526,15 +644,31 @@ impl Connection {
             recovered,
             missed: replay.len() as u64,
         };
-        let claimed = session.outbound.push_control(resumed.to_bytes()).claimed();
+        let transport = session.transport;
+        let claimed = session
+            .outbound
+            .push_control(transport.frame(resumed.to_bytes()))
+            .claimed();
+        shared
+            .stats
+            .messages_replayed
+            .fetch_add(replay.len() as u64, Ordering::Relaxed);
         let stamp = crate::metrics::stamp_now();
         for frame in &replay {
-            session.outbound.push_delivery(frame, stamp, Bytes::new);
+            session
+                .outbound
+                .push_delivery(&transport.frame(frame.clone()), stamp, Bytes::new);
         }
+        let cluster = shared.cluster();
         for position in topics {
             let handle = SessionHandle(session.clone());
+            let join = |stream: &mut crate::history::Stream| {
+                if let Some(cluster) = cluster {
+                    cluster.join(stream, &position.topic, session, false);
+                }
+            };
             if locked
-                .subscribe(&position.topic, session.id, handle, |_| ())
+                .subscribe(&position.topic, session.id, handle, join)
                 .is_ok()
             {
                 subs.insert(position.topic.clone().into_boxed_str());
@@ -558,7 +692,12 @@ impl Connection {
             && !fresh.parked
             && self.session.subscriptions().is_empty()
             && fresh.end == End::Open;
-        (old.id != self.session.id && old.outbound.status().end == End::Open && untouched)
+        // Queued frames are in the form of the transport the session began on.
+        let same_transport = old.transport == self.session.transport;
+        (old.id != self.session.id
+            && old.outbound.status().end == End::Open
+            && untouched
+            && same_transport)
             .then_some(old)
     }
 
@@ -590,27 +729,26 @@ impl Connection {
             return;
         }
         let session = &self.session;
+        let cluster = self.shared.cluster();
         let mut claimed = false;
         let subscribed = self.shared.topics.subscribe(
             &topic,
             session.id,
             SessionHandle(session.clone()),
             |stream| {
+                // In a cluster, a topic whose broker channel is not confirmed
+                // yet answers once it is.
+                if cluster.is_some_and(|c| !c.join(stream, &topic, session, true)) {
+                    return;
+                }
                 // Queued under the topic's lock: ordered before any delivery of
                 // a publish that starts after the subscription is live, and
                 // (for an offset client) naming the offset it starts after.
-                let answer = if session.offsets() {
-                    ServerMessage::Subscribed {
-                        timestamp: Timestamp::now(),
-                        topic: topic.clone(),
-                        epoch: stream.epoch().to_owned(),
-                        offset: stream.last(),
-                    }
-                    .to_bytes()
-                } else {
-                    Bytes::from_static(b"ACK\x01")
-                };
-                claimed = session.outbound.push_control(answer).claimed();
+                let answer = crate::fanout::subscribe_answer(session, &topic, stream);
+                claimed = session
+                    .outbound
+                    .push_control(session.transport.frame(answer))
+                    .claimed();
             },
         );
         match subscribed {
@@ -647,6 +785,13 @@ impl Connection {
             );
             return 0;
         }
+        if let Some(cluster) = self.shared.cluster() {
+            let cluster = cluster.clone();
+            let publish = publish.clone();
+            let pending = async move { cluster.publish(&publish).await.map(|_| ()) };
+            self.publishing = Some((Box::pin(pending), one_shot));
+            return 0;
+        }
         let reached = crate::fanout::publish(&self.shared, publish);
         if one_shot {
             // The 2009 publisher connection is one-shot (protocol P5).
@@ -657,8 +802,34 @@ impl Connection {
         reached
     }
 
-    /// Queues a reply and writes it now if nobody else is writing.
+    /// The broker took this connection's publish, or could not: `ACK` (X3),
+    /// or `unavailable` (P7); a one-shot `PUBLISH` connection closes either way.
+    fn published(&mut self, result: Result<(), Unavailable>) {
+        let Some((_, one_shot)) = self.publishing.take() else {
+            return;
+        };
+        match result {
+            Ok(()) if !one_shot => self.reply(Bytes::from_static(b"ACK\x01")),
+            Ok(()) => {}
+            Err(e) => self.send_error(&ProtocolError::new(
+                ErrorCode::Unavailable,
+                format!("{e}; nothing was published, try again"),
+            )),
+        }
+        if one_shot {
+            self.close(None);
+        }
+    }
+
+    /// Queues a reply (a P1 frame, sent in the transport's form) and writes
+    /// it now if nobody else is writing.
     fn reply(&mut self, frame: Bytes) {
+        self.send_raw(self.session.transport.frame(frame));
+    }
+
+    /// Queues bytes already in the transport's form, and writes them now
+    /// if nobody else is writing.
+    fn send_raw(&mut self, frame: Bytes) {
         let mut tally = Tally::default();
         let flushed = self.session.reply(frame, &mut tally, IN_PLACE_WRITES);
         self.shared.stats.add_written(&mut tally);
@@ -678,8 +849,14 @@ impl Connection {
         }
     }
 
-    /// Closes the session after what is queued (and `last`, if any) is written.
+    /// Closes the session after what is queued (and the P1 frame `last`, if
+    /// any) is written.
     fn close(&mut self, last: Option<Bytes>) {
+        self.close_raw(self.session.transport.last(last));
+    }
+
+    /// The same with final bytes already in the transport's form.
+    fn close_raw(&mut self, last: Option<Bytes>) {
         let push = self.session.outbound.close(last, false);
         if push != Push::Refused {
             self.session.unsubscribe_all(&self.shared.topics);

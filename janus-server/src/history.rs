@@ -75,11 +75,20 @@ pub struct Stream {
     entries: VecDeque<Entry>,
     /// Bytes of `entries`.
     bytes: usize,
+    /// In a cluster: this node's interest in the topic's broker channel,
+    /// while it has local subscribers.
+    pub(crate) interest: Option<crate::cluster::Interest>,
 }
 
 impl TopicState for Stream {
     fn keep(&self) -> bool {
         !self.entries.is_empty()
+    }
+
+    fn vacated(&mut self, topic: &str) {
+        if let Some(interest) = self.interest.take() {
+            interest.end(topic);
+        }
     }
 }
 
@@ -89,9 +98,43 @@ impl Stream {
         self.epoch.get_or_insert_with(new_epoch)
     }
 
+    /// The stream's epoch, if it has been named yet (for operators, who
+    /// must not name it by looking).
+    pub fn epoch_name(&self) -> Option<&str> {
+        self.epoch.as_deref()
+    }
+
     /// The offset of the latest message (0: none yet).
     pub fn last(&self) -> u64 {
         self.last
+    }
+
+    /// In a cluster: the message at `offset` of stream `epoch` comes from
+    /// the broker, which numbers every topic for the whole cluster. The
+    /// stream takes that epoch and offset; history that would not run on
+    /// without a hole up to it (another epoch, or offsets this node did not
+    /// see) is dropped, so a resume never counts on it.
+    pub fn follow(&mut self, epoch: &str, offset: u64, limits: &HistoryLimits) {
+        let same_epoch = self.epoch.as_deref() == Some(epoch);
+        if !same_epoch || offset != self.last + 1 {
+            while !self.entries.is_empty() {
+                self.pop(limits);
+            }
+        }
+        if !same_epoch {
+            self.epoch = Some(epoch.into());
+        }
+        self.last = offset;
+    }
+
+    /// In a cluster, when this node's interest in the topic begins: the
+    /// topic stands at `offset` of `epoch` (`None`: never published).
+    pub fn start_at(&mut self, epoch: Option<&str>, offset: u64, limits: &HistoryLimits) {
+        if let Some(epoch) = epoch.filter(|_| offset > 0) {
+            if self.epoch.as_deref() != Some(epoch) || self.last != offset {
+                self.follow(epoch, offset, limits);
+            }
+        }
     }
 
     /// Takes the next offset, for a message being published.

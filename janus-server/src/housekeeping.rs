@@ -23,7 +23,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use janus_core::Token;
 use tokio_util::sync::CancellationToken;
 
@@ -65,6 +64,10 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         tokio::select! {
             () = tick => {
                 sweep(&shared);
+                if let Some(cluster) = shared.cluster() {
+                    let clients = shared.stats.connections.load(Ordering::Relaxed);
+                    cluster.broker.set_client_count(clients);
+                }
                 next_shard = expire_history(&shared, next_shard);
             }
             () = stop.cancelled() => return,
@@ -88,23 +91,27 @@ fn expire_history(shared: &Shared, from: usize) -> usize {
 /// One pass over every session.
 fn sweep(shared: &Shared) {
     let mut after: Option<Token> = None;
+    let mut detached = 0u64;
     loop {
         let page = shared.sessions.page(after, PAGE);
-        let Some(last) = page.last() else {
-            return;
-        };
-        after = Some(last.token);
         let now = stamp_now();
         for session in &page {
-            check(shared, session, now);
+            detached += u64::from(check(shared, session, now));
         }
-        if page.len() < PAGE {
-            return;
+        match page.last() {
+            Some(last) if page.len() == PAGE => after = Some(last.token),
+            _ => break,
         }
     }
+    shared
+        .stats
+        .sessions_detached_now
+        .store(detached, Ordering::Relaxed);
 }
 
-fn check(shared: &Shared, session: &Arc<Session>, now: u32) {
+/// Looks after one session; returns whether it is detached and still waits
+/// for a resume.
+fn check(shared: &Shared, session: &Arc<Session>, now: u32) -> bool {
     let config = &shared.config;
     let status = session.outbound.status();
     let stalled =
@@ -124,8 +131,9 @@ fn check(shared: &Shared, session: &Arc<Session>, now: u32) {
                     .fetch_add(1, Ordering::Relaxed);
             }
             shared.forget(session);
+            return false;
         }
-        return;
+        return true;
     }
     match status.end {
         End::Open => {
@@ -144,7 +152,7 @@ fn check(shared: &Shared, session: &Arc<Session>, now: u32) {
                 && status.frames == 0
                 && stamp_elapsed(status.last_write, now) >= config.heartbeat
             {
-                shared.push_control(session, Bytes::from_static(b"PING\x01"));
+                shared.push_control(session, session.transport.heartbeat());
             }
         }
         End::Closing => {
@@ -160,4 +168,5 @@ fn check(shared: &Shared, session: &Arc<Session>, now: u32) {
         }
         End::Done | End::Aborted => session.wake(),
     }
+    false
 }

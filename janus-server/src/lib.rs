@@ -22,6 +22,7 @@
 
 pub mod admin;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 mod connection;
 pub mod fanout;
@@ -32,6 +33,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod session;
 pub mod stats;
+mod websocket;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -39,7 +41,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -53,7 +55,7 @@ use tokio_util::task::TaskTracker;
 pub use config::{Config, SlowConsumerPolicy};
 use connection::Connection;
 use outbound::{Budget, Push};
-use session::{CloseReason, Registry, Session, SessionHandle};
+use session::{CloseReason, Registry, Session, SessionHandle, Socket, Transport};
 use stats::{Refusal, Stats};
 
 /// State shared by the accept loop, every connection and the admin API.
@@ -81,8 +83,10 @@ pub struct Shared {
     pub local_addr: SocketAddr,
     /// The admin API's bound address, if it is enabled.
     admin_addr: Option<SocketAddr>,
+    /// The WebSocket listener's bound address, if it is enabled.
+    ws_addr: Option<SocketAddr>,
     /// Set once the accept loop runs; `/ready` reports it (with draining).
-    accepting: AtomicBool,
+    pub(crate) accepting: AtomicBool,
     /// Every client's budget.
     budget: Budget,
     /// The writer threads; stopped when the server has shut down.
@@ -90,6 +94,8 @@ pub struct Shared {
     /// Open connections per client address (for `max-connections-per-ip`).
     per_ip: Mutex<HashMap<IpAddr, u32>>,
     next_id: AtomicU64,
+    /// The cluster this node belongs to (`--broker`), once connected.
+    cluster: OnceLock<Arc<cluster::Cluster>>,
 }
 
 impl Shared {
@@ -97,6 +103,11 @@ impl Shared {
     /// every local subscriber. Returns how many subscribers it reached.
     pub fn publish(&self, publish: &Publish) -> usize {
         fanout::publish(self, publish)
+    }
+
+    /// The cluster this node belongs to; `None` for a single node (`--broker none`).
+    pub fn cluster(&self) -> Option<&Arc<cluster::Cluster>> {
+        self.cluster.get()
     }
 
     /// Queues one delivery frame for one session (a unicast). Returns whether it was queued.
@@ -126,7 +137,9 @@ impl Shared {
         let err = ProtocolError::new(reason.code(), reason.reason(&self.budget));
         let frame = ServerMessage::error(&err, janus_core::Timestamp::now()).to_bytes();
         let discard = *reason != CloseReason::Shutdown;
-        let push = session.outbound.close(Some(frame), discard);
+        let push = session
+            .outbound
+            .close(session.transport.last(Some(frame)), discard);
         if push == Push::Refused {
             return false;
         }
@@ -138,7 +151,7 @@ impl Shared {
 
     /// Closes a session after what is queued, without a final frame.
     fn close_quietly(&self, session: &Arc<Session>) {
-        let push = session.outbound.close(None, false);
+        let push = session.outbound.close(session.transport.last(None), false);
         if push != Push::Refused {
             session.unsubscribe_all(&self.topics);
         }
@@ -175,7 +188,7 @@ impl Shared {
     }
 
     /// After a push from outside the connection task: a claimed token goes to the writers.
-    fn after_push(&self, session: &Arc<Session>, push: Push) {
+    pub(crate) fn after_push(&self, session: &Arc<Session>, push: Push) {
         if push.claimed() {
             self.writers.queue().schedule(session.clone());
         } else {
@@ -190,6 +203,18 @@ impl Shared {
         }
         session.unsubscribe_all(&self.topics);
         self.sessions.remove(session);
+        if let Some(cluster) = self.cluster() {
+            if !self.sessions.contains(&session.token) {
+                cluster.broker.unregister_session(session.token);
+            }
+        }
+    }
+
+    /// A session is registered here: in a cluster, other nodes learn where it is.
+    fn registered(&self, session: &Session) {
+        if let Some(cluster) = self.cluster() {
+            cluster.broker.register_session(session.token);
+        }
     }
 
     /// A connection ended (its session may live on, detached).
@@ -261,9 +286,17 @@ impl Shared {
         self.admin_addr
     }
 
-    /// Whether the server accepts clients: started and not draining.
+    /// The address WebSocket clients connect to (`None` when it is off).
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws_addr
+    }
+
+    /// Whether the server accepts clients: started and not draining, and in
+    /// a cluster connected to the broker (resubscribed and caught up).
     pub fn is_ready(&self) -> bool {
-        self.accepting.load(Ordering::Relaxed) && !self.draining()
+        self.accepting.load(Ordering::Relaxed)
+            && !self.draining()
+            && self.cluster().is_none_or(|c| c.broker.ready())
     }
 
     /// Every live session, in token order.
@@ -278,6 +311,8 @@ pub struct Server {
     /// The admin API listener, bound with the client one so that a busy
     /// port is a start-up error and tests can read the address at once.
     admin: Option<TcpListener>,
+    /// The WebSocket listener (X2), bound the same way.
+    ws: Option<TcpListener>,
     shared: Arc<Shared>,
 }
 
@@ -287,7 +322,7 @@ impl Server {
     /// # Errors
     /// The bind error (address in use, permission denied).
     pub async fn bind(config: Config, capacity: usize) -> io::Result<Server> {
-        let listener = bind_listener(config.listen)
+        let listener = bind_listener(config.listen, config.reuse_port)
             .map_err(|e| annotate(e, &format!("client listener {}", config.listen)))?;
         Self::with_listener(listener, config, capacity)
     }
@@ -316,14 +351,25 @@ impl Server {
         // which saves a system call per client (protocol P9 wants it on).
         socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
         let admin = match config.admin_listen {
+            Some(addr) => Some(
+                bind_listener(addr, false)
+                    .map_err(|e| annotate(e, &format!("admin API {addr}")))?,
+            ),
+            None => None,
+        };
+        let ws = match config.ws_listen {
             Some(addr) => {
-                Some(bind_listener(addr).map_err(|e| annotate(e, &format!("admin API {addr}")))?)
+                let ws = bind_listener(addr, false)
+                    .map_err(|e| annotate(e, &format!("WebSocket listener {addr}")))?;
+                socket2::SockRef::from(&ws).set_tcp_nodelay(true)?;
+                Some(ws)
             }
             None => None,
         };
         let shared = Arc::new(Shared {
             local_addr: listener.local_addr()?,
             admin_addr: admin.as_ref().map(TcpListener::local_addr).transpose()?,
+            ws_addr: ws.as_ref().map(TcpListener::local_addr).transpose()?,
             accepting: AtomicBool::new(false),
             topics: TopicManager::with_max_topics(config.max_topics),
             history: history::HistoryLimits::new(
@@ -342,10 +388,12 @@ impl Server {
             writers,
             per_ip: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            cluster: OnceLock::new(),
         });
         Ok(Server {
             listener,
             admin,
+            ws,
             shared,
         })
     }
@@ -371,8 +419,15 @@ impl Server {
         let Server {
             listener,
             admin,
+            ws,
             shared,
         } = self;
+        if let Some(url) = shared.config.broker.clone() {
+            let cluster = cluster::Cluster::connect(&shared, &url)
+                .await
+                .map_err(io::Error::other)?;
+            let _ = shared.cluster.set(cluster);
+        }
         let tracker = TaskTracker::new();
         let token = shared.shutdown.clone();
         // The admin API and the sweep outlive the drain (so `/ready` can say
@@ -390,13 +445,35 @@ impl Server {
             shared.stats.clone(),
             stop.clone(),
         ));
+        if let Some(ws) = &ws {
+            let origins = &shared.config.ws_allowed_origins;
+            let from = if origins.is_empty() {
+                "any origin (set ws-allowed-origins to restrict browsers)".to_owned()
+            } else {
+                origins.join(", ")
+            };
+            tracing::info!(addr = %ws.local_addr()?, "WebSocket clients accepted from {from}");
+        }
         shared.accepting.store(true, Ordering::Relaxed);
+        // Both listeners share the connection capacity.
+        let limits = Limits {
+            permits: Arc::new(Semaphore::new(shared.capacity)),
+            refusals: Arc::new(Semaphore::new(REFUSALS_LINGERING)),
+        };
+        let ws_loop = async {
+            match &ws {
+                Some(ws) => accept_loop(ws, Transport::WebSocket, &shared, &tracker, &limits).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            () = accept_loop(&listener, &shared, &tracker) => {}
+            () = accept_loop(&listener, Transport::Tcp, &shared, &tracker, &limits) => {}
+            () = ws_loop => {}
             () = shutdown => token.cancel(),
             () = token.cancelled() => {}
         }
         drop(listener);
+        drop(ws);
         tracker.close();
         let open = shared.stats.connections.load(Ordering::Relaxed);
         tracing::info!(
@@ -427,6 +504,9 @@ impl Server {
             "stopped"
         );
         shared.writers.stop();
+        if let Some(cluster) = shared.cluster() {
+            cluster.broker.close().await;
+        }
         stop.cancel();
         let _ = sweep.await;
         let _ = helper.await;
@@ -444,13 +524,18 @@ fn annotate(e: io::Error, what: &str) -> io::Error {
 }
 
 /// Binds with a deep accept backlog: a swarm connects thousands at once.
-fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+/// With `reuse_port`, several processes may bind the same address
+/// (`SO_REUSEPORT`): the kernel spreads new connections over them.
+fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
         None,
     )?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
@@ -499,10 +584,20 @@ impl Tokens {
     }
 }
 
-async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, tracker: &TaskTracker) {
+/// The connection capacity, and the refusals that may linger, shared by the listeners.
+struct Limits {
+    permits: Arc<Semaphore>,
+    refusals: Arc<Semaphore>,
+}
+
+async fn accept_loop(
+    listener: &TcpListener,
+    transport: Transport,
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    limits: &Limits,
+) {
     let mut tokens = Tokens { bits: Vec::new() };
-    let permits = Arc::new(Semaphore::new(shared.capacity));
-    let refusals = Arc::new(Semaphore::new(REFUSALS_LINGERING));
     let mut spare = spare_descriptor();
     let mut last_full_log: Option<Instant> = None;
     loop {
@@ -525,6 +620,7 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, tracker: &Tas
                     Some(Ok((stream, _))) => {
                         refuse(
                             stream,
+                            transport,
                             (
                                 Refusal::Fds,
                                 "the server is out of file descriptors; try again later",
@@ -547,10 +643,10 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, tracker: &Tas
             spare = spare_descriptor();
         }
         admit(
-            (stream, peer),
+            (stream, peer, transport),
             shared,
             tracker,
-            (&permits, &refusals),
+            limits,
             (&mut last_full_log, &mut tokens),
         );
     }
@@ -559,13 +655,14 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, tracker: &Tas
 /// Registers an accepted client and starts its connection task, or refuses
 /// it politely when a limit says no.
 fn admit(
-    (stream, peer): (tokio::net::TcpStream, SocketAddr),
+    (stream, peer, transport): (tokio::net::TcpStream, SocketAddr, Transport),
     shared: &Arc<Shared>,
     tracker: &TaskTracker,
-    (permits, refusals): (&Arc<Semaphore>, &Arc<Semaphore>),
+    limits: &Limits,
     (last_full_log, tokens): (&mut Option<Instant>, &mut Tokens),
 ) {
-    let Ok(permit) = permits.clone().try_acquire_owned() else {
+    let refusals = &limits.refusals;
+    let Ok(permit) = limits.permits.clone().try_acquire_owned() else {
         log_full(
             last_full_log,
             &format!("connection limit of {} reached", shared.capacity),
@@ -576,6 +673,7 @@ fn admit(
         );
         refuse(
             stream,
+            transport,
             (Refusal::MaxConnections, &reason),
             shared,
             Some(refusals),
@@ -588,28 +686,73 @@ fn admit(
             peer.ip(),
             shared.config.max_connections_per_ip
         );
-        refuse(stream, (Refusal::PerIp, &reason), shared, Some(refusals));
+        refuse(
+            stream,
+            transport,
+            (Refusal::PerIp, &reason),
+            shared,
+            Some(refusals),
+        );
         return;
     }
-    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let socket = Arc::new(stream);
+    let token = tokens.next();
+    match transport {
+        Transport::Tcp => {
+            let conn = open(shared, (socket, peer, transport), token, permit, &[]);
+            tracker.spawn(conn.run());
+        }
+        Transport::WebSocket => {
+            let shared = shared.clone();
+            tracker.spawn(async move {
+                // Boxed: the handshake's buffer and timer are gone once it is done.
+                let handshake = Box::pin(websocket::handshake(&socket, &shared)).await;
+                let Some(input) = handshake else {
+                    shared.release_ip(peer.ip());
+                    return;
+                };
+                let conn = open(&shared, (socket, peer, transport), token, permit, &input);
+                drop(input);
+                conn.run().await;
+            });
+        }
+    }
+}
+
+/// Registers a new session on an accepted (and, for WebSocket, upgraded)
+/// connection, greets the client, and returns the connection to run;
+/// `input` is what the client sent after its handshake.
+fn open(
+    shared: &Arc<Shared>,
+    (socket, peer, transport): (Socket, SocketAddr, Transport),
+    mut token: Token,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    input: &[u8],
+) -> Connection {
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     // 128 random bits do not collide in practice; the registry checks anyway.
     let session = loop {
         let session = Arc::new(Session::new(
             id,
-            tokens.next(),
+            token,
             peer,
             socket.clone(),
             shared.budget,
+            transport,
         ));
         if shared.sessions.insert(session.clone()) {
             break session;
         }
+        token = Token::random();
     };
+    shared.registered(&session);
     shared.stats.connection_opened();
-    let mut conn = Connection::new(session, socket, shared.clone(), Some(permit));
+    if transport == Transport::WebSocket {
+        shared.stats.websocket_total.fetch_add(1, Ordering::Relaxed);
+    }
+    let mut conn = Connection::new(session, socket, shared.clone(), Some(permit)).with_input(input);
     conn.greet();
-    tracker.spawn(conn.run());
+    conn
 }
 
 /// Answers a client the server cannot take with `not_allowed`, half-closes,
@@ -617,6 +760,7 @@ fn admit(
 /// for a moment, so the error frame is not destroyed by a reset.
 fn refuse(
     stream: tokio::net::TcpStream,
+    transport: Transport,
     (why, reason): (Refusal, &str),
     shared: &Shared,
     lingering: Option<&Arc<Semaphore>>,
@@ -625,7 +769,13 @@ fn refuse(
     shared.stats.refused(why);
     shared.stats.error_sent(janus_core::ErrorCode::NotAllowed);
     let err = ProtocolError::new(janus_core::ErrorCode::NotAllowed, reason);
-    let frame = ServerMessage::error(&err, janus_core::Timestamp::now()).to_bytes();
+    let frame = match transport {
+        Transport::Tcp => ServerMessage::error(&err, janus_core::Timestamp::now()).to_bytes(),
+        // Before the handshake: a plain HTTP refusal.
+        Transport::WebSocket => janus_core::ws::Rejection::new(503, reason)
+            .response()
+            .into(),
+    };
     let sock = socket2::SockRef::from(&stream);
     let _ = (&*sock).write(&frame);
     let _ = sock.shutdown(std::net::Shutdown::Write);

@@ -482,6 +482,8 @@ impl Collector for ServerCollector {
             get(&stats.slow_consumers),
         )?;
 
+        resume_metrics(e, shared)?;
+
         labelled_counters(
             e,
             ("errors", "code"),
@@ -489,20 +491,149 @@ impl Collector for ServerCollector {
             ErrorCode::ALL.map(|code| (code.as_str(), stats.errors_sent(code))),
         )?;
 
-        let latency = stats.delivery_latency.snapshot();
-        e.encode_descriptor(
+        histogram(
+            e,
             "delivery_latency",
             "Time from queueing a delivery for a subscriber to writing its last byte.",
-            Some(&Unit::Seconds),
-            MetricType::Histogram,
-        )?
+            &stats.delivery_latency,
+        )?;
+        if let Some(cluster) = shared.cluster() {
+            broker_metrics(e, cluster.broker.stats(), cluster.broker.ready())?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes one latency histogram, in seconds.
+fn histogram(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    histogram: &LatencyHistogram,
+) -> Result<(), std::fmt::Error> {
+    let latency = histogram.snapshot();
+    e.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?
         .encode_histogram::<NoLabelSet>(
             latency.sum_ns as f64 / 1e9,
             latency.count(),
             &latency.buckets_seconds(),
             None,
         )
+}
+
+/// The cluster broker's metrics (only in a cluster).
+fn broker_metrics(
+    e: &mut DescriptorEncoder,
+    stats: &crate::broker::BrokerStats,
+    connected: bool,
+) -> Result<(), std::fmt::Error> {
+    let get = crate::broker::BrokerStats::get;
+    gauge(
+        e,
+        "broker_connected",
+        "1 while connected to the cluster broker (resubscribed and caught up).",
+        None,
+        u64::from(connected),
+    )?;
+    let counters = [
+        (
+            "broker_reconnects",
+            "Times the link to the broker was lost.",
+            &stats.disconnects,
+        ),
+        (
+            "broker_messages_in",
+            "Messages received from the broker.",
+            &stats.messages_in,
+        ),
+        (
+            "broker_messages_out",
+            "Publishes the broker accepted from this node.",
+            &stats.messages_out,
+        ),
+        (
+            "broker_publish_failures",
+            "Publishes refused as unavailable.",
+            &stats.publish_failures,
+        ),
+        (
+            "broker_recovered",
+            "Messages read back from topic streams after a reconnect or a hole.",
+            &stats.recovered,
+        ),
+        (
+            "broker_gaps",
+            "Holes in a topic the broker's history could not fill.",
+            &stats.gaps,
+        ),
+    ];
+    for (name, help, value) in counters {
+        counter(e, name, help, None, get(value))?;
     }
+    histogram(
+        e,
+        "broker_publish_rtt",
+        "Round trip of a publish to the broker (script call to its answer).",
+        &stats.publish_rtt,
+    )
+}
+
+/// Resumes (X1), detached sessions and topic history.
+fn resume_metrics(e: &mut DescriptorEncoder, shared: &Shared) -> Result<(), std::fmt::Error> {
+    let stats = &*shared.stats;
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    labelled_counters(
+        e,
+        ("resumes", "outcome"),
+        "Resumes (X1) by outcome: recovered, not_recovered (the client must resync) or unknown_session.",
+        [
+            ("recovered", get(&stats.resumes_recovered)),
+            ("not_recovered", get(&stats.resumes_not_recovered)),
+            ("unknown_session", get(&stats.resumes_unknown)),
+        ],
+    )?;
+    counter(
+        e,
+        "messages_replayed",
+        "Messages replayed by resumes, from topic history or a detached session's queue.",
+        None,
+        get(&stats.messages_replayed),
+    )?;
+    counter(
+        e,
+        "sessions_detached",
+        "Sessions that lost their connection and were kept for a resume.",
+        None,
+        get(&stats.sessions_detached),
+    )?;
+    counter(
+        e,
+        "sessions_expired",
+        "Detached sessions freed because no resume came within the session TTL.",
+        None,
+        get(&stats.sessions_expired),
+    )?;
+    gauge(
+        e,
+        "sessions_waiting",
+        "Detached sessions waiting for a resume (as of the last housekeeping sweep).",
+        None,
+        get(&stats.sessions_detached_now),
+    )?;
+    gauge(
+        e,
+        "history_entries",
+        "Messages held in topic history, over all topics.",
+        None,
+        shared.history.messages.load(Ordering::Relaxed) as u64,
+    )?;
+    gauge(
+        e,
+        "history",
+        "Bytes held in topic history, over all topics.",
+        Some(&Unit::Bytes),
+        shared.history.bytes.load(Ordering::Relaxed) as u64,
+    )
 }
 
 /// `janus_build_info{version="…"} 1`.

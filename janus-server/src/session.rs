@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use janus_core::topic::SubscriberId;
 use janus_core::{ErrorCode, Token, TopicManager};
@@ -25,6 +26,57 @@ use crate::outbound::{Budget, Flushed, Frame, Outbound, Tally};
 
 /// The socket handle an [`Outbound`] writes to.
 pub type Socket = Arc<TcpStream>;
+
+/// How a client's connection carries the protocol: the frames queued for a
+/// session are in its transport's form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain TCP, frames ending in `0x01` (protocol P1).
+    Tcp,
+    /// WebSocket (X2): each frame a text message.
+    WebSocket,
+}
+
+impl Transport {
+    /// This transport's form of a P1 server frame (a copy for WebSocket;
+    /// a fan-out converts each delivery once, not per subscriber).
+    pub fn frame(self, p1: Bytes) -> Bytes {
+        match self {
+            Transport::Tcp => p1,
+            Transport::WebSocket => janus_core::ws::from_server_frame(&p1),
+        }
+    }
+
+    /// The final bytes of a connection closing after the P1 frame `last`
+    /// (if any): over WebSocket, followed by a close frame naming the error.
+    pub fn last(self, last: Option<Bytes>) -> Option<Bytes> {
+        match self {
+            Transport::Tcp => last,
+            Transport::WebSocket => Some(janus_core::ws::closing(last.as_deref())),
+        }
+    }
+
+    /// The heartbeat (P4): `PING`, and over WebSocket a ping frame after it
+    /// too (a browser answers that by itself).
+    pub fn heartbeat(self) -> Bytes {
+        match self {
+            Transport::Tcp => Bytes::from_static(b"PING\x01"),
+            Transport::WebSocket => {
+                let mut both = janus_core::ws::text_frame(b"PING").to_vec();
+                both.extend_from_slice(&janus_core::ws::ping_frame());
+                Bytes::from(both)
+            }
+        }
+    }
+
+    /// The name operators see (`tcp`, `ws`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::WebSocket => "ws",
+        }
+    }
+}
 
 /// Why the server closes a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +204,9 @@ pub struct Session {
     pub peer: SocketAddr,
     /// When the connection was accepted.
     pub connected_at: SystemTime,
+    /// The transport of the connection it was created on; every frame
+    /// queued for it is in this transport's form.
+    pub transport: Transport,
     /// Every frame waiting for this client, and the right to write its socket.
     pub outbound: Outbound<Socket>,
     /// Latency stamp of the last complete frame read from the client (idle timeout).
@@ -177,6 +232,7 @@ impl Session {
         peer: SocketAddr,
         socket: Socket,
         budget: Budget,
+        transport: Transport,
     ) -> Self {
         let now = stamp_now();
         Self {
@@ -184,6 +240,7 @@ impl Session {
             token,
             peer,
             connected_at: SystemTime::now(),
+            transport,
             outbound: Outbound::new(Some(socket), budget, now),
             last_request: AtomicU32::new(now),
             offsets: AtomicBool::new(false),
@@ -274,7 +331,7 @@ impl Session {
     /// [`Outbound::reply`]); `None` when someone else writes it.
     pub(crate) fn reply(
         &self,
-        frame: bytes::Bytes,
+        frame: Bytes,
         tally: &mut Tally,
         max_writes: usize,
     ) -> Option<Flushed> {

@@ -18,6 +18,8 @@ pub struct Stats {
     pub connections_peak: AtomicU64,
     /// Client connections accepted since start.
     pub connections_total: AtomicU64,
+    /// Of those, WebSocket connections (X2) that completed their handshake.
+    pub websocket_total: AtomicU64,
     /// Client connections refused (every reason but `max-topics`).
     pub connections_refused: AtomicU64,
     /// Refusals by reason (indexed like [`Refusal::ALL`]).
@@ -38,6 +40,12 @@ pub struct Stats {
     pub sessions_detached: AtomicU64,
     /// Detached sessions freed because no resume came within the session TTL.
     pub sessions_expired: AtomicU64,
+    /// Sessions waiting for a resume without a connection, as of the last
+    /// housekeeping sweep (a gauge).
+    pub sessions_detached_now: AtomicU64,
+    /// Messages replayed by resumes: from topic history, or a detached
+    /// session's queue.
+    pub messages_replayed: AtomicU64,
     /// Resumes asked for (X1), either form.
     pub resumes: AtomicU64,
     /// Resumes answered `recovered: true`.

@@ -6,7 +6,9 @@
 //! client's receive timeout), never on fixed sleeps. [`redis_server`] runs a
 //! real `redis-server` for the backplane tests.
 
+pub mod browser;
 pub mod redis_server;
+pub mod ws;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -217,6 +219,17 @@ impl Client {
         self.send_raw(&out).await;
     }
 
+    /// Publishes on this connection (X3) and waits for the `ACK`.
+    pub async fn publish_acked(&mut self, topic: &str, message_id: &str, data: &str) {
+        let publish = Publish::new(topic, "e", message_id, data).expect("valid publish");
+        self.send(ClientMessage::Publish {
+            publish,
+            one_shot: false,
+        })
+        .await;
+        assert_eq!(self.recv().await, ServerMessage::Ack);
+    }
+
     /// Subscribes and waits for the `ACK`.
     pub async fn subscribe(&mut self, topic: &str) {
         self.send(ClientMessage::Subscribe(topic.to_owned())).await;
@@ -311,6 +324,13 @@ impl Client {
             ),
             Err(e) => panic!("socket error: {e}"),
         }
+    }
+
+    /// Drops the connection the way a lost network does: a reset, no goodbye.
+    pub fn lose(self) {
+        let sock = socket2::SockRef::from(&self.stream);
+        sock.set_linger(Some(Duration::ZERO)).expect("linger");
+        drop(self);
     }
 
     /// Proves the connection is still open: a subscribe to a fresh topic is acknowledged.

@@ -13,8 +13,8 @@ use janus_core::{ClientMessage, Publish, ServerMessage};
 use janus_server::stats::Stats;
 use janus_server::Config;
 use janus_tests::{
-    cargo_bin, exit_code, lines_of, next_line, publish, test_config, wait_until, Client,
-    TestServer, TIMEOUT,
+    cargo_bin, exit_code, lines_of, next_line, publish, test_config, wait_until, wait_until_async,
+    Client, TestServer, TIMEOUT,
 };
 use serde_json::{json, Value};
 
@@ -1029,4 +1029,142 @@ async fn cli_drain_stops_the_binary_with_exit_zero() {
         status.is_some_and(|s| s.success()),
         "exit status {status:?}"
     );
+}
+
+/// Opts `c` in to offsets (X1) and subscribes it to `topic`; returns the epoch.
+async fn subscribe_with_offsets(c: &mut Client, topic: &str) -> String {
+    c.send(ClientMessage::Options {
+        offsets: Some(true),
+    })
+    .await;
+    assert_eq!(c.recv().await, ServerMessage::Ack);
+    c.send(ClientMessage::Subscribe(topic.to_owned())).await;
+    match c.recv().await {
+        ServerMessage::Subscribed { epoch, .. } => epoch,
+        other => panic!("expected subscribed, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_detached_sessions_and_resume_counters() {
+    let server = TestServer::start_with(admin_config(None)).await;
+    let admin = Admin::new(&server, None);
+    let mut c = Client::connect(server.addr()).await;
+    let epoch = subscribe_with_offsets(&mut c, "a/b").await;
+    for i in 1..=5 {
+        publish(server.addr(), "a/b", &i.to_string(), &i.to_string()).await;
+    }
+    for _ in 1..=5 {
+        delivery(&mut c).await;
+    }
+
+    // The stream and a page of its history; the topic's `/` encoded.
+    let page = admin.get("/topics/a%2Fb/history?since=2&limit=2").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let page = page.json();
+    assert_eq!(page["epoch"], json!(epoch));
+    assert_eq!(
+        (&page["first"], &page["last"], &page["count"]),
+        (&json!(1), &json!(5), &json!(5))
+    );
+    assert!(page["bytes"].as_u64().unwrap() > 0);
+    let offsets: Vec<_> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["offset"].clone(), m["delivery"]["offset"].clone()))
+        .collect();
+    assert_eq!(offsets, [(json!(3), json!(3)), (json!(4), json!(4))]);
+    assert_eq!(page["next"], json!(4));
+    let last = admin.get("/topics/a%2Fb/history?since=4").await.json();
+    assert_eq!(last["messages"][0]["delivery"]["message_id"], json!("5"));
+    assert_eq!(last["next"], Value::Null);
+    // Without the literal suffix, it is the topic; unknown topics are 404.
+    assert_eq!(admin.get("/topics/a%2Fb").await.json()["subscribers"], 1);
+    let missing = admin.get("/topics/nope/history").await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.json()["error"], "unknown_topic");
+    let text = ok(cli(
+        &base_url(&server),
+        None,
+        &["history", "a/b", "--since", "3"],
+    )
+    .await);
+    assert!(
+        text.contains(&format!("epoch {epoch}, offsets 1..=5")),
+        "{text}"
+    );
+    assert!(text.contains("\"message_id\":\"5\""), "{text}");
+
+    // A lost connection leaves a detached session with its expiry.
+    let token = c.token.clone();
+    c.lose();
+    let path = format!("/sessions/{token}");
+    wait_until_async("the session to show as detached", || async {
+        admin.get(&path).await.json()["state"] == "detached"
+    })
+    .await;
+    let info = admin.get(&path).await.json();
+    assert!(info["expires_in_ms"].as_u64().unwrap() <= 60_000, "{info}");
+    let listing = ok(cli(&base_url(&server), None, &["sessions"]).await);
+    assert!(listing.contains("detached"), "{listing}");
+
+    // Two missed, then a resume from offset 5 replays them.
+    for i in 6..=7 {
+        publish(server.addr(), "a/b", &i.to_string(), &i.to_string()).await;
+    }
+    let mut c = Client::connect(server.addr()).await;
+    c.send(ClientMessage::Resume(janus_core::Resume::Positions {
+        token: token.clone(),
+        topics: vec![janus_core::TopicPosition {
+            topic: "a/b".into(),
+            epoch,
+            offset: 5,
+        }],
+    }))
+    .await;
+    assert!(matches!(
+        c.recv().await,
+        ServerMessage::Resumed {
+            recovered: true,
+            missed: 2,
+            ..
+        }
+    ));
+    let mut unknown = Client::connect(server.addr()).await;
+    unknown
+        .send(ClientMessage::Resume(janus_core::Resume::Token(
+            "0".repeat(32),
+        )))
+        .await;
+    unknown.expect_error("unknown_session").await;
+    assert_eq!(admin.get(&path).await.json()["state"], "attached");
+
+    let status = admin.get("/status").await.json();
+    let resume = &status["resume"];
+    assert_eq!(
+        (
+            &resume["attempted"],
+            &resume["recovered"],
+            &resume["unknown_session"],
+            &resume["replayed"]
+        ),
+        (&json!(2), &json!(1), &json!(1), &json!(2)),
+        "{status}"
+    );
+    assert_eq!(status["history"]["entries"], 7);
+    assert_eq!(status["history"]["size"], 6000);
+    let metrics = admin.get("/metrics").await.body;
+    for line in [
+        "janus_resumes_total{outcome=\"recovered\"} 1",
+        "janus_resumes_total{outcome=\"unknown_session\"} 1",
+        "janus_messages_replayed_total 2",
+        "janus_history_entries 7",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    assert!(metrics.contains("janus_history_bytes "), "{metrics}");
+    let summary = ok(cli(&base_url(&server), None, &["status"]).await);
+    assert!(summary.contains("1 recovered"), "{summary}");
+    server.stop().await;
 }

@@ -15,8 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 
 use janus_core::ServerMessage;
-use janus_tests::{cargo_bin, wait_until, Client, TestServer, TIMEOUT};
-use serde_json::Value;
+use janus_tests::{cargo_bin, test_config, wait_until, Client, TestServer, TIMEOUT};
+use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 /// What a finished bot process left behind.
@@ -611,6 +611,87 @@ async fn many_topics_count_each_subscription() {
     .await;
 }
 
+/// `janus-bot resume` against `server`: 40 clients on 2 of 4 topics each,
+/// a quarter of them dropping their connection and resuming.
+async fn resume_run(server: &TestServer, json: &std::path::Path, timeout: &str) -> Finished {
+    run_bot(&[
+        "resume",
+        "--timeout",
+        timeout,
+        "--target",
+        &server.addr().to_string(),
+        "--clients",
+        "40",
+        "--topics",
+        "4",
+        "--subscriptions",
+        "2",
+        "--messages",
+        "40",
+        "--rate",
+        "200",
+        "--resume-percent",
+        "25",
+        "--away",
+        "50ms",
+        "--json",
+        json.to_str().expect("UTF-8 path"),
+        "--progress",
+        "none",
+    ])
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_clients_miss_nothing_and_repeat_nothing() {
+    let server = TestServer::start().await;
+    let json = temp("resume.json");
+    let done = resume_run(&server, &json, "10s").await;
+    assert_eq!(done.code, Some(0), "{done:?}");
+    let v = read_json(&json);
+    // 40 messages over 4 topics: 10 each; every client takes 2 topics.
+    assert_eq!(v["deliveries_expected"], 40 * 2 * 10);
+    assert_eq!(v["deliveries_received"], 800);
+    assert_eq!((&v["duplicates"], &v["reordered"]), (&json!(0), &json!(0)));
+    assert_eq!(v["clients_good"], 40);
+    let r = &v["resume"];
+    assert_eq!(
+        (
+            &r["clients"],
+            &r["recovered"],
+            &r["not_recovered"],
+            &r["failed"]
+        ),
+        (&json!(10), &json!(10), &json!(0), &json!(0)),
+        "{r}"
+    );
+    assert!(r["replayed"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["resume_time_ms"]["count"], 10, "{r}");
+    assert!(done.stdout.contains("10 recovered"), "{done:?}");
+    let stats = &server.shared().stats;
+    assert_eq!(stats.resumes_recovered.load(Ordering::Relaxed), 10);
+    assert_eq!(
+        stats.messages_replayed.load(Ordering::Relaxed),
+        r["replayed"].as_u64().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_the_history_cannot_serve_fails_the_run() {
+    let server = TestServer::start_with(janus_server::Config {
+        history_size: 1,
+        ..test_config()
+    })
+    .await;
+    let json = temp("resume-short.json");
+    // Those not recovered miss messages for good: no need to wait long for them.
+    let done = resume_run(&server, &json, "1s").await;
+    assert_eq!(done.code, Some(1), "{done:?}");
+    let r = &read_json(&json)["resume"];
+    assert!(r["not_recovered"].as_u64().unwrap() > 0, "{r}");
+    assert!(done.stdout.contains("result: FAILED"), "{done:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn never_reading_clients_are_read_at_the_end() {
     let server = TestServer::start().await;
@@ -768,4 +849,64 @@ async fn publish_to_nothing_exits_3() {
     let done = run_bot(&["publish", "t", "1", "--target", &addr, "--timeout", "2s"]).await;
     assert_eq!(done.code, Some(3), "{done:?}");
     assert!(done.stderr.contains("Connection refused"), "{done:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_subscribers_are_measured_like_tcp_ones() {
+    let server = TestServer::start_with(janus_server::Config {
+        ws_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..janus_tests::test_config()
+    })
+    .await;
+    let ws = server.shared().ws_addr().expect("WebSocket listener");
+    let json = temp("ws.json");
+    let done = run_bot(&[
+        "run",
+        "--target",
+        &server.addr().to_string(),
+        "--transport",
+        "ws",
+        "--ws-target",
+        &ws.to_string(),
+        "--clients",
+        "100",
+        "--never-read-percent",
+        "10",
+        "--messages",
+        "5",
+        "--rate",
+        "100",
+        "--json",
+        json.to_str().unwrap(),
+        "--progress",
+        "none",
+    ])
+    .await;
+    assert_eq!(done.code, Some(0), "{done:?}");
+    let v = read_json(&json);
+    assert_eq!(v["subscribed"], 100, "{v}");
+    assert_eq!(v["deliveries_expected"], 90 * 5);
+    assert_eq!(v["deliveries_received"], 90 * 5);
+    assert_eq!(v["never_read"]["complete"], 10, "{v}");
+    let stats = &server.shared().stats;
+    assert_eq!(stats.websocket_total.load(Ordering::Relaxed), 100);
+    wait_until("server counted every delivery", || {
+        stats.deliveries_sent.load(Ordering::Relaxed) == 100 * 5
+    })
+    .await;
+    let done = run_bot(&[
+        "run",
+        "--target",
+        "127.0.0.1:1",
+        "--transport",
+        "ws",
+        "--clients",
+        "1",
+    ])
+    .await;
+    assert_eq!(
+        done.code,
+        Some(2),
+        "a WebSocket run needs --ws-target: {done:?}"
+    );
 }

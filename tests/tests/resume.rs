@@ -56,13 +56,6 @@ async fn next(c: &mut Client) -> (u64, Option<u64>) {
     }
 }
 
-/// Drops a connection the way a lost network does: a reset, no goodbye.
-fn lose(c: Client) {
-    let sock = socket2::SockRef::from(&c.stream);
-    sock.set_linger(Some(Duration::ZERO)).expect("linger");
-    drop(c);
-}
-
 async fn resume(
     addr: std::net::SocketAddr,
     token: &str,
@@ -129,7 +122,7 @@ async fn resume_with_nothing_missed_goes_on_live() {
     opt_in(&mut c).await;
     let (epoch, offset) = subscribe_at(&mut c, "t").await;
     let token = c.token.clone();
-    lose(c);
+    c.lose();
     let (mut c, recovered, missed) =
         resume(server.addr(), &token, vec![at("t", &epoch, offset)]).await;
     assert!(recovered);
@@ -154,7 +147,7 @@ async fn resume_replays_500_missed_while_publishing_goes_on() {
     for _ in 1..=10 {
         last = next(&mut c).await.1.expect("offset");
     }
-    lose(c);
+    c.lose();
     for id in 11..=510 {
         publish(&mut p, "t", id).await;
     }
@@ -188,7 +181,7 @@ async fn resume_past_the_history_is_not_recovered_and_replays_nothing() {
     let (epoch, _) = subscribe_at(&mut c, "a").await;
     assert_eq!(subscribe_at(&mut c, "b").await.1, 0);
     let token = c.token.clone();
-    lose(c);
+    c.lose();
     let mut p = publisher(&server).await;
     publish(&mut p, "a", 1).await;
     for id in 1..=8 {
@@ -235,7 +228,7 @@ async fn token_resume_within_the_ttl_delivers_what_was_queued() {
     let mut c = Client::connect(server.addr()).await;
     c.subscribe("t").await;
     let token = c.token.clone();
-    lose(c);
+    c.lose();
     let shared = server.shared().clone();
     let parsed = token.parse().expect("token");
     wait_until("the session to be detached", || {
@@ -274,7 +267,7 @@ async fn token_resume_after_the_ttl_is_unknown_and_the_session_is_freed() {
     let mut c = Client::connect(server.addr()).await;
     c.subscribe("t").await;
     let token = c.token.clone();
-    lose(c);
+    c.lose();
     let shared = server.shared().clone();
     let parsed = token.parse().expect("token");
     wait_until("the detached session to expire", || {
@@ -294,7 +287,7 @@ async fn a_detached_session_that_is_kicked_is_freed() {
     let mut c = Client::connect(server.addr()).await;
     c.subscribe("t").await;
     let token = c.token.parse().expect("token");
-    lose(c);
+    c.lose();
     let shared = server.shared().clone();
     wait_until("the session to be detached", || {
         shared

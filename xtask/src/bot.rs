@@ -3,7 +3,7 @@
 //!
 //! Every scenario is a `janus-bot` run mode: `fanout` and `train` are
 //! `run`, `topics` is `run --topics`, `slow` is `run --never-read-percent`,
-//! `churn` is `churn`, `soak` is `soak`. xtask only picks the flags, so
+//! `churn` is `churn`, `soak` is `soak`, `resume` is `resume`. xtask only picks the flags, so
 //! the load test and an engineer at a terminal use one instrument with one
 //! clock.
 //!
@@ -68,6 +68,8 @@ pub struct BotRun<'a> {
     pub out_dir: &'a Path,
     /// How long the bot may run before it is killed.
     pub timeout: Duration,
+    /// The server is one node of a cluster on a shared port: publish once.
+    pub clustered: bool,
 }
 
 /// `--flag value` for each parameter that is set.
@@ -84,6 +86,7 @@ fn bot_args(run: &BotRun<'_>, server: &Server, json: &Path) -> Vec<String> {
         Kind::Fanout | Kind::Train | Kind::Topics | Kind::Slow => "run",
         Kind::Churn => "churn",
         Kind::Soak => "soak",
+        Kind::Resume => "resume",
     };
     let mut args: Vec<String> = [
         mode,
@@ -108,12 +111,17 @@ fn bot_args(run: &BotRun<'_>, server: &Server, json: &Path) -> Vec<String> {
     } else {
         args.extend(["--messages".to_owned(), size.messages().to_string()]);
     }
+    if run.clustered {
+        args.push("--clustered".to_owned());
+    }
     push_opt(&mut args, "--rate", size.rate);
     push_opt(&mut args, "--payload", size.payload);
     push_opt(&mut args, "--workers", size.workers);
     push_opt(&mut args, "--topics", size.topics);
     push_opt(&mut args, "--subscriptions", size.subscriptions_per_client);
     push_opt(&mut args, "--never-read-percent", size.slow_percent);
+    push_opt(&mut args, "--resume-percent", size.resume_percent);
+    push_opt(&mut args, "--away", millis(size.away_ms));
     if run.kind == Kind::Soak {
         push_opt(&mut args, "--stuck", size.stuck);
         push_opt(&mut args, "--flooders", size.flooders);
@@ -280,6 +288,34 @@ pub fn outcome_from_json(v: &Value, kind: Kind, size: &Size) -> Outcome {
             count("trimmed"),
             count("complete"),
             count("stalled")
+        ));
+    }
+    if let Some(r) = v.get("resume").filter(|r| !r.is_null()) {
+        let count = |k: &str| number(r, &[k]).unwrap_or(0.0);
+        out.set("resumes", Some(count("clients")));
+        out.set(
+            "resumes_not_recovered",
+            Some(count("clients") - count("recovered")),
+        );
+        out.set("resume_p99_ms", number(r, &["latency_ms", "p99"]));
+        out.set("steady_p99_ms", number(r, &["others_latency_ms", "p99"]));
+        out.set("resume_time_p99_ms", number(r, &["resume_time_ms", "p99"]));
+        out.notes.push(format!(
+            "resuming subscribers: {} planned, {} recovered, {} not recovered, {} failed; {} \
+             messages replayed; resume time p50 {} ms, p99 {} ms; their deliveries p50 {} ms, \
+             p99 {} ms, max {} ms; the other subscribers' deliveries p50 {} ms, p99 {} ms",
+            count("clients"),
+            count("recovered"),
+            count("not_recovered"),
+            count("failed"),
+            count("replayed"),
+            number(r, &["resume_time_ms", "p50"]).unwrap_or(0.0),
+            number(r, &["resume_time_ms", "p99"]).unwrap_or(0.0),
+            number(r, &["latency_ms", "p50"]).unwrap_or(0.0),
+            number(r, &["latency_ms", "p99"]).unwrap_or(0.0),
+            number(r, &["latency_ms", "max"]).unwrap_or(0.0),
+            number(r, &["others_latency_ms", "p50"]).unwrap_or(0.0),
+            number(r, &["others_latency_ms", "p99"]).unwrap_or(0.0),
         ));
     }
     if let Some(rss) = v.get("server_rss").filter(|r| !r.is_null()) {

@@ -114,6 +114,9 @@ pub enum Kind {
     /// A long run with churn and hostile clients, canary subscribers and a
     /// memory check (never in `--quick`).
     Soak,
+    /// A train during which a share of the subscribers drop their
+    /// connection and resume (docs/protocol.md, X1).
+    Resume,
 }
 
 impl Kind {
@@ -126,6 +129,7 @@ impl Kind {
             "churn" => Kind::Churn,
             "slow" => Kind::Slow,
             "soak" => Kind::Soak,
+            "resume" => Kind::Resume,
             _ => return None,
         })
     }
@@ -145,6 +149,7 @@ impl Kind {
             Kind::Churn => &["clients", "topics", "churners", "duration_s", "rate"],
             Kind::Slow => &["clients", "slow_percent", "messages", "rate", "payload"],
             Kind::Soak => &["clients", "duration_s", "rate"],
+            Kind::Resume => &["clients", "messages", "rate", "resume_percent"],
         }
     }
 }
@@ -158,6 +163,7 @@ impl fmt::Display for Kind {
             Kind::Churn => "churn",
             Kind::Slow => "slow",
             Kind::Soak => "soak",
+            Kind::Resume => "resume",
         };
         f.write_str(name)
     }
@@ -178,6 +184,12 @@ pub struct Scenario {
     /// Extra server flags for this scenario (after `[server] args`).
     #[serde(default)]
     pub server_args: Vec<String>,
+    /// Run a cluster of this many janus-server nodes on one port
+    /// (`--reuse-port`), joined by a `redis-server` xtask starts; the bot
+    /// spreads its clients over them and publishes each message once
+    /// (`--clustered`). Without it: one server, no broker.
+    #[serde(default)]
+    pub nodes: Option<u16>,
     /// The size of a normal run.
     pub full: Size,
     /// The size of a `--quick` (CI) run; without one, `--quick` skips the
@@ -261,6 +273,12 @@ pub struct Size {
     /// Soak: how long a hostile client keeps at it before it starts again, s.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostile_hold_s: Option<f64>,
+    /// Resume: percentage of the subscribers that drop their connection and resume.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume_percent: Option<f64>,
+    /// Resume: how long a resuming subscriber stays away, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub away_ms: Option<u64>,
     /// `janus-bot --workers`: bot processes sharing the clients.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
@@ -289,6 +307,7 @@ impl Size {
             "slow_percent" => self.slow_percent.is_some(),
             "duration_s" => self.duration_s.is_some(),
             "churners" => self.churners.is_some(),
+            "resume_percent" => self.resume_percent.is_some(),
             _ => false,
         }
     }
@@ -366,9 +385,13 @@ impl Scenario {
     fn check(&self) -> Result<()> {
         ensure!(
             self.kind.is_some() || Kind::from_name(&self.name).is_some(),
-            "say which kind it is (kind = \"fanout\" | \"train\" | \"topics\" | \"churn\" | \"slow\" | \"soak\")"
+            "say which kind it is (kind = \"fanout\" | \"train\" | \"topics\" | \"churn\" | \"slow\" | \"soak\" | \"resume\")"
         );
         ensure!(self.timeout_s > 0.0, "timeout_s must be positive");
+        ensure!(
+            self.nodes.is_none_or(|n| (1..=32).contains(&n)),
+            "nodes must be 1 to 32"
+        );
         ensure!(
             self.kind() != Kind::Soak || self.quick.is_none(),
             "a soak has no [quick] size: it is never part of --quick"

@@ -1,7 +1,7 @@
 //! Who may use the admin API.
 //!
 //! With an admin token configured, every request except `GET /health`
-//! needs `Authorization: Bearer TOKEN`; anything else gets a bare `401`
+//! and the page `GET /ui` (which asks for the token itself) needs `Authorization: Bearer TOKEN`; anything else gets a bare `401`
 //! (no body, nothing about why). Without a token the API serves loopback
 //! clients only and refuses the rest with `403`.
 
@@ -23,7 +23,10 @@ pub async fn authorize(
     request: Request,
     next: Next,
 ) -> Response {
-    if request.method() == Method::GET && request.uri().path() == "/health" {
+    // The page holds no data: it asks for the token and sends it with
+    // every API call it makes (a browser cannot add it to a navigation).
+    let open = ["/health", "/ui"];
+    if request.method() == Method::GET && open.contains(&request.uri().path()) {
         return next.run(request).await;
     }
     match state.shared.config.admin_token.as_deref() {

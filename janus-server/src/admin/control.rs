@@ -13,7 +13,9 @@ use super::error::ApiError;
 use super::server::AdminState;
 
 /// `POST /publish` with `{"topic","event","message_id","data"}`: publishes
-/// exactly like a client `PUBLISH` (protocol P5).
+/// exactly like a client `PUBLISH` (protocol P5). In a cluster it goes
+/// through the broker (`503 unavailable` when that cannot be reached), and
+/// `reached` is 0: every node delivers it to its own subscribers.
 pub async fn publish(
     State(state): State<Arc<AdminState>>,
     body: Bytes,
@@ -23,7 +25,13 @@ pub async fn publish(
     let mut publish = Publish::from_json(text)?;
     // The admin API is already authorized; a publish key has no meaning here.
     publish.key = None;
-    let reached = state.shared.publish(&publish);
+    let reached = match state.shared.cluster() {
+        Some(cluster) => {
+            cluster.publish(&publish).await?;
+            0
+        }
+        None => state.shared.publish(&publish),
+    };
     Ok(Json(Published {
         topic: publish.topic,
         reached: reached as u64,

@@ -43,6 +43,17 @@ impl ApiError {
     }
 }
 
+/// The broker cannot be reached (cluster mode): `503 unavailable`.
+impl From<crate::broker::Unavailable> for ApiError {
+    fn from(err: crate::broker::Unavailable) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            err.to_string(),
+        )
+    }
+}
+
 /// A protocol error in a request body (bad topic, bad JSON) is a `400`.
 impl From<ProtocolError> for ApiError {
     fn from(err: ProtocolError) -> Self {

@@ -11,6 +11,7 @@
 //! - [`status`], [`topics`], [`sessions`], [`control`]: the handlers.
 //! - [`error`]: the JSON error every handler answers with.
 //! - [`datetime`]: RFC 3339 timestamps for JSON.
+//! - [`ui`]: the operator's web page at `/ui` (embedded, no build step).
 //!
 //! The API reads atomics and bounded pages: a topic listing holds a shard
 //! lock for at most one chunk of entries (see `janus_core::topic`), all of
@@ -28,6 +29,7 @@ pub mod server;
 pub mod sessions;
 pub mod status;
 pub mod topics;
+pub mod ui;
 
 pub use listener::{serve, spawn, AdminLimits, AdminThread};
 pub use server::{router, AdminState};

@@ -38,6 +38,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/health", get(status::health))
         .route("/ready", get(status::ready))
         .route("/status", get(status::status))
+        .route("/cluster", get(status::cluster))
         .route("/metrics", get(status::metrics))
         .route("/topics", get(topics::list))
         .route("/topics/{*topic}", get(topics::one))
@@ -49,6 +50,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/sessions/{token}/send", post(sessions::send))
         .route("/publish", post(control::publish))
         .route("/drain", post(control::drain))
+        .route("/ui", get(super::ui::page))
         .fallback(|| async {
             ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,

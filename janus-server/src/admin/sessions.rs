@@ -16,10 +16,17 @@ use super::datetime::{rfc3339, seconds_since};
 use super::error::ApiError;
 use super::server::AdminState;
 use super::topics::page_size;
+use crate::broker::{NodeCommand, RouteError};
+use crate::cluster::Cluster;
 use crate::session::{CloseReason, Session};
 
-/// One session, as the API shows it.
-fn session_info(session: &Session) -> SessionInfo {
+/// One session, as the API shows it; `ttl` is the session TTL (how long a
+/// detached session waits for a resume).
+fn session_info(session: &Session, ttl: std::time::Duration) -> SessionInfo {
+    let detached = session.detached_since().map(|since| {
+        let waited = crate::metrics::millis_now().wrapping_sub(since);
+        std::time::Duration::from_millis(u64::from(waited))
+    });
     let mut subscriptions: Vec<String> = session
         .subscriptions()
         .iter()
@@ -36,7 +43,20 @@ fn session_info(session: &Session) -> SessionInfo {
         queue_depth: outbound.frames as u64,
         queued_bytes: outbound.charged as u64,
         delivered: outbound.delivered,
+        state: if detached.is_some() {
+            "detached"
+        } else {
+            "attached"
+        }
+        .to_owned(),
+        detached_ms: detached.map(millis),
+        expires_in_ms: detached.map(|d| millis(ttl.saturating_sub(d))),
+        transport: session.transport.as_str().to_owned(),
     }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Query of `GET /sessions`.
@@ -86,7 +106,10 @@ pub async fn list(
     };
     Ok(Json(SessionPage {
         total: registry.len() as u64,
-        sessions: page.iter().map(|s| session_info(s)).collect(),
+        sessions: page
+            .iter()
+            .map(|s| session_info(s, state.shared.config.session_ttl))
+            .collect(),
         next,
     }))
 }
@@ -97,7 +120,10 @@ pub async fn one(
     Path(token): Path<String>,
 ) -> Result<Json<SessionInfo>, ApiError> {
     let session = find(&state, &token)?;
-    Ok(Json(session_info(&session)))
+    Ok(Json(session_info(
+        &session,
+        state.shared.config.session_ttl,
+    )))
 }
 
 /// The body of `POST /sessions/{token}/send`.
@@ -121,7 +147,6 @@ pub async fn send(
     Path(token): Path<String>,
     body: Bytes,
 ) -> Result<Json<Sent>, ApiError> {
-    let session = find(&state, &token)?;
     if !body.trim_ascii_start().starts_with(b"{") {
         return Err(ApiError::bad_request(
             "bad_json",
@@ -142,6 +167,16 @@ pub async fn send(
         &body.message_id,
         data,
     );
+    let send = |token| NodeCommand::Send {
+        token,
+        frame: frame.clone(),
+    };
+    let Some(session) = here_or_routed(&state, &token, send).await? else {
+        return Ok(Json(Sent {
+            token,
+            queue_depth: 0,
+        }));
+    };
     if !state.shared.send(&session, &frame) {
         return Err(ApiError::new(
             axum::http::StatusCode::CONFLICT,
@@ -153,6 +188,38 @@ pub async fn send(
         token: session.token.to_string(),
         queue_depth: session.outbound.status().frames as u64,
     }))
+}
+
+/// The session `token` names, if this node holds it. In a cluster, a
+/// session held by another node gets `command` through the broker instead
+/// (`None`).
+async fn here_or_routed(
+    state: &AdminState,
+    token: &str,
+    command: impl FnOnce(Token) -> NodeCommand,
+) -> Result<Option<Arc<Session>>, ApiError> {
+    match (find(state, token), state.shared.cluster()) {
+        (Ok(session), _) => Ok(Some(session)),
+        (Err(_), Some(cluster)) => {
+            route(cluster, command(parse_token(token)?)).await?;
+            Ok(None)
+        }
+        (Err(e), None) => Err(e),
+    }
+}
+
+/// Hands a command for a session this node does not hold to the node that
+/// holds it, through the broker.
+async fn route(cluster: &Cluster, command: NodeCommand) -> Result<(), ApiError> {
+    let token = command.token();
+    match cluster.broker.route_to_session(command).await {
+        Ok(node) => {
+            tracing::info!(%token, %node, "session command routed to another node");
+            Ok(())
+        }
+        Err(RouteError::UnknownSession(_)) => Err(ApiError::unknown_session(&token.to_string())),
+        Err(RouteError::Unavailable(e)) => Err(e.into()),
+    }
 }
 
 /// Query of `DELETE /sessions/{token}`.
@@ -168,11 +235,17 @@ pub async fn kick(
     Path(token): Path<String>,
     Query(query): Query<KickQuery>,
 ) -> Result<Json<Kicked>, ApiError> {
-    let session = find(&state, &token)?;
     let reason = query
         .reason
         .filter(|r| !r.trim().is_empty())
         .unwrap_or_else(|| "disconnected by an operator".to_owned());
+    let kick = |token| NodeCommand::Kick {
+        token,
+        reason: reason.clone(),
+    };
+    let Some(session) = here_or_routed(&state, &token, kick).await? else {
+        return Ok(Json(Kicked { kicked: token }));
+    };
     tracing::info!(token = %session.token, peer = %session.peer, %reason, "kicking session");
     state
         .shared

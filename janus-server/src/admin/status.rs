@@ -1,4 +1,4 @@
-//! `GET /health`, `GET /ready`, `GET /status` and `GET /metrics`.
+//! `GET /health`, `GET /ready`, `GET /status`, `GET /cluster` and `GET /metrics`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -8,7 +8,10 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use janus_core::api::{Health, Latency, Limits, Listen, Ready, Refusals, Status};
+use janus_core::api::{
+    ClusterNode, ClusterNodes, Health, HistoryHeld, Latency, Limits, Listen, Ready, Refusals,
+    ResumeCounters, Status,
+};
 use janus_core::ErrorCode;
 
 use super::datetime::rfc3339;
@@ -24,7 +27,8 @@ pub async fn health() -> Json<Health> {
     })
 }
 
-/// `GET /ready`: 200 while accepting clients, 503 while starting or draining.
+/// `GET /ready`: 200 while accepting clients, 503 while starting or
+/// draining, or in a cluster while the broker is not connected (`broker`).
 pub async fn ready(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<Ready>) {
     let shared = &state.shared;
     if shared.is_ready() {
@@ -36,8 +40,11 @@ pub async fn ready(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<Re
             }),
         );
     }
+    let accepting = shared.accepting.load(Ordering::Relaxed);
     let reason = if shared.draining() {
         "draining"
+    } else if accepting && shared.cluster().is_some() {
+        "broker"
     } else {
         "starting"
     };
@@ -90,6 +97,7 @@ pub async fn status(State(state): State<Arc<AdminState>>) -> Json<Status> {
         listen: Listen {
             clients: shared.local_addr.to_string(),
             admin: shared.admin_addr().map(|a| a.to_string()),
+            websocket: shared.ws_addr().map(|a| a.to_string()),
         },
         capacity: shared.capacity as u64,
         connections: get(&stats.connections),
@@ -126,7 +134,65 @@ pub async fn status(State(state): State<Arc<AdminState>>) -> Json<Status> {
             p50_ms: recent.latency.quantile(0.5).map(ms),
             p99_ms: recent.latency.quantile(0.99).map(ms),
         },
+        resume: resume_counters(shared),
+        history: history_held(shared),
+        broker: shared.cluster().map(|c| c.broker.status()),
     })
+}
+
+/// Resumes and detached sessions, for `/status`.
+fn resume_counters(shared: &crate::Shared) -> ResumeCounters {
+    let stats = &*shared.stats;
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    ResumeCounters {
+        attempted: get(&stats.resumes),
+        recovered: get(&stats.resumes_recovered),
+        not_recovered: get(&stats.resumes_not_recovered),
+        unknown_session: get(&stats.resumes_unknown),
+        replayed: get(&stats.messages_replayed),
+        detached: get(&stats.sessions_detached_now),
+        detached_total: get(&stats.sessions_detached),
+        expired: get(&stats.sessions_expired),
+    }
+}
+
+/// History held and its limits, for `/status`.
+fn history_held(shared: &crate::Shared) -> HistoryHeld {
+    let history = &shared.history;
+    HistoryHeld {
+        entries: history.messages.load(Ordering::Relaxed) as u64,
+        bytes: history.bytes.load(Ordering::Relaxed) as u64,
+        size: history.size as u64,
+        ttl_s: u64::from(history.ttl_secs),
+        max_bytes: history.max_bytes as u64,
+    }
+}
+
+/// `GET /cluster`: the live nodes (`404 not_clustered` on a single node,
+/// `503 unavailable` while the broker cannot be asked).
+pub async fn cluster(State(state): State<Arc<AdminState>>) -> Result<Json<ClusterNodes>, ApiError> {
+    let Some(cluster) = state.shared.cluster() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_clustered",
+            "this server runs on its own (--broker none)",
+        ));
+    };
+    let nodes = cluster.broker.nodes().await?;
+    Ok(Json(ClusterNodes {
+        this_node: cluster.broker.node_id().to_owned(),
+        nodes: nodes
+            .into_iter()
+            .map(|n| ClusterNode {
+                node_id: n.node_id,
+                clients: n.clients,
+                topics: n.topics,
+                admin: n.admin_addr.map(|a| a.to_string()),
+                started_at: n.started_at,
+                announced_at: n.announced_at,
+            })
+            .collect(),
+    }))
 }
 
 /// `GET /metrics`: the Prometheus text exposition.

@@ -1,4 +1,4 @@
-//! `GET /topics` and `GET /topics/{topic}`.
+//! `GET /topics`, `GET /topics/{topic}` and `GET /topics/{topic}/history`.
 //!
 //! Both ask the topic manager for a bounded page (top-K or a page after a
 //! cursor), which it builds without copying more than the page and without
@@ -8,9 +8,11 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::Json;
-use janus_core::api::{TopicDetail, TopicList, TopicSort, TopicSubscriber, TopicSummary};
+use janus_core::api::{
+    HistoryMessage, TopicDetail, TopicHistory, TopicList, TopicSort, TopicSubscriber, TopicSummary,
+};
 use janus_core::topic::TopicQuery;
 use janus_core::Token;
 use serde::Deserialize;
@@ -83,35 +85,106 @@ pub async fn list(
     }))
 }
 
-/// Query of `GET /topics/{topic}`.
+/// Query of `GET /topics/{topic}` and `GET /topics/{topic}/history`.
 #[derive(Debug, Deserialize)]
 pub struct OneQuery {
-    /// Most subscribers listed (default 100, at most 10,000).
+    /// Most subscribers (or history messages) listed (default 100, at most 10,000).
     pub limit: Option<usize>,
     /// Start after this session token (the `next` of the previous page).
     pub after: Option<String>,
+    /// History only: list the messages after this offset (default: from the oldest held).
+    pub since: Option<u64>,
 }
 
+/// The suffix that asks for a topic's history rather than its subscribers.
+const HISTORY: &str = "/history";
+
 /// `GET /topics/{topic}?limit=&after=`: one topic and a page of its
-/// subscribers in token order. The topic name is percent-decoded and may
-/// contain `/`.
+/// subscribers in token order; `GET /topics/{topic}/history?since=&limit=`:
+/// its stream and a page of its history. The topic name is percent-decoded
+/// and may contain `/`; a literal (unencoded) `/history` at the end of the
+/// path asks for the history, so a topic whose name ends in `/history`
+/// is reached with its `/` encoded as `%2F`.
 pub async fn one(
     State(state): State<Arc<AdminState>>,
     Path(topic): Path<String>,
+    uri: Uri,
     Query(query): Query<OneQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    match topic.strip_suffix(HISTORY) {
+        Some(name) if uri.path().ends_with(HISTORY) => {
+            Ok(history(&state, name, &query)?.into_response())
+        }
+        _ => Ok(subscribers(&state, &topic, &query)?.into_response()),
+    }
+}
+
+/// A topic's stream and up to `limit` messages of its history after `since`.
+fn history(
+    state: &AdminState,
+    topic: &str,
+    query: &OneQuery,
+) -> Result<Json<TopicHistory>, ApiError> {
+    let limit = page_size(query.limit);
+    let mut locked = state.shared.topics.lock_topics(&[topic]);
+    let Some(stream) = locked.state(topic) else {
+        return Err(unknown_topic(topic));
+    };
+    let (count, bytes) = stream.held();
+    let (first, last) = (stream.first(), stream.last());
+    let epoch = stream.epoch_name().map(str::to_owned);
+    let mut page = stream.page(query.since.unwrap_or(0), limit + 1);
+    drop(locked);
+    let next = if page.len() > limit {
+        page.truncate(limit);
+        page.last().map(|(offset, _)| *offset)
+    } else {
+        None
+    };
+    let messages = page
+        .into_iter()
+        .filter_map(|(offset, frame)| {
+            let json = frame.strip_suffix(b"\x01").unwrap_or(&frame);
+            let text = String::from_utf8(json.to_vec()).ok()?;
+            let delivery = serde_json::value::RawValue::from_string(text).ok()?;
+            Some(HistoryMessage { offset, delivery })
+        })
+        .collect();
+    Ok(Json(TopicHistory {
+        name: topic.to_owned(),
+        epoch,
+        first,
+        last,
+        count: count as u64,
+        bytes: bytes as u64,
+        messages,
+        next,
+    }))
+}
+
+fn unknown_topic(topic: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_topic",
+        format!("no topic {topic:?} (a topic exists while it has subscribers or history)"),
+    )
+}
+
+/// One topic and a page of its subscribers.
+fn subscribers(
+    state: &AdminState,
+    topic: &str,
+    query: &OneQuery,
 ) -> Result<Json<TopicDetail>, ApiError> {
     let limit = page_size(query.limit);
     let after: Option<Token> = query.after.as_deref().map(parse_token).transpose()?;
     let Some(page) = state
         .shared
         .topics
-        .subscribers(&topic, |h| h.0.token, after.as_ref(), limit)
+        .subscribers(topic, |h| h.0.token, after.as_ref(), limit)
     else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_topic",
-            format!("no topic {topic:?} (a topic exists while it has subscribers)"),
-        ));
+        return Err(unknown_topic(topic));
     };
     let next = page
         .truncated

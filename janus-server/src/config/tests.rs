@@ -107,6 +107,11 @@ fn print_config_round_trips() {
             "90s",
             "--allow-publish-from",
             "10.0.0.1,fd00::/8",
+            "--broker",
+            "redis://127.0.0.1:6379/1",
+            "--node-id",
+            "node-7",
+            "--reuse-port",
             "--admin-listen",
             "off",
             "--max-connections",
@@ -310,4 +315,53 @@ fn sizes_and_durations() {
         (s.queue_bytes, s.history_ttl),
         (ByteCount(2_097_152), Duration::from_secs(3600))
     );
+}
+
+#[test]
+fn cluster_settings() {
+    let single = Settings::default().validate().unwrap();
+    assert_eq!((single.broker.as_deref(), single.reuse_port), (None, false));
+    assert!(
+        single
+            .node_id
+            .ends_with(&format!("-{}", std::process::id())),
+        "{}",
+        single.node_id
+    );
+    let config = settings(&[
+        "--broker",
+        "redis://127.0.0.1:6379",
+        "--node-id",
+        "n1",
+        "--reuse-port",
+    ])
+    .unwrap()
+    .validate()
+    .unwrap();
+    assert_eq!(config.broker.as_deref(), Some("redis://127.0.0.1:6379"));
+    assert_eq!((config.node_id.as_str(), config.reuse_port), ("n1", true));
+    // A password never shows, and its placeholder is refused.
+    let printed = settings(&["--broker", "redis://u:pw@h:1/2"])
+        .unwrap()
+        .to_toml()
+        .unwrap();
+    assert!(
+        printed.contains("\nbroker = \"redis://u:***@h:1/2\"\n"),
+        "{printed}"
+    );
+    let file = TempFile::new("broker", &printed);
+    let err = settings(&["--config", file.arg()]).unwrap_err().to_string();
+    assert!(err.contains("***"), "{err}");
+    for bad in ["http://h:1", "redis://"] {
+        assert!(
+            Cli::parse_args(["janus-server", "--broker", bad]).is_err(),
+            "{bad}"
+        );
+    }
+    let err = settings(&["--node-id", "a b"])
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("node-id"), "{err}");
 }

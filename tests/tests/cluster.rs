@@ -1,0 +1,376 @@
+//! Cluster mode (docs/protocol.md C1): two in-process nodes joined by a
+//! real `redis-server` each test starts on a free port. One order per topic
+//! across nodes, interest-based channels, `unavailable` while Redis is
+//! gone and recovery after it is back, unicast and kick from another node.
+
+use std::net::SocketAddr;
+
+use janus_core::{ClientMessage, Publish, ServerMessage};
+use janus_server::Config;
+use janus_tests::redis_server::{free_port, RedisServer};
+use janus_tests::{
+    http, publish_legacy, test_config, wait_until, wait_until_async, Client, TestServer,
+};
+
+/// A node of the cluster on `url`, named `id`, with its admin API on a free port.
+async fn node(url: &str, id: &str) -> TestServer {
+    let server = TestServer::start_with(Config {
+        broker: Some(url.to_owned()),
+        node_id: id.to_owned(),
+        admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..test_config()
+    })
+    .await;
+    ready(&server, true).await;
+    server
+}
+
+async fn ready(server: &TestServer, ready: bool) {
+    let what = format!("ready = {ready}");
+    wait_until(&what, || server.shared().is_ready() == ready).await;
+}
+
+fn admin(server: &TestServer) -> SocketAddr {
+    server.shared().admin_addr().expect("admin API on")
+}
+
+/// Opts a client in to offsets.
+async fn opt_in(c: &mut Client) {
+    c.send(ClientMessage::Options {
+        offsets: Some(true),
+    })
+    .await;
+    assert_eq!(c.recv().await, ServerMessage::Ack);
+}
+
+/// Subscribes an offset client; returns the offset it starts after.
+async fn subscribe_at(c: &mut Client, topic: &str) -> u64 {
+    c.send(ClientMessage::Subscribe(topic.to_owned())).await;
+    match c.recv().await {
+        ServerMessage::Subscribed { offset, .. } => offset,
+        other => panic!("expected subscribed, got {other:?}"),
+    }
+}
+
+/// Sends a persistent publish (X3) without waiting for its answer.
+async fn send_publish(c: &mut Client, topic: &str, id: &str) {
+    let publish = Publish::new(topic, "e", id, "{\"n\":1}").expect("valid publish");
+    c.send(ClientMessage::Publish {
+        publish,
+        one_shot: false,
+    })
+    .await;
+}
+
+/// The next delivery's message id and offset.
+async fn delivery(c: &mut Client) -> (String, Option<u64>) {
+    match c.recv().await {
+        ServerMessage::Delivery(d) => (d.message_id, d.offset),
+        other => panic!("expected a delivery, got {other:?}"),
+    }
+}
+
+/// How many nodes subscribe to `topic`'s channel in Redis.
+async fn channel_subscribers(redis: &RedisServer, topic: &str) -> i64 {
+    let reply: Vec<redis::Value> = redis
+        .command(&["PUBSUB", "NUMSUB", &format!("janus:topic:{{{topic}}}")])
+        .await;
+    match reply.get(1) {
+        Some(redis::Value::Int(n)) => *n,
+        other => panic!("PUBSUB NUMSUB: {other:?}"),
+    }
+}
+
+async fn wait_channel_subscribers(redis: &RedisServer, topic: &str, n: i64) {
+    let what = format!("{topic}: {n} nodes subscribed");
+    wait_until_async(&what, || async {
+        channel_subscribers(redis, topic).await == n
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn publishes_on_any_node_reach_every_node_in_one_order() {
+    let redis = RedisServer::start().await;
+    let a = node(&redis.url(), "a").await;
+    let b = node(&redis.url(), "b").await;
+    let mut on_a = Client::connect(a.addr()).await;
+    opt_in(&mut on_a).await;
+    assert_eq!(subscribe_at(&mut on_a, "news").await, 0);
+    let mut on_b = Client::connect(b.addr()).await;
+    opt_in(&mut on_b).await;
+    assert_eq!(subscribe_at(&mut on_b, "news").await, 0);
+    let mut plain_b = Client::connect(b.addr()).await;
+    plain_b.subscribe("news").await;
+    // Interest: each node subscribed the channel once, whatever its clients.
+    assert_eq!(channel_subscribers(&redis, "news").await, 2);
+
+    // Two publishers on two nodes, interleaved.
+    let (mut pa, mut pb) = (
+        Client::connect(a.addr()).await,
+        Client::connect(b.addr()).await,
+    );
+    const N: usize = 20;
+    for i in 0..N {
+        send_publish(&mut pa, "news", &format!("a{i}")).await;
+        send_publish(&mut pb, "news", &format!("b{i}")).await;
+    }
+    for _ in 0..N {
+        assert_eq!(pa.recv().await, ServerMessage::Ack);
+        assert_eq!(pb.recv().await, ServerMessage::Ack);
+    }
+    publish_legacy(
+        b.addr(),
+        r#"{"topic":"news","event":"e","message_id":"legacy","data":1}"#,
+    )
+    .await;
+
+    let mut orders = Vec::new();
+    for c in [&mut on_a, &mut on_b, &mut plain_b] {
+        let mut ids = Vec::new();
+        for expected in 1..=(2 * N + 1) as u64 {
+            let (id, offset) = delivery(c).await;
+            if let Some(offset) = offset {
+                assert_eq!(offset, expected, "offsets run 1, 2, 3, … on every node");
+            }
+            ids.push(id);
+        }
+        orders.push(ids);
+    }
+    assert_eq!(orders[0], orders[1], "one order on both nodes");
+    assert_eq!(orders[0], orders[2]);
+    // Each publisher's messages keep their order.
+    let from_a: Vec<&String> = orders[0].iter().filter(|id| id.starts_with('a')).collect();
+    let expected: Vec<String> = (0..N).map(|i| format!("a{i}")).collect();
+    assert_eq!(from_a, expected.iter().collect::<Vec<_>>());
+    assert_eq!(orders[0].last().map(String::as_str), Some("legacy"));
+
+    // A late subscriber on either node starts after the latest offset.
+    let mut late = Client::connect(a.addr()).await;
+    opt_in(&mut late).await;
+    assert_eq!(subscribe_at(&mut late, "news").await, 2 * N as u64 + 1);
+
+    // Interest ends with the node's last local subscriber.
+    for c in [&mut on_b, &mut plain_b] {
+        c.send(ClientMessage::Unsubscribe("news".into())).await;
+    }
+    wait_channel_subscribers(&redis, "news", 1).await;
+    send_publish(&mut pa, "news", "after").await;
+    assert_eq!(pa.recv().await, ServerMessage::Ack);
+    assert_eq!(delivery(&mut on_a).await.0, "after");
+    plain_b.expect_open().await;
+    plain_b.expect_nothing_buffered();
+    on_b.expect_nothing_buffered();
+}
+
+#[tokio::test]
+async fn publishes_are_unavailable_while_redis_is_down_and_delivery_resumes() {
+    let mut redis = RedisServer::start().await;
+    let a = node(&redis.url(), "a").await;
+    let b = node(&redis.url(), "b").await;
+    let mut sub = Client::connect(b.addr()).await;
+    sub.subscribe("t").await;
+    let mut publisher = Client::connect(a.addr()).await;
+    send_publish(&mut publisher, "t", "before").await;
+    assert_eq!(publisher.recv().await, ServerMessage::Ack);
+    assert_eq!(delivery(&mut sub).await.0, "before");
+
+    redis.kill();
+    ready(&a, false).await;
+    let reply = http(admin(&a), "GET", "/ready", "").await;
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    // Publishes are refused, connections stay open.
+    send_publish(&mut publisher, "t", "lost").await;
+    let reason = publisher.expect_error("unavailable").await;
+    assert!(reason.contains("nothing was published"), "{reason}");
+    let reply = http(
+        admin(&a),
+        "POST",
+        "/publish",
+        r#"{"topic":"t","message_id":"admin","data":1}"#,
+    )
+    .await;
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert!(reply.body.contains("unavailable"), "{}", reply.body);
+    let mut one_shot = Client::connect(a.addr()).await;
+    one_shot
+        .send(ClientMessage::Publish {
+            publish: Publish::new("t", "e", "x", "1").expect("valid"),
+            one_shot: true,
+        })
+        .await;
+    one_shot.expect_error("unavailable").await;
+    one_shot.expect_closed().await;
+
+    redis.restart().await;
+    ready(&a, true).await;
+    ready(&b, true).await;
+    // The subscriber was kept, subscribed, and gets what follows.
+    send_publish(&mut publisher, "t", "after").await;
+    assert_eq!(publisher.recv().await, ServerMessage::Ack);
+    assert_eq!(delivery(&mut sub).await.0, "after");
+    sub.expect_nothing_buffered();
+}
+
+#[tokio::test]
+async fn a_node_starts_without_redis_and_becomes_ready_when_it_appears() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let a = TestServer::start_with(Config {
+        broker: Some(url.clone()),
+        node_id: "early".into(),
+        ..test_config()
+    })
+    .await;
+    let mut sub = Client::connect(a.addr()).await;
+    // Subscribing works (the interest is made when Redis appears).
+    sub.subscribe("t").await;
+    assert!(!a.shared().is_ready());
+    let _redis = RedisServer::start_on(port).await;
+    ready(&a, true).await;
+    let mut publisher = Client::connect(a.addr()).await;
+    send_publish(&mut publisher, "t", "first").await;
+    assert_eq!(publisher.recv().await, ServerMessage::Ack);
+    assert_eq!(delivery(&mut sub).await.0, "first");
+}
+
+#[tokio::test]
+async fn unicast_and_kick_reach_a_session_on_another_node() {
+    let redis = RedisServer::start().await;
+    let a = node(&redis.url(), "a").await;
+    let b = node(&redis.url(), "b").await;
+    let mut client = Client::connect(b.addr()).await;
+    let key = format!("janus:session:{}", client.token);
+    let registered = || async { redis.command::<Option<String>>(&["GET", &key]).await };
+    wait_until_async("session registered", || async {
+        registered().await.as_deref() == Some("b")
+    })
+    .await;
+
+    // Operators see the broker and the nodes.
+    wait_until_async("both nodes listed", || async {
+        let reply = http(admin(&a), "GET", "/cluster", "").await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let nodes: janus_core::api::ClusterNodes =
+            serde_json::from_str(&reply.body).expect("cluster JSON");
+        let ids: Vec<&str> = nodes.nodes.iter().map(|n| n.node_id.as_str()).collect();
+        nodes.this_node == "a" && ids == ["a", "b"]
+    })
+    .await;
+    let reply = http(admin(&b), "GET", "/status", "").await;
+    let status: janus_core::api::Status = serde_json::from_str(&reply.body).expect("status");
+    let broker = status.broker.expect("the broker in /status");
+    assert_eq!((broker.node_id.as_str(), broker.connected), ("b", true));
+    assert_eq!(broker.url, redis.url());
+    let reply = http(admin(&b), "GET", "/metrics", "").await;
+    assert!(
+        reply.body.contains("janus_broker_connected 1"),
+        "{}",
+        reply.body
+    );
+
+    let path = format!("/sessions/{}/send", client.token);
+    let reply = http(admin(&a), "POST", &path, r#"{"message_id":"u1","data":7}"#).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(delivery(&mut client).await.0, "u1");
+
+    let unknown = "0123456789abcdef0123456789abcdef";
+    let reply = http(
+        admin(&a),
+        "POST",
+        &format!("/sessions/{unknown}/send"),
+        "{}",
+    )
+    .await;
+    assert_eq!(reply.status, 404, "{}", reply.body);
+
+    let path = format!("/sessions/{}?reason=bye", client.token);
+    let reply = http(admin(&a), "DELETE", &path, "").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let reason = client.expect_error("kicked").await;
+    assert!(reason.contains("bye"), "{reason}");
+    client.expect_closed().await;
+}
+
+#[tokio::test]
+async fn a_node_cut_off_from_redis_delivers_what_it_missed_in_order_when_back() {
+    let redis = RedisServer::start().await;
+    let _: () = redis
+        .command(&["ACL", "SETUSER", "b", "on", ">pw", "~*", "&*", "+@all"])
+        .await;
+    let a = node(&redis.url(), "a").await;
+    let b = node(&redis.url_as("b", "pw"), "b").await;
+    let mut sub = Client::connect(b.addr()).await;
+    opt_in(&mut sub).await;
+    let start = subscribe_at(&mut sub, "t").await;
+    let mut publisher = Client::connect(a.addr()).await;
+    send_publish(&mut publisher, "t", "m0").await;
+    assert_eq!(publisher.recv().await, ServerMessage::Ack);
+    assert_eq!(delivery(&mut sub).await, ("m0".into(), Some(start + 1)));
+
+    // B loses Redis (its user is gone, its connections closed); A goes on.
+    let deleted: i64 = redis.command(&["ACL", "DELUSER", "b"]).await;
+    assert_eq!(deleted, 1);
+    ready(&b, false).await;
+    for i in 1..=5 {
+        send_publish(&mut publisher, "t", &format!("m{i}")).await;
+        assert_eq!(publisher.recv().await, ServerMessage::Ack);
+    }
+    // B's clients stayed connected; once B is back it delivers what they
+    // missed, in order, from the topic's history, then live messages.
+    let _: () = redis
+        .command(&["ACL", "SETUSER", "b", "on", ">pw", "~*", "&*", "+@all"])
+        .await;
+    ready(&b, true).await;
+    send_publish(&mut publisher, "t", "m6").await;
+    assert_eq!(publisher.recv().await, ServerMessage::Ack);
+    for i in 1..=6u64 {
+        assert_eq!(
+            delivery(&mut sub).await,
+            (format!("m{i}"), Some(start + 1 + i))
+        );
+    }
+    sub.expect_nothing_buffered();
+    let reply = http(admin(&b), "GET", "/status", "").await;
+    let status: janus_core::api::Status = serde_json::from_str(&reply.body).expect("status");
+    let broker = status.broker.expect("broker status");
+    assert!(
+        broker.reconnects >= 1 && broker.recovered >= 5,
+        "{broker:?}"
+    );
+}
+
+/// Runs `janus-admin ARGS` against a node's admin API; returns its stdout.
+async fn janus_admin(server: &TestServer, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(janus_tests::cargo_bin("janus-admin"))
+        .arg("--server")
+        .arg(format!("http://{}", admin(server)))
+        .args(args)
+        .env_remove("JANUS_ADMIN_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .output();
+    let out = tokio::time::timeout(janus_tests::TIMEOUT, out)
+        .await
+        .expect("janus-admin finished in time")
+        .expect("run janus-admin");
+    assert!(out.status.success(), "janus-admin {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn janus_admin_shows_the_broker_and_the_live_nodes() {
+    let redis = RedisServer::start().await;
+    let a = node(&redis.url(), "alpha").await;
+    let b = node(&redis.url(), "beta").await;
+    let _client = Client::connect(b.addr()).await;
+    let status = janus_admin(&a, &["status"]).await;
+    assert!(
+        status.contains(&format!("{} as node alpha, connected", redis.url())),
+        "{status}"
+    );
+    wait_until_async("both nodes listed by janus-admin cluster", || async {
+        let table = janus_admin(&a, &["cluster"]).await;
+        table.contains("alpha *") && table.contains("beta") && table.contains("2 live nodes")
+    })
+    .await;
+}
