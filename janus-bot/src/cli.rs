@@ -23,7 +23,7 @@ use crate::control::Activity;
 pub enum Transport {
     /// Plain TCP, the 2009 protocol.
     Tcp,
-    /// WebSocket (PROTOCOL X2).
+    /// WebSocket (protocol X2).
     Ws,
 }
 use crate::coordinator::{self, RunConfig, Unreachable};
@@ -90,7 +90,7 @@ pub enum Cmd {
     #[command(after_help = EXIT_CODES)]
     Soak(SoakArgs),
     /// Measure while some clients lose their connection mid-run and resume
-    /// (PROTOCOL X1): nothing may be lost or repeated.
+    /// (docs/protocol.md, X1): nothing may be lost or repeated.
     ///
     /// As `run`, but --resume-percent of the reading clients opt in to
     /// offsets, drop their connection (a reset, like a lost network) after
@@ -187,7 +187,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub clustered: bool,
     /// How subscribing clients connect: tcp (the 2009 protocol), or ws
-    /// (WebSocket, PROTOCOL X2) to the --ws-target addresses. Publishers
+    /// (WebSocket, protocol X2) to the --ws-target addresses. Publishers
     /// and background clients use --target either way.
     #[arg(long, value_enum, default_value = "tcp")]
     pub transport: Transport,

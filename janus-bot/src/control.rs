@@ -102,13 +102,13 @@ pub struct Setup {
     /// Background clients, started and stopped with [`Command::Activity`].
     #[serde(default)]
     pub activity: Activity,
-    /// Readers that lose their connection mid-run and resume (PROTOCOL X1).
+    /// Readers that lose their connection mid-run and resume (docs/protocol.md, X1).
     #[serde(default)]
     pub resume: ResumePlan,
 }
 
 /// Readers that drop their connection during the run and resume from their
-/// topic positions (PROTOCOL X1): each opts in to offsets, drops its
+/// topic positions (docs/protocol.md, X1): each opts in to offsets, drops its
 /// connection (a reset, as a lost network) after a share of its messages
 /// between a quarter and three quarters, stays away `away_ms`, then
 /// reconnects and resumes. The sequence check spans both connections, so a
@@ -365,6 +365,10 @@ pub struct ResumeCounts {
     /// Latency of every distinct delivery to a resuming reader, replayed or
     /// live, µs.
     pub latency: Recorder,
+    /// Latency of every distinct delivery to the other readers, µs: the
+    /// run's latency as if nobody had resumed.
+    #[serde(default)]
+    pub others_latency: Recorder,
 }
 
 impl ResumeCounts {
@@ -377,6 +381,7 @@ impl ResumeCounts {
         self.replayed += o.replayed;
         self.resume_time.merge(&o.resume_time);
         self.latency.merge(&o.latency);
+        self.others_latency.merge(&o.others_latency);
     }
 }
 

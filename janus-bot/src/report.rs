@@ -97,6 +97,8 @@ pub struct ResumeReport {
     pub resume_time_ms: Summary,
     /// Latency of every distinct delivery to a resuming client, replayed or live.
     pub latency_ms: Summary,
+    /// Latency of every distinct delivery to the other clients.
+    pub others_latency_ms: Summary,
 }
 
 impl ResumeReport {
@@ -379,6 +381,7 @@ pub fn build(input: Input<'_>) -> RunReport {
         replayed: resumes.replayed,
         resume_time_ms: resumes.resume_time.summary(),
         latency_ms: resumes.latency.summary(),
+        others_latency_ms: resumes.others_latency.summary(),
     });
     RunReport {
         title,
@@ -614,7 +617,7 @@ impl RunReport {
             )?;
         }
         if let Some(r) = &self.resume {
-            let (t, l) = (&r.resume_time_ms, &r.latency_ms);
+            let (t, l, o) = (&r.resume_time_ms, &r.latency_ms, &r.others_latency_ms);
             writeln!(
                 out,
                 "resumed clients: {} planned; {} recovered, {} not recovered, {} failed; {} messages replayed",
@@ -622,13 +625,16 @@ impl RunReport {
             )?;
             writeln!(
                 out,
-                "  resume time (reconnect to resumed): p50 {}, p99 {}, max {}; their deliveries: p50 {}, p99 {}, max {}",
+                "  resume time (reconnect to resumed): p50 {}, p99 {}, max {}; their deliveries: p50 {}, p99 {}, max {}; the others' deliveries: p50 {}, p99 {}, max {}",
                 format_millis(t.p50),
                 format_millis(t.p99),
                 format_millis(t.max),
                 format_millis(l.p50),
                 format_millis(l.p99),
-                format_millis(l.max)
+                format_millis(l.max),
+                format_millis(o.p50),
+                format_millis(o.p99),
+                format_millis(o.max)
             )?;
         }
         for (role, c) in &self.activity {

@@ -396,8 +396,10 @@ struct Swarm {
     subscribed_per_target: Vec<u32>,
     sent_per_target: Vec<u32>,
     ledger: Ledger,
-    /// The latencies of resuming readers only.
+    /// The latencies of resuming readers only…
     resume_ledger: Ledger,
+    /// … and of the other readers, when some resume.
+    others_ledger: Ledger,
     resume_counts: ResumeCounts,
     errors: HashMap<(&'static str, u16, String), u32>,
     roles: BTreeMap<&'static str, RoleCounts>,
@@ -483,6 +485,7 @@ impl Swarm {
         Ok(Self {
             ledger: Ledger::new(targets, setup.messages),
             resume_ledger: Ledger::new(targets, setup.messages),
+            others_ledger: Ledger::new(targets, setup.messages),
             resume_counts: ResumeCounts {
                 clients: setup.resume.clients,
                 ..ResumeCounts::default()
@@ -884,6 +887,9 @@ impl Swarm {
                         if self.conns[idx].resumer.is_some() {
                             self.resume_ledger.received(target, seq, now);
                             return self.track_offset(idx, seq, bytes, now);
+                        }
+                        if self.setup.resume.clients > 0 {
+                            self.others_ledger.received(target, seq, now);
                         }
                     }
                     true
@@ -1475,7 +1481,10 @@ impl Swarm {
         for (target, time) in times.iter().enumerate().take(self.sent_per_target.len()) {
             if let Some(t) = time {
                 self.ledger.sent(target, seq, *t);
-                self.resume_ledger.sent(target, seq, *t);
+                if self.setup.resume.clients > 0 {
+                    self.resume_ledger.sent(target, seq, *t);
+                    self.others_ledger.sent(target, seq, *t);
+                }
                 self.sent_per_target[target] += 1;
             }
         }
@@ -1562,6 +1571,7 @@ impl Swarm {
                 .collect(),
             resume: ResumeCounts {
                 latency: self.resume_ledger.histogram().clone(),
+                others_latency: self.others_ledger.histogram().clone(),
                 ..self.resume_counts.clone()
             },
         };
@@ -1740,5 +1750,49 @@ mod tests {
         let counts: Vec<u32> = (0..4).map(|j| per_topic(10, 4, j)).collect();
         assert_eq!(counts, [3, 3, 2, 2]);
         assert_eq!(counts.iter().sum::<u32>(), 10);
+    }
+
+    #[test]
+    fn offsets_are_read_from_the_end_of_a_delivery() {
+        let d = br#"{"timestamp":[1,2,3],"topic":"t","event":"","message_id":"4","data":{"offset":9},"offset":12}"#;
+        assert_eq!(frame_offset(d), Some(12));
+        assert_eq!(frame_offset(br#"{"topic":"t","data":1}"#), None);
+        assert_eq!(frame_offset(br#"{"data":1,"offset":x}"#), None);
+    }
+
+    #[test]
+    fn resumers_are_the_last_readers_and_drop_mid_run() {
+        let setup = Setup {
+            name: "w".into(),
+            topic: "t".into(),
+            messages: 100,
+            targets: vec![SocketAddr::from(([127, 0, 0, 1], 1))],
+            ws_targets: Vec::new(),
+            groups: Vec::new(),
+            connect_concurrency: 1,
+            timeout_ms: 1,
+            max_frame: 1,
+            topics: 1,
+            subscriptions: 1,
+            first_client: 0,
+            never_read: 2,
+            never_read_rcvbuf: 1,
+            activity: crate::control::Activity::default(),
+            resume: crate::control::ResumePlan {
+                clients: 4,
+                away_ms: 1,
+            },
+        };
+        let mut conns: Vec<Conn> = (0..10)
+            .map(|_| Conn::new(Role::Reader, 0, None, 0, 1))
+            .collect();
+        plan_resumers(&setup, &mut conns);
+        let drops: Vec<Option<u32>> = conns
+            .iter()
+            .map(|c| c.resumer.as_ref().map(|r| r.drop_after))
+            .collect();
+        assert!(drops[..6].iter().all(Option::is_none));
+        let drops: Vec<u32> = drops[6..].iter().flatten().copied().collect();
+        assert_eq!(drops, [32, 44, 57, 69], "spread over the middle half");
     }
 }

@@ -64,20 +64,8 @@ pub fn publish(shared: &Shared, publish: &Publish) -> usize {
         .topics
         .publish(&publish.topic, history.enabled(), |subscribers, stream| {
             let offset = stream.take_offset();
-            let mut forms = Forms::new(Fields::of(publish), timestamp, offset);
-            if history.enabled() {
-                stream.append(
-                    offset,
-                    forms.get(true, Transport::Tcp).clone(),
-                    now,
-                    history,
-                );
-            }
-            for (_, SessionHandle(session)) in subscribers {
-                let form = forms.get(session.offsets(), session.transport);
-                fanout.deliver(session, form, stamp);
-            }
-            subscribers.len()
+            let forms = Forms::new(Fields::of(publish), timestamp, offset);
+            fanout.hand_out(subscribers, stream, forms, (now, stamp))
         })
         .unwrap_or(0);
     fanout.finish(1);
@@ -114,20 +102,8 @@ pub fn deliver_message(
             }
             first(subscribers, stream);
             stream.follow(&message.epoch, message.offset, history);
-            let mut forms = Forms::new(fields, message.timestamp, message.offset);
-            if history.enabled() {
-                stream.append(
-                    message.offset,
-                    forms.get(true, Transport::Tcp).clone(),
-                    now,
-                    history,
-                );
-            }
-            for (_, SessionHandle(session)) in subscribers {
-                let form = forms.get(session.offsets(), session.transport);
-                fanout.deliver(session, form, stamp);
-            }
-            subscribers.len()
+            let forms = Forms::new(fields, message.timestamp, message.offset);
+            fanout.hand_out(subscribers, stream, forms, (now, stamp))
         })
         .unwrap_or(0);
     fanout.finish(1);
@@ -255,6 +231,28 @@ impl<'a> Fanout<'a> {
             queued: 0,
             dropped: 0,
         }
+    }
+
+    /// Under the topic's lock: keeps one publish in the topic's history (if
+    /// history is kept) and hands each subscriber its form. Returns the
+    /// number of subscribers.
+    fn hand_out(
+        &mut self,
+        subscribers: &[(u64, SessionHandle)],
+        stream: &mut Stream,
+        mut forms: Forms<'_>,
+        (now, stamp): (u32, u32),
+    ) -> usize {
+        let history = &self.shared.history;
+        if history.enabled() {
+            let kept = forms.get(true, Transport::Tcp).clone();
+            stream.append(forms.offset, kept, now, history);
+        }
+        for (_, SessionHandle(session)) in subscribers {
+            let form = forms.get(session.offsets(), session.transport);
+            self.deliver(session, form, stamp);
+        }
+        subscribers.len()
     }
 
     /// Hands `frame` to one subscriber. Runs under the topic's lock: queues

@@ -31,7 +31,7 @@ pub type Socket = Arc<TcpStream>;
 /// session are in its transport's form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
-    /// Plain TCP, frames ending in `0x01` (PROTOCOL P1).
+    /// Plain TCP, frames ending in `0x01` (protocol P1).
     Tcp,
     /// WebSocket (X2): each frame a text message.
     WebSocket,

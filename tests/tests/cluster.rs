@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use janus_core::{ClientMessage, Publish, ServerMessage};
 use janus_server::Config;
 use janus_tests::redis_server::{free_port, RedisServer};
-use janus_tests::{http, publish_legacy, test_config, wait_until, Client, TestServer};
+use janus_tests::{
+    http, publish_legacy, test_config, wait_until, wait_until_async, Client, TestServer,
+};
 
 /// A node of the cluster on `url`, named `id`, with its admin API on a free port.
 async fn node(url: &str, id: &str) -> TestServer {
@@ -80,14 +82,11 @@ async fn channel_subscribers(redis: &RedisServer, topic: &str) -> i64 {
 }
 
 async fn wait_channel_subscribers(redis: &RedisServer, topic: &str, n: i64) {
-    let deadline = tokio::time::Instant::now() + janus_tests::TIMEOUT;
-    while channel_subscribers(redis, topic).await != n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{topic}: {n} nodes subscribed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let what = format!("{topic}: {n} nodes subscribed");
+    wait_until_async(&what, || async {
+        channel_subscribers(redis, topic).await == n
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -242,30 +241,22 @@ async fn unicast_and_kick_reach_a_session_on_another_node() {
     let b = node(&redis.url(), "b").await;
     let mut client = Client::connect(b.addr()).await;
     let key = format!("janus:session:{}", client.token);
-    let deadline = tokio::time::Instant::now() + janus_tests::TIMEOUT;
-    while redis.command::<Option<String>>(&["GET", &key]).await != Some("b".into()) {
-        assert!(tokio::time::Instant::now() < deadline, "session registered");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let registered = || async { redis.command::<Option<String>>(&["GET", &key]).await };
+    wait_until_async("session registered", || async {
+        registered().await.as_deref() == Some("b")
+    })
+    .await;
 
     // Operators see the broker and the nodes.
-    let deadline = tokio::time::Instant::now() + janus_tests::TIMEOUT;
-    loop {
+    wait_until_async("both nodes listed", || async {
         let reply = http(admin(&a), "GET", "/cluster", "").await;
         assert_eq!(reply.status, 200, "{}", reply.body);
         let nodes: janus_core::api::ClusterNodes =
             serde_json::from_str(&reply.body).expect("cluster JSON");
         let ids: Vec<&str> = nodes.nodes.iter().map(|n| n.node_id.as_str()).collect();
-        if ids == ["a", "b"] {
-            assert_eq!(nodes.this_node, "a");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "both nodes listed: {ids:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+        nodes.this_node == "a" && ids == ["a", "b"]
+    })
+    .await;
     let reply = http(admin(&b), "GET", "/status", "").await;
     let status: janus_core::api::Status = serde_json::from_str(&reply.body).expect("status");
     let broker = status.broker.expect("the broker in /status");
@@ -299,4 +290,87 @@ async fn unicast_and_kick_reach_a_session_on_another_node() {
     let reason = client.expect_error("kicked").await;
     assert!(reason.contains("bye"), "{reason}");
     client.expect_closed().await;
+}
+
+#[tokio::test]
+async fn a_node_cut_off_from_redis_delivers_what_it_missed_in_order_when_back() {
+    let redis = RedisServer::start().await;
+    let _: () = redis
+        .command(&["ACL", "SETUSER", "b", "on", ">pw", "~*", "&*", "+@all"])
+        .await;
+    let a = node(&redis.url(), "a").await;
+    let b = node(&redis.url_as("b", "pw"), "b").await;
+    let mut sub = Client::connect(b.addr()).await;
+    opt_in(&mut sub).await;
+    let start = subscribe_at(&mut sub, "t").await;
+    let mut publisher = Client::connect(a.addr()).await;
+    send_publish(&mut publisher, "t", "m0").await;
+    assert_eq!(publisher.recv().await, ServerMessage::Ack);
+    assert_eq!(delivery(&mut sub).await, ("m0".into(), Some(start + 1)));
+
+    // B loses Redis (its user is gone, its connections closed); A goes on.
+    let deleted: i64 = redis.command(&["ACL", "DELUSER", "b"]).await;
+    assert_eq!(deleted, 1);
+    ready(&b, false).await;
+    for i in 1..=5 {
+        send_publish(&mut publisher, "t", &format!("m{i}")).await;
+        assert_eq!(publisher.recv().await, ServerMessage::Ack);
+    }
+    // B's clients stayed connected; once B is back it delivers what they
+    // missed, in order, from the topic's history, then live messages.
+    let _: () = redis
+        .command(&["ACL", "SETUSER", "b", "on", ">pw", "~*", "&*", "+@all"])
+        .await;
+    ready(&b, true).await;
+    send_publish(&mut publisher, "t", "m6").await;
+    assert_eq!(publisher.recv().await, ServerMessage::Ack);
+    for i in 1..=6u64 {
+        assert_eq!(
+            delivery(&mut sub).await,
+            (format!("m{i}"), Some(start + 1 + i))
+        );
+    }
+    sub.expect_nothing_buffered();
+    let reply = http(admin(&b), "GET", "/status", "").await;
+    let status: janus_core::api::Status = serde_json::from_str(&reply.body).expect("status");
+    let broker = status.broker.expect("broker status");
+    assert!(
+        broker.reconnects >= 1 && broker.recovered >= 5,
+        "{broker:?}"
+    );
+}
+
+/// Runs `janus-admin ARGS` against a node's admin API; returns its stdout.
+async fn janus_admin(server: &TestServer, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(janus_tests::cargo_bin("janus-admin"))
+        .arg("--server")
+        .arg(format!("http://{}", admin(server)))
+        .args(args)
+        .env_remove("JANUS_ADMIN_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .output();
+    let out = tokio::time::timeout(janus_tests::TIMEOUT, out)
+        .await
+        .expect("janus-admin finished in time")
+        .expect("run janus-admin");
+    assert!(out.status.success(), "janus-admin {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn janus_admin_shows_the_broker_and_the_live_nodes() {
+    let redis = RedisServer::start().await;
+    let a = node(&redis.url(), "alpha").await;
+    let b = node(&redis.url(), "beta").await;
+    let _client = Client::connect(b.addr()).await;
+    let status = janus_admin(&a, &["status"]).await;
+    assert!(
+        status.contains(&format!("{} as node alpha, connected", redis.url())),
+        "{status}"
+    );
+    wait_until_async("both nodes listed by janus-admin cluster", || async {
+        let table = janus_admin(&a, &["cluster"]).await;
+        table.contains("alpha *") && table.contains("beta") && table.contains("2 live nodes")
+    })
+    .await;
 }

@@ -68,6 +68,8 @@ pub struct BotRun<'a> {
     pub out_dir: &'a Path,
     /// How long the bot may run before it is killed.
     pub timeout: Duration,
+    /// The server is one node of a cluster on a shared port: publish once.
+    pub clustered: bool,
 }
 
 /// `--flag value` for each parameter that is set.
@@ -108,6 +110,9 @@ fn bot_args(run: &BotRun<'_>, server: &Server, json: &Path) -> Vec<String> {
         args.extend(["--server-pid".to_owned(), server.pid().to_string()]);
     } else {
         args.extend(["--messages".to_owned(), size.messages().to_string()]);
+    }
+    if run.clustered {
+        args.push("--clustered".to_owned());
     }
     push_opt(&mut args, "--rate", size.rate);
     push_opt(&mut args, "--payload", size.payload);
@@ -293,11 +298,12 @@ pub fn outcome_from_json(v: &Value, kind: Kind, size: &Size) -> Outcome {
             Some(count("clients") - count("recovered")),
         );
         out.set("resume_p99_ms", number(r, &["latency_ms", "p99"]));
+        out.set("steady_p99_ms", number(r, &["others_latency_ms", "p99"]));
         out.set("resume_time_p99_ms", number(r, &["resume_time_ms", "p99"]));
         out.notes.push(format!(
             "resuming subscribers: {} planned, {} recovered, {} not recovered, {} failed; {} \
              messages replayed; resume time p50 {} ms, p99 {} ms; their deliveries p50 {} ms, \
-             p99 {} ms, max {} ms",
+             p99 {} ms, max {} ms; the other subscribers' deliveries p50 {} ms, p99 {} ms",
             count("clients"),
             count("recovered"),
             count("not_recovered"),
@@ -308,11 +314,15 @@ pub fn outcome_from_json(v: &Value, kind: Kind, size: &Size) -> Outcome {
             number(r, &["latency_ms", "p50"]).unwrap_or(0.0),
             number(r, &["latency_ms", "p99"]).unwrap_or(0.0),
             number(r, &["latency_ms", "max"]).unwrap_or(0.0),
+            number(r, &["others_latency_ms", "p50"]).unwrap_or(0.0),
+            number(r, &["others_latency_ms", "p99"]).unwrap_or(0.0),
         ));
     }
     if let Some(rss) = v.get("server_rss").filter(|r| !r.is_null()) {
         out.set("server_reference_rss_mib", number(rss, &["reference_mib"]));
         if kind == Kind::Soak {
+            out.set("server_start_rss_mib", number(rss, &["start_mib"]));
+            out.set("server_settled_rss_mib", number(rss, &["end_mib"]));
             let (reference, end) = (number(rss, &["reference_mib"]), number(rss, &["end_mib"]));
             if let (Some(r), Some(e)) = (reference, end) {
                 if r > 0.0 {

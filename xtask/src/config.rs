@@ -115,7 +115,7 @@ pub enum Kind {
     /// memory check (never in `--quick`).
     Soak,
     /// A train during which a share of the subscribers drop their
-    /// connection and resume (PROTOCOL X1).
+    /// connection and resume (docs/protocol.md, X1).
     Resume,
 }
 
@@ -184,6 +184,12 @@ pub struct Scenario {
     /// Extra server flags for this scenario (after `[server] args`).
     #[serde(default)]
     pub server_args: Vec<String>,
+    /// Run a cluster of this many janus-server nodes on one port
+    /// (`--reuse-port`), joined by a `redis-server` xtask starts; the bot
+    /// spreads its clients over them and publishes each message once
+    /// (`--clustered`). Without it: one server, no broker.
+    #[serde(default)]
+    pub nodes: Option<u16>,
     /// The size of a normal run.
     pub full: Size,
     /// The size of a `--quick` (CI) run; without one, `--quick` skips the
@@ -382,6 +388,10 @@ impl Scenario {
             "say which kind it is (kind = \"fanout\" | \"train\" | \"topics\" | \"churn\" | \"slow\" | \"soak\" | \"resume\")"
         );
         ensure!(self.timeout_s > 0.0, "timeout_s must be positive");
+        ensure!(
+            self.nodes.is_none_or(|n| (1..=32).contains(&n)),
+            "nodes must be 1 to 32"
+        );
         ensure!(
             self.kind() != Kind::Soak || self.quick.is_none(),
             "a soak has no [quick] size: it is never part of --quick"

@@ -6,6 +6,7 @@
 //! slows the next. Every scenario runs under its file's `timeout_s`; every
 //! process it starts is stopped by pid when it ends (see [`crate::process`]).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -61,7 +62,7 @@ pub struct LoadtestArgs {
 }
 
 /// Where cargo puts build output.
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .map(|p| {
@@ -232,7 +233,7 @@ fn list(selected: &[&Scenario]) {
 
 /// Builds the release binaries the load test runs. xtask itself only
 /// orchestrates (the bot makes the load), so it stays a debug build.
-fn build() -> Result<()> {
+pub(crate) fn build() -> Result<()> {
     let args = [
         "build",
         "--release",
@@ -401,18 +402,44 @@ impl Runner<'_> {
 
     /// Starts the server, runs the load, samples the server, stops it.
     async fn measure(&self, scenario: &Scenario, size: &Size) -> Result<Measured> {
-        let args = merge_flags(
+        let mut args = merge_flags(
             &merge_flags(&self.config.server.args, &scenario.server_args),
             &self.args.server_args,
         );
-        let opts = ServerOptions {
+        let nodes = scenario.nodes.unwrap_or(1);
+        let mut listen = None;
+        // A cluster: Redis first, then every node on one shared port.
+        let _redis = if nodes > 1 {
+            let (redis_port, port) = crate::server::free_ports()?;
+            listen = Some(SocketAddr::from(([127, 0, 0, 1], port)));
+            args.extend([
+                "--broker".to_owned(),
+                format!("redis://127.0.0.1:{redis_port}"),
+                "--reuse-port".to_owned(),
+            ]);
+            Some(crate::cluster::start_redis(redis_port).await?)
+        } else {
+            None
+        };
+        let mut opts = ServerOptions {
             binary: self.server_bin.to_path_buf(),
             args,
+            listen,
             log: self.out_dir.join(format!("{}.server.log", scenario.name)),
             startup_timeout: Duration::from_secs_f64(self.config.server.startup_timeout_s),
             shutdown_grace: Duration::from_secs_f64(self.config.server.shutdown_timeout_s),
         };
         let mut server = Server::start(&opts).await?;
+        let mut others = Vec::new();
+        for i in 1..nodes {
+            opts.log = self
+                .out_dir
+                .join(format!("{}.server{i}.log", scenario.name));
+            others.push(Server::start(&opts).await?);
+        }
+        for node in std::iter::once(&server).chain(&others) {
+            node.wait_ready(opts.startup_timeout).await?;
+        }
         let sampler = Sampler::start(server.pid());
         let run = bot::BotRun {
             binary: self.bot_bin,
@@ -422,6 +449,7 @@ impl Runner<'_> {
             out_dir: self.out_dir,
             timeout: Duration::from_secs_f64(scenario.timeout_s)
                 .saturating_sub(Duration::from_secs(10)),
+            clustered: nodes > 1,
         };
         let mut outcome = bot::run(&run, &server).await;
         if let Ok(o) = &mut outcome {
@@ -436,6 +464,9 @@ impl Runner<'_> {
         let end = server.sample()?;
         let resources = sampler.finish();
         let server_command = server.command_line.clone();
+        for other in others {
+            tokio::task::block_in_place(|| other.stop())?;
+        }
         let exit = tokio::task::block_in_place(|| server.stop())?;
         if let Ok(o) = &mut outcome {
             o.figures.insert("server_cpu_s".into(), end.cpu_s);

@@ -4,6 +4,8 @@
 //! - `cargo xtask ci` is what CI runs: format check, clippy with warnings
 //!   denied, the whole test suite (including the tidy tests of [`tidy`]) and
 //!   the quick load test.
+//! - `cargo xtask cluster --nodes N` starts a `redis-server` and N nodes on
+//!   one port for a person to try ([`cluster`]).
 //! - `cargo xtask loadtest` builds the release binaries, starts `janus-server`
 //!   on loopback once per scenario, drives it with one `janus-bot` run mode
 //!   per scenario, checks every figure against the budgets in
@@ -25,6 +27,7 @@
 mod baseline;
 mod bot;
 mod ci;
+mod cluster;
 mod config;
 mod figures;
 mod html;
@@ -66,6 +69,9 @@ enum Command {
     /// Release build, server on loopback, load scenarios, budgets and reports.
     #[command(after_help = EXIT_CODES)]
     Loadtest(loadtest::LoadtestArgs),
+    /// A cluster to try: redis-server and N release janus-server nodes on one
+    /// port (SO_REUSEPORT); Ctrl-C stops everything it started.
+    Cluster(cluster::ClusterArgs),
     /// Render the HTML page of a saved load test report (a report.json or a baseline).
     Report {
         /// The saved report.json.
@@ -81,6 +87,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ci(args) => ci::run(&args),
         Command::Loadtest(args) => loadtest::run(&args),
+        Command::Cluster(args) => cluster::run(&args),
         Command::Report { json, out } => render_report(&json, out),
     };
     match result {

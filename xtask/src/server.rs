@@ -28,6 +28,9 @@ pub struct ServerOptions {
     pub binary: PathBuf,
     /// Flags after `--listen` and `--admin-listen`.
     pub args: Vec<String>,
+    /// The client address to listen on (the nodes of a cluster share one);
+    /// `None`: a free loopback port.
+    pub listen: Option<SocketAddr>,
     /// Where its stdout and stderr go.
     pub log: PathBuf,
     /// How long it may take to start listening.
@@ -62,7 +65,7 @@ pub struct ServerExit {
 }
 
 /// Two free loopback ports (bound at the same time, so they differ).
-fn free_ports() -> Result<(u16, u16)> {
+pub fn free_ports() -> Result<(u16, u16)> {
     let a = TcpListener::bind("127.0.0.1:0").context("no free loopback port")?;
     let b = TcpListener::bind("127.0.0.1:0").context("no free loopback port")?;
     Ok((a.local_addr()?.port(), b.local_addr()?.port()))
@@ -101,7 +104,9 @@ impl Server {
         // An explicit --admin-listen among the flags (say `off`) wins.
         let with_admin = with_admin && !opts.args.iter().any(|a| a.starts_with("--admin-listen"));
         let (port, admin_port) = free_ports()?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let addr = opts
+            .listen
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], port)));
         let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
         let mut args = vec!["--listen".to_owned(), addr.to_string()];
         if with_admin {
@@ -205,6 +210,32 @@ impl Server {
         let admin = self.admin?;
         let get = move || get_json(admin, "/status", Duration::from_secs(3));
         tokio::task::spawn_blocking(get).await.ok()?.ok()
+    }
+
+    /// Waits until `/ready` says yes (a cluster node: connected to Redis);
+    /// at once without an admin API.
+    ///
+    /// # Errors
+    /// Not ready within `limit`.
+    pub async fn wait_ready(&self, limit: Duration) -> Result<()> {
+        let Some(admin) = self.admin else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + limit;
+        loop {
+            let get = move || get_json(admin, "/ready", Duration::from_secs(1));
+            if let Ok(Ok(_)) = tokio::task::spawn_blocking(get).await {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "janus-server on {} not ready within {limit:?}\n{}",
+                    self.addr,
+                    log_tail(&self.log, 15)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// SIGTERM, wait for a graceful exit, SIGKILL if needed.

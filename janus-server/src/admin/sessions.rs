@@ -147,7 +147,6 @@ pub async fn send(
     Path(token): Path<String>,
     body: Bytes,
 ) -> Result<Json<Sent>, ApiError> {
-    let found = find(&state, &token);
     if !body.trim_ascii_start().starts_with(b"{") {
         return Err(ApiError::bad_request(
             "bad_json",
@@ -168,17 +167,15 @@ pub async fn send(
         &body.message_id,
         data,
     );
-    let session = match (found, state.shared.cluster()) {
-        (Ok(session), _) => session,
-        (Err(_), Some(cluster)) => {
-            let token = parse_token(&token)?;
-            route(cluster, NodeCommand::Send { token, frame }).await?;
-            return Ok(Json(Sent {
-                token: token.to_string(),
-                queue_depth: 0,
-            }));
-        }
-        (Err(e), None) => return Err(e),
+    let send = |token| NodeCommand::Send {
+        token,
+        frame: frame.clone(),
+    };
+    let Some(session) = here_or_routed(&state, &token, send).await? else {
+        return Ok(Json(Sent {
+            token,
+            queue_depth: 0,
+        }));
     };
     if !state.shared.send(&session, &frame) {
         return Err(ApiError::new(
@@ -193,8 +190,26 @@ pub async fn send(
     }))
 }
 
-/// In a cluster: hands a command for a session this node does not hold to
-/// the node that holds it, through the broker.
+/// The session `token` names, if this node holds it. In a cluster, a
+/// session held by another node gets `command` through the broker instead
+/// (`None`).
+async fn here_or_routed(
+    state: &AdminState,
+    token: &str,
+    command: impl FnOnce(Token) -> NodeCommand,
+) -> Result<Option<Arc<Session>>, ApiError> {
+    match (find(state, token), state.shared.cluster()) {
+        (Ok(session), _) => Ok(Some(session)),
+        (Err(_), Some(cluster)) => {
+            route(cluster, command(parse_token(token)?)).await?;
+            Ok(None)
+        }
+        (Err(e), None) => Err(e),
+    }
+}
+
+/// Hands a command for a session this node does not hold to the node that
+/// holds it, through the broker.
 async fn route(cluster: &Cluster, command: NodeCommand) -> Result<(), ApiError> {
     let token = command.token();
     match cluster.broker.route_to_session(command).await {
@@ -224,16 +239,12 @@ pub async fn kick(
         .reason
         .filter(|r| !r.trim().is_empty())
         .unwrap_or_else(|| "disconnected by an operator".to_owned());
-    let session = match (find(&state, &token), state.shared.cluster()) {
-        (Ok(session), _) => session,
-        (Err(_), Some(cluster)) => {
-            let token = parse_token(&token)?;
-            route(cluster, NodeCommand::Kick { token, reason }).await?;
-            return Ok(Json(Kicked {
-                kicked: token.to_string(),
-            }));
-        }
-        (Err(e), None) => return Err(e),
+    let kick = |token| NodeCommand::Kick {
+        token,
+        reason: reason.clone(),
+    };
+    let Some(session) = here_or_routed(&state, &token, kick).await? else {
+        return Ok(Json(Kicked { kicked: token }));
     };
     tracing::info!(token = %session.token, peer = %session.peer, %reason, "kicking session");
     state

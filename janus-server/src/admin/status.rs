@@ -9,8 +9,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use janus_core::api::{
-    BrokerInfo, ClusterNode, ClusterNodes, Health, HistoryHeld, Latency, Limits, Listen, Ready,
-    Refusals, ResumeCounters, Status,
+    ClusterNode, ClusterNodes, Health, HistoryHeld, Latency, Limits, Listen, Ready, Refusals,
+    ResumeCounters, Status,
 };
 use janus_core::ErrorCode;
 
@@ -136,7 +136,7 @@ pub async fn status(State(state): State<Arc<AdminState>>) -> Json<Status> {
         },
         resume: resume_counters(shared),
         history: history_held(shared),
-        broker: shared.cluster().map(|c| broker_info(&c.broker)),
+        broker: shared.cluster().map(|c| c.broker.status()),
     })
 }
 
@@ -165,27 +165,6 @@ fn history_held(shared: &crate::Shared) -> HistoryHeld {
         size: history.size as u64,
         ttl_s: u64::from(history.ttl_secs),
         max_bytes: history.max_bytes as u64,
-    }
-}
-
-/// The broker part of `/status`.
-fn broker_info(broker: &crate::broker::Broker) -> BrokerInfo {
-    let s = broker.status();
-    let ms = |us: Option<u64>| us.map(|us| us as f64 / 1000.0);
-    BrokerInfo {
-        url: s.url,
-        node_id: s.node_id,
-        connected: s.connected,
-        reconnects: s.disconnects,
-        last_error: s.last_error,
-        topics: s.topics,
-        messages_in: s.messages_in,
-        messages_out: s.messages_out,
-        publish_failures: s.publish_failures,
-        recovered: s.recovered,
-        gaps: s.gaps,
-        publish_rtt_p50_ms: ms(s.publish_rtt_p50_us),
-        publish_rtt_p99_ms: ms(s.publish_rtt_p99_us),
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use janus_core::api::BrokerInfo;
 use janus_core::{Publish, Timestamp, Token};
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError, RedisResult};
@@ -23,7 +24,7 @@ use super::inbound::{BrokerHandler, BrokerMessage};
 use super::keys::Keys;
 use super::link::{Link, Request};
 use super::scripts::{RangeReply, Scripts};
-use super::stats::{BrokerStats, BrokerStatus};
+use super::stats::BrokerStats;
 use super::{upkeep, BrokerError, BrokerOptions, RouteError, Unavailable};
 
 /// Where a topic stands: its epoch (`None` before its first publish) and
@@ -439,19 +440,16 @@ impl Broker {
         &self.inner.stats
     }
 
-    /// A snapshot for `/status`.
-    pub fn status(&self) -> BrokerStatus {
+    /// A snapshot for `/status` (a password in the URL shows as `***`).
+    pub fn status(&self) -> BrokerInfo {
         let stats = &self.inner.stats;
         let rtt = stats.publish_rtt.snapshot();
-        let micros = |q| {
-            rtt.quantile(q)
-                .map(|d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        };
-        BrokerStatus {
+        let ms = |q| rtt.quantile(q).map(|d: Duration| d.as_secs_f64() * 1000.0);
+        BrokerInfo {
             url: self.inner.url.clone(),
             node_id: self.inner.node_id.clone(),
             connected: self.ready(),
-            disconnects: BrokerStats::get(&stats.disconnects),
+            reconnects: BrokerStats::get(&stats.disconnects),
             last_error: self.inner.last_error(),
             topics: self.inner.topics.load(Ordering::Relaxed),
             messages_in: BrokerStats::get(&stats.messages_in),
@@ -459,8 +457,8 @@ impl Broker {
             publish_failures: BrokerStats::get(&stats.publish_failures),
             recovered: BrokerStats::get(&stats.recovered),
             gaps: BrokerStats::get(&stats.gaps),
-            publish_rtt_p50_us: micros(0.5),
-            publish_rtt_p99_us: micros(0.99),
+            publish_rtt_p50_ms: ms(0.5),
+            publish_rtt_p99_ms: ms(0.99),
         }
     }
 

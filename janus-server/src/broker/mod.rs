@@ -104,4 +104,4 @@ pub use inbound::{BrokerEvent, BrokerHandler, BrokerMessage};
 pub use keys::Keys;
 pub use options::BrokerOptions;
 pub use order::{GapKind, TopicGap};
-pub use stats::{BrokerStats, BrokerStatus};
+pub use stats::BrokerStats;

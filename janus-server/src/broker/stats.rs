@@ -3,8 +3,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::Serialize;
-
 use crate::metrics::LatencyHistogram;
 
 /// Counters of one node's backplane, for `/status` and Prometheus.
@@ -47,35 +45,4 @@ impl BrokerStats {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
-}
-
-/// The backplane as `/status` and `janus-admin status` show it.
-#[derive(Debug, Clone, Serialize)]
-pub struct BrokerStatus {
-    /// The Redis URL, password redacted.
-    pub url: String,
-    /// This node's id.
-    pub node_id: String,
-    /// Whether the link is up, resubscribed and caught up.
-    pub connected: bool,
-    /// Times the link was lost.
-    pub disconnects: u64,
-    /// The last connection or link error, if any since start.
-    pub last_error: Option<String>,
-    /// Topics this node is subscribed to in Redis (has local subscribers of).
-    pub topics: u64,
-    /// Messages received from Redis.
-    pub messages_in: u64,
-    /// Publishes sent through Redis.
-    pub messages_out: u64,
-    /// Publishes refused as unavailable.
-    pub publish_failures: u64,
-    /// Messages recovered from topic streams.
-    pub recovered: u64,
-    /// Gaps reported.
-    pub gaps: u64,
-    /// Median publish round trip in microseconds (bucket upper bound).
-    pub publish_rtt_p50_us: Option<u64>,
-    /// 99th percentile publish round trip in microseconds (bucket upper bound).
-    pub publish_rtt_p99_us: Option<u64>,
 }
