@@ -469,3 +469,38 @@ async fn a_full_server_refuses_a_websocket_with_503() {
     first.ws.send_ping_check().await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_admin_api_sends_to_and_lists_websocket_sessions() {
+    let (server, ws) = start(Config {
+        admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..ws_config()
+    })
+    .await;
+    let admin = server.shared().admin_addr().expect("admin API on");
+    let mut client = WsClient::connect(ws).await;
+    let path = format!("/sessions/{}", client.token);
+    let one = janus_tests::http(admin, "GET", &path, "").await;
+    assert_eq!(one.status, 200, "{}", one.body);
+    assert!(one.body.contains(r#""transport":"ws""#), "{}", one.body);
+    let sent = janus_tests::http(
+        admin,
+        "POST",
+        &format!("{path}/send"),
+        r#"{"topic":"direct","message_id":"u1","data":"hi"}"#,
+    )
+    .await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    let text = client.recv_text().await;
+    assert!(
+        text.ends_with(r#""topic":"direct","event":"","message_id":"u1","data":"hi"}"#),
+        "{text}"
+    );
+    let status = janus_tests::http(admin, "GET", "/status", "").await;
+    assert!(
+        status.body.contains(&format!(r#""websocket":"{ws}""#)),
+        "{}",
+        status.body
+    );
+    server.stop().await;
+}
