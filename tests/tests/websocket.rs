@@ -453,6 +453,25 @@ async fn positional_resume_over_websocket_replays_what_was_missed() {
 }
 
 #[tokio::test]
+async fn a_handshake_that_takes_too_long_gets_408_and_frees_its_slot() {
+    let (server, ws) = start(Config {
+        ws_handshake_timeout: Duration::from_millis(300),
+        ..ws_config()
+    })
+    .await;
+    // Half a request, then nothing (a slowloris).
+    let answer = http_answer(ws, "GET / HTTP/1.1\r\nHost: x\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(answer.contains("longer than 300ms"), "{answer}");
+    wait_until("the slot is free again", || {
+        server.shared().client_addresses() == 0
+    })
+    .await;
+    WsClient::connect(ws).await.close().await;
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_full_server_refuses_a_websocket_with_503() {
     let (server, ws) = start(Config {
         max_connections: Some(1),
