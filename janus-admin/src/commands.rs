@@ -587,6 +587,7 @@ fn session_text(s: &SessionInfo) -> String {
     let mut t = Table::new(&["", ""]);
     t.row(vec!["token".into(), s.token.clone()]);
     t.row(vec!["peer".into(), s.peer.clone()]);
+    t.row(vec!["transport".into(), s.transport.clone()]);
     t.row(vec![
         "connected".into(),
         format!(

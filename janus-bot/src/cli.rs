@@ -17,6 +17,15 @@ use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 
 use crate::control::Activity;
+
+/// How the subscribing clients connect (`--transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// Plain TCP, the 2009 protocol.
+    Tcp,
+    /// WebSocket (protocol X2).
+    Ws,
+}
 use crate::coordinator::{self, RunConfig, Unreachable};
 use crate::plan;
 use crate::progress::ProgressMode;
@@ -81,7 +90,7 @@ pub enum Cmd {
     #[command(after_help = EXIT_CODES)]
     Soak(SoakArgs),
     /// Measure while some clients lose their connection mid-run and resume
-    /// (protocol X1): nothing may be lost or repeated.
+    /// (docs/protocol.md, X1): nothing may be lost or repeated.
     ///
     /// As `run`, but --resume-percent of the reading clients opt in to
     /// offsets, drop their connection (a reset, like a lost network) after
@@ -177,6 +186,15 @@ pub struct RunArgs {
     /// The targets are one cluster: publish each message once, to the first.
     #[arg(long)]
     pub clustered: bool,
+    /// How subscribing clients connect: tcp (the 2009 protocol), or ws
+    /// (WebSocket, protocol X2) to the --ws-target addresses. Publishers
+    /// and background clients use --target either way.
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub transport: Transport,
+    /// The servers' WebSocket addresses (janus-server --ws-listen), HOST:PORT,
+    /// one per --target in the same order (with --transport ws).
+    #[arg(long, value_delimiter = ',')]
+    pub ws_target: Vec<String>,
     /// Publish key (protocol X4), for servers that require one.
     #[arg(long, env = "JANUS_PUBLISH_KEY", hide_env_values = true)]
     pub publish_key: Option<String>,
@@ -387,6 +405,23 @@ fn check_run(args: &RunArgs, duration: Option<Duration>) -> anyhow::Result<RunCo
     if targets.is_empty() {
         bail!("--target names no server");
     }
+    let ws_targets = match args.transport {
+        Transport::Tcp if !args.ws_target.is_empty() => {
+            bail!("--ws-target needs --transport ws")
+        }
+        Transport::Tcp => Vec::new(),
+        Transport::Ws => {
+            let ws = args
+                .ws_target
+                .iter()
+                .map(|t| resolve(t.trim()))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if ws.len() != targets.len() {
+                bail!("--transport ws needs one --ws-target per --target, in the same order");
+            }
+            ws
+        }
+    };
     janus_core::validate_topic(&args.topic)
         .map_err(|e| anyhow::anyhow!("--topic: {}", e.reason))?;
     if !(args.rate.is_finite() && args.rate > 0.0) {
@@ -424,6 +459,7 @@ fn check_run(args: &RunArgs, duration: Option<Duration>) -> anyhow::Result<RunCo
         .transpose()?;
     Ok(RunConfig {
         targets,
+        ws_targets,
         agents: args
             .agents
             .iter()

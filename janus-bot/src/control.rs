@@ -39,8 +39,9 @@ pub enum Command {
         /// The coordinator's clock when it sent the ping.
         t0: u64,
     },
-    /// Connect and subscribe a swarm of clients.
-    Setup(Setup),
+    /// Connect and subscribe a swarm of clients (boxed: far larger than the
+    /// other commands).
+    Setup(Box<Setup>),
     /// Message `seq` was published; `times[target]` is its send instant on
     /// the worker's clock, or `None` if publishing to that target failed.
     Sent {
@@ -71,6 +72,10 @@ pub struct Setup {
     pub messages: u32,
     /// Server addresses; clients name them by index.
     pub targets: Vec<SocketAddr>,
+    /// With WebSocket subscribers (X2): each target's WebSocket address,
+    /// same order; subscribing clients connect there. Empty: plain TCP.
+    #[serde(default)]
+    pub ws_targets: Vec<SocketAddr>,
     /// The clients, by target and source address.
     pub groups: Vec<ClientGroup>,
     /// Clients of this worker that may be connecting at once.
@@ -97,13 +102,13 @@ pub struct Setup {
     /// Background clients, started and stopped with [`Command::Activity`].
     #[serde(default)]
     pub activity: Activity,
-    /// Readers that lose their connection mid-run and resume (protocol X1).
+    /// Readers that lose their connection mid-run and resume (docs/protocol.md, X1).
     #[serde(default)]
     pub resume: ResumePlan,
 }
 
 /// Readers that drop their connection during the run and resume from their
-/// topic positions (protocol X1): each opts in to offsets, drops its
+/// topic positions (docs/protocol.md, X1): each opts in to offsets, drops its
 /// connection (a reset, as a lost network) after a share of its messages
 /// between a quarter and three quarters, stays away `away_ms`, then
 /// reconnects and resumes. The sequence check spans both connections, so a
@@ -360,6 +365,10 @@ pub struct ResumeCounts {
     /// Latency of every distinct delivery to a resuming reader, replayed or
     /// live, µs.
     pub latency: Recorder,
+    /// Latency of every distinct delivery to the other readers, µs: the
+    /// run's latency as if nobody had resumed.
+    #[serde(default)]
+    pub others_latency: Recorder,
 }
 
 impl ResumeCounts {
@@ -372,6 +381,7 @@ impl ResumeCounts {
         self.replayed += o.replayed;
         self.resume_time.merge(&o.resume_time);
         self.latency.merge(&o.latency);
+        self.others_latency.merge(&o.others_latency);
     }
 }
 
@@ -454,11 +464,12 @@ mod tests {
 
     #[test]
     fn lines_round_trip() {
-        let setup = Command::Setup(Setup {
+        let setup = Command::Setup(Box::new(Setup {
             name: "worker 1".into(),
             topic: "t".into(),
             messages: 3,
             targets: vec!["127.0.0.1:8081".parse().unwrap()],
+            ws_targets: vec!["127.0.0.1:8083".parse().unwrap()],
             groups: vec![ClientGroup {
                 target: 0,
                 source: Some("127.0.0.2".parse().unwrap()),
@@ -474,7 +485,7 @@ mod tests {
             never_read_rcvbuf: 4096,
             activity: Activity::default(),
             resume: ResumePlan::default(),
-        });
+        }));
         let mut buf = Vec::new();
         write_line(&mut buf, &setup).unwrap();
         write_line(&mut buf, &Command::Finish).unwrap();

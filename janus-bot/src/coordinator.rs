@@ -61,6 +61,9 @@ pub struct Unreachable(pub String);
 pub struct RunConfig {
     /// Servers; clients are spread over them.
     pub targets: Vec<SocketAddr>,
+    /// Their WebSocket addresses when subscribers connect over WebSocket
+    /// (same order as `targets`); empty for TCP.
+    pub ws_targets: Vec<SocketAddr>,
     /// Agent addresses; empty for local worker processes.
     pub agents: Vec<String>,
     /// Number of subscribing clients (readers and never-reading ones).
@@ -298,6 +301,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
             topic: cfg.topic.clone(),
             messages: cfg.messages,
             targets: cfg.targets.clone(),
+            ws_targets: cfg.ws_targets.clone(),
             groups: p.groups.clone(),
             connect_concurrency: concurrency,
             timeout_ms: cfg.timeout.as_millis() as u64,
@@ -313,7 +317,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
                 away_ms: cfg.resume_away.as_millis() as u64,
             },
         };
-        link.send(&Command::Setup(setup)).await?;
+        link.send(&Command::Setup(Box::new(setup))).await?;
         states[i].last_seen = Some(Instant::now());
     }
     let silence = cfg.timeout.max(Duration::from_secs(5)) + Duration::from_secs(2);

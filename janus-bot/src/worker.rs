@@ -141,7 +141,7 @@ pub fn serve(
                         write_line(&mut events, &Event::Fatal { error })?;
                         return Ok(());
                     }
-                    let swarm = Swarm::new(setup, poll)?;
+                    let swarm = Swarm::new(*setup, poll)?;
                     return swarm.run(&rx, &mut events);
                 }
                 Input::Command(Command::Finish) => return Ok(()),
@@ -287,6 +287,10 @@ struct Conn {
     partial: Option<Vec<u8>>,
     /// One sequence per subscription.
     seqs: Vec<SeqTracker>,
+    /// Connected over WebSocket (X2).
+    websocket: bool,
+    /// Its handshake and frame decoding (taken out while a read is handled).
+    ws: Option<Box<WsState>>,
     /// A never-reading client's stream ended while it was drained…
     ended: bool,
     /// … with a `slow_consumer` error frame.
@@ -338,6 +342,8 @@ impl Conn {
             out: None,
             partial: None,
             seqs: vec![SeqTracker::default(); subs as usize],
+            websocket: false,
+            ws: None,
             ended: false,
             told: false,
             resumer: None,
@@ -352,6 +358,22 @@ impl Conn {
         )
     }
 }
+
+/// The WebSocket side of a subscribing client (`--transport ws`).
+struct WsState {
+    /// The `101` answer has been read.
+    upgraded: bool,
+    decoder: janus_core::ws::WsDecoder,
+    /// Bytes of a handshake answer or a frame cut by the end of a read;
+    /// unallocated otherwise.
+    buf: bytes::BytesMut,
+}
+
+/// The handshake key of every bot client (the server only checks its form).
+const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+/// The mask of every frame a bot client sends: a browser must pick masks an
+/// attacker cannot predict (RFC 6455 §10.3); a load generator need not.
+const WS_MASK: [u8; 4] = *b"jbot";
 
 /// Messages of a run of `total` that go to topic `j` of `topics`.
 fn per_topic(total: u32, topics: u32, j: u32) -> u32 {
@@ -374,8 +396,10 @@ struct Swarm {
     subscribed_per_target: Vec<u32>,
     sent_per_target: Vec<u32>,
     ledger: Ledger,
-    /// The latencies of resuming readers only.
+    /// The latencies of resuming readers only…
     resume_ledger: Ledger,
+    /// … and of the other readers, when some resume.
+    others_ledger: Ledger,
     resume_counts: ResumeCounts,
     errors: HashMap<(&'static str, u16, String), u32>,
     roles: BTreeMap<&'static str, RoleCounts>,
@@ -461,6 +485,7 @@ impl Swarm {
         Ok(Self {
             ledger: Ledger::new(targets, setup.messages),
             resume_ledger: Ledger::new(targets, setup.messages),
+            others_ledger: Ledger::new(targets, setup.messages),
             resume_counts: ResumeCounts {
                 clients: setup.resume.clients,
                 ..ResumeCounts::default()
@@ -492,21 +517,21 @@ impl Swarm {
 
     /// The bytes that subscribe to `count` topics from `first` (marker
     /// first), topic indexes taken modulo `space`.
-    fn subscribe_bytes(&self, first: u32, count: u32, space: u32, offsets: bool) -> Vec<u8> {
-        let mut buf = bytes::BytesMut::new();
-        buf.extend_from_slice(janus_core::REGULAR_SOCKET_MARKER);
-        buf.extend_from_slice(&[janus_core::CLIENT_TERMINATOR]);
-        if offsets {
-            ClientMessage::Options {
-                offsets: Some(true),
-            }
-            .encode(&mut buf);
-        }
-        for s in 0..count {
+    fn subscribe_bytes(
+        &self,
+        first: u32,
+        count: u32,
+        space: u32,
+        (offsets, ws): (bool, bool),
+    ) -> Vec<u8> {
+        let options = offsets.then_some(ClientMessage::Options {
+            offsets: Some(true),
+        });
+        let subscribes = (0..count).map(|s| {
             let name = topic_name(&self.setup.topic, (first + s) % space, self.setup.topics);
-            ClientMessage::Subscribe(name).encode(&mut buf);
-        }
-        buf.to_vec()
+            ClientMessage::Subscribe(name)
+        });
+        requests(options.into_iter().chain(subscribes), ws)
     }
 
     fn run(mut self, rx: &mpsc::Receiver<Input>, out: &mut impl Write) -> anyhow::Result<()> {
@@ -633,7 +658,21 @@ impl Swarm {
     fn connect(&mut self, idx: usize) -> Result<(), String> {
         let conn = &mut self.conns[idx];
         conn.state = State::Connecting;
-        let target = self.setup.targets[usize::from(conn.target)];
+        let ws = !self.setup.ws_targets.is_empty() && !conn.role.background();
+        let targets = if ws {
+            &self.setup.ws_targets
+        } else {
+            &self.setup.targets
+        };
+        let target = targets[usize::from(conn.target)];
+        conn.websocket = ws;
+        conn.ws = ws.then(|| {
+            Box::new(WsState {
+                upgraded: false,
+                decoder: janus_core::ws::WsDecoder::client(self.setup.max_frame),
+                buf: bytes::BytesMut::new(),
+            })
+        });
         let rcvbuf = matches!(conn.role, Role::NeverRead | Role::Stuck)
             .then_some(self.setup.never_read_rcvbuf);
         let mut stream = open(target, conn.source, rcvbuf)
@@ -697,6 +736,10 @@ impl Swarm {
                 }
             }
             conn.state = State::AwaitHello;
+            if conn.websocket {
+                let host = conn.target.to_string();
+                conn.out = Some(janus_core::ws::client_request(&host, WS_KEY).into_bytes());
+            }
             let reconnect = conn
                 .resumer
                 .as_ref()
@@ -759,6 +802,9 @@ impl Swarm {
 
     /// Handles one chunk of bytes; false once the connection is gone.
     fn consume(&mut self, idx: usize, chunk: &[u8], now: u64) -> bool {
+        if self.conns[idx].websocket {
+            return self.consume_ws(idx, chunk, now);
+        }
         let mut partial = self.conns[idx].partial.take();
         let max = self.setup.max_frame;
         let result = frame::split(&mut partial, chunk, max, |f| self.on_frame(idx, f, now));
@@ -778,6 +824,56 @@ impl Swarm {
         }
     }
 
+    /// The same over WebSocket: the handshake answer, then one frame per
+    /// text message (pings need no answer; a close is followed by the end
+    /// of the stream, handled as over TCP).
+    fn consume_ws(&mut self, idx: usize, chunk: &[u8], now: u64) -> bool {
+        use janus_core::ws::Message;
+        use tokio_util::codec::Decoder as _;
+        let Some(mut ws) = self.conns[idx].ws.take() else {
+            return false;
+        };
+        ws.buf.extend_from_slice(chunk);
+        if !ws.upgraded {
+            match janus_core::ws::client_response(&ws.buf, WS_KEY) {
+                Ok(None) => {
+                    self.conns[idx].ws = Some(ws);
+                    return true;
+                }
+                Ok(Some(end)) => {
+                    let _ = ws.buf.split_to(end);
+                    ws.upgraded = true;
+                }
+                Err(why) => {
+                    self.fail(idx, format!("WebSocket handshake: {why}"));
+                    return false;
+                }
+            }
+        }
+        let mut go_on = true;
+        while go_on {
+            match ws.decoder.decode(&mut ws.buf) {
+                Ok(Some(Message::Text(text))) => go_on = self.on_frame(idx, &text, now),
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    self.fail(idx, e.to_string());
+                    return false;
+                }
+            }
+        }
+        if ws.buf.is_empty() && ws.decoder.is_idle() {
+            // Nothing pending: no buffer held between reads.
+            ws.buf = bytes::BytesMut::new();
+        }
+        let conn = &mut self.conns[idx];
+        if conn.stream.is_none() {
+            return false;
+        }
+        conn.ws = Some(ws);
+        go_on
+    }
+
     /// Handles one frame; false once the connection is closed.
     fn on_frame(&mut self, idx: usize, bytes: &[u8], now: u64) -> bool {
         let (role, state) = (self.conns[idx].role, self.conns[idx].state);
@@ -791,6 +887,9 @@ impl Swarm {
                         if self.conns[idx].resumer.is_some() {
                             self.resume_ledger.received(target, seq, now);
                             return self.track_offset(idx, seq, bytes, now);
+                        }
+                        if self.setup.resume.clients > 0 {
+                            self.others_ledger.received(target, seq, now);
                         }
                     }
                     true
@@ -897,7 +996,8 @@ impl Swarm {
                     topics
                 };
                 let offsets = self.conns[idx].resumer.is_some();
-                let out = self.subscribe_bytes(first, subs, space, offsets);
+                let ws = self.conns[idx].websocket;
+                let out = self.subscribe_bytes(first, subs, space, (offsets, ws));
                 let conn = &mut self.conns[idx];
                 conn.acks_due = subs + u32::from(offsets);
                 conn.state = State::AwaitAck;
@@ -1036,9 +1136,7 @@ impl Swarm {
     fn resume_bytes(&self, idx: usize) -> Vec<u8> {
         let topics = self.setup.topics.max(1);
         let conn = &self.conns[idx];
-        let mut buf = bytes::BytesMut::new();
-        buf.extend_from_slice(janus_core::REGULAR_SOCKET_MARKER);
-        buf.extend_from_slice(&[janus_core::CLIENT_TERMINATOR]);
+        let mut resume = None;
         if let Some(r) = &conn.resumer {
             let positions = r
                 .positions
@@ -1050,13 +1148,12 @@ impl Swarm {
                     offset: *offset,
                 })
                 .collect();
-            ClientMessage::Resume(janus_core::Resume::Positions {
+            resume = Some(ClientMessage::Resume(janus_core::Resume::Positions {
                 token: r.token.clone(),
                 topics: positions,
-            })
-            .encode(&mut buf);
+            }));
         }
-        buf.to_vec()
+        requests(resume.into_iter(), conn.websocket)
     }
 
     /// The answer to a resume: live again, after the replay.
@@ -1384,7 +1481,10 @@ impl Swarm {
         for (target, time) in times.iter().enumerate().take(self.sent_per_target.len()) {
             if let Some(t) = time {
                 self.ledger.sent(target, seq, *t);
-                self.resume_ledger.sent(target, seq, *t);
+                if self.setup.resume.clients > 0 {
+                    self.resume_ledger.sent(target, seq, *t);
+                    self.others_ledger.sent(target, seq, *t);
+                }
                 self.sent_per_target[target] += 1;
             }
         }
@@ -1471,6 +1571,7 @@ impl Swarm {
                 .collect(),
             resume: ResumeCounts {
                 latency: self.resume_ledger.histogram().clone(),
+                others_latency: self.others_ledger.histogram().clone(),
                 ..self.resume_counts.clone()
             },
         };
@@ -1552,6 +1653,33 @@ fn frame_offset(bytes: &[u8]) -> Option<u64> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
+/// The bytes of client requests: over TCP the marker, then each request
+/// with its terminator (P1); over WebSocket one masked text message each,
+/// without marker or terminator (X2).
+fn requests(messages: impl Iterator<Item = ClientMessage>, ws: bool) -> Vec<u8> {
+    let mut buf = bytes::BytesMut::new();
+    if !ws {
+        buf.extend_from_slice(janus_core::REGULAR_SOCKET_MARKER);
+        buf.extend_from_slice(&[janus_core::CLIENT_TERMINATOR]);
+    }
+    let mut out = Vec::new();
+    for message in messages {
+        message.encode(&mut buf);
+        if ws {
+            let frame = buf.split();
+            let json = frame
+                .strip_suffix(&[janus_core::CLIENT_TERMINATOR])
+                .unwrap_or(&frame);
+            out.extend(janus_core::ws::client_text_frame(json, WS_MASK));
+        }
+    }
+    if ws {
+        out
+    } else {
+        buf.to_vec()
+    }
+}
+
 /// Opens a non-blocking client socket and starts connecting.
 fn open(target: SocketAddr, source: Option<IpAddr>, rcvbuf: Option<u32>) -> io::Result<TcpStream> {
     let socket = Socket::new(
@@ -1622,5 +1750,49 @@ mod tests {
         let counts: Vec<u32> = (0..4).map(|j| per_topic(10, 4, j)).collect();
         assert_eq!(counts, [3, 3, 2, 2]);
         assert_eq!(counts.iter().sum::<u32>(), 10);
+    }
+
+    #[test]
+    fn offsets_are_read_from_the_end_of_a_delivery() {
+        let d = br#"{"timestamp":[1,2,3],"topic":"t","event":"","message_id":"4","data":{"offset":9},"offset":12}"#;
+        assert_eq!(frame_offset(d), Some(12));
+        assert_eq!(frame_offset(br#"{"topic":"t","data":1}"#), None);
+        assert_eq!(frame_offset(br#"{"data":1,"offset":x}"#), None);
+    }
+
+    #[test]
+    fn resumers_are_the_last_readers_and_drop_mid_run() {
+        let setup = Setup {
+            name: "w".into(),
+            topic: "t".into(),
+            messages: 100,
+            targets: vec![SocketAddr::from(([127, 0, 0, 1], 1))],
+            ws_targets: Vec::new(),
+            groups: Vec::new(),
+            connect_concurrency: 1,
+            timeout_ms: 1,
+            max_frame: 1,
+            topics: 1,
+            subscriptions: 1,
+            first_client: 0,
+            never_read: 2,
+            never_read_rcvbuf: 1,
+            activity: crate::control::Activity::default(),
+            resume: crate::control::ResumePlan {
+                clients: 4,
+                away_ms: 1,
+            },
+        };
+        let mut conns: Vec<Conn> = (0..10)
+            .map(|_| Conn::new(Role::Reader, 0, None, 0, 1))
+            .collect();
+        plan_resumers(&setup, &mut conns);
+        let drops: Vec<Option<u32>> = conns
+            .iter()
+            .map(|c| c.resumer.as_ref().map(|r| r.drop_after))
+            .collect();
+        assert!(drops[..6].iter().all(Option::is_none));
+        let drops: Vec<u32> = drops[6..].iter().flatten().copied().collect();
+        assert_eq!(drops, [32, 44, 57, 69], "spread over the middle half");
     }
 }

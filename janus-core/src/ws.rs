@@ -301,6 +301,11 @@ impl WsDecoder {
         }
     }
 
+    /// Whether it holds nothing between messages (no header or fragment pending).
+    pub fn is_idle(&self) -> bool {
+        self.header.is_none() && self.fragments.is_none()
+    }
+
     fn too_large(&self) -> CodecError {
         CodecError::FrameTooLarge {
             max: self.max_message,

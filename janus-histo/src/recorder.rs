@@ -124,16 +124,6 @@ impl Recorder {
         }
     }
 
-    /// What `self` recorded that `part` did not: for a part recorded
-    /// alongside the whole (every value of `part` also went into `self`),
-    /// the values of the rest. Counts never go below zero.
-    pub fn without(&self, part: &Recorder) -> Recorder {
-        Recorder::from_pairs(
-            self.recorded()
-                .map(|(value, count)| (value, count.saturating_sub(part.count_at_micros(value)))),
-        )
-    }
-
     /// Number of latencies recorded.
     pub fn count(&self) -> u64 {
         self.hist.len()
@@ -409,17 +399,6 @@ mod tests {
             r.record_micros(v);
         }
         r
-    }
-
-    #[test]
-    fn without_leaves_the_rest() {
-        let whole = one_to_thousand();
-        let part = Recorder::from_pairs((901..=1000).map(|v| (v, 1)));
-        let rest = whole.without(&part);
-        assert_eq!(rest.count(), 900);
-        assert_eq!(rest.max(), Duration::from_micros(900));
-        // A part with values the whole never saw takes nothing below zero.
-        assert_eq!(rest.without(&whole).count(), 0);
     }
 
     #[test]

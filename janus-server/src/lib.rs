@@ -747,6 +747,9 @@ fn open(
     };
     shared.registered(&session);
     shared.stats.connection_opened();
+    if transport == Transport::WebSocket {
+        shared.stats.websocket_total.fetch_add(1, Ordering::Relaxed);
+    }
     let mut conn = Connection::new(session, socket, shared.clone(), Some(permit)).with_input(input);
     conn.greet();
     conn

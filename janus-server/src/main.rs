@@ -13,6 +13,11 @@ use janus_server::config::{Cli, Config, LogFormat, Settings};
 use janus_server::limits::raise_nofile_limit;
 use janus_server::Server;
 
+/// mimalloc instead of glibc's malloc, which kept freed memory after churn
+/// (see "Memory" in ARCHITECTURE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Bad usage or configuration; clap uses the same code for its own errors.
 const EXIT_CONFIG: u8 = 2;
 

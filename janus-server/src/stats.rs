@@ -18,6 +18,8 @@ pub struct Stats {
     pub connections_peak: AtomicU64,
     /// Client connections accepted since start.
     pub connections_total: AtomicU64,
+    /// Of those, WebSocket connections (X2) that completed their handshake.
+    pub websocket_total: AtomicU64,
     /// Client connections refused (every reason but `max-topics`).
     pub connections_refused: AtomicU64,
     /// Refusals by reason (indexed like [`Refusal::ALL`]).

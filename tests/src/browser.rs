@@ -116,29 +116,32 @@ impl Browser {
         }
     }
 
-    /// Types `text` into the element `css` (replacing what it holds).
-    pub async fn fill(&self, css: &str, text: &str) {
-        let el = self
-            .client
+    /// The element `css`, once it exists.
+    async fn element(&self, css: &str) -> fantoccini::elements::Element {
+        self.client
             .wait()
             .at_most(TIMEOUT)
             .for_element(Locator::Css(css))
             .await
-            .unwrap_or_else(|e| panic!("no {css}: {e}"));
+            .unwrap_or_else(|e| panic!("no {css}: {e}"))
+    }
+
+    /// Types `text` into the element `css` (replacing what it holds).
+    pub async fn fill(&self, css: &str, text: &str) {
+        let el = self.element(css).await;
         el.clear().await.expect("clear");
         el.send_keys(text).await.expect("type");
     }
 
     /// Clicks the element `css`.
     pub async fn click(&self, css: &str) {
-        let el = self
-            .client
-            .wait()
-            .at_most(TIMEOUT)
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no {css}: {e}"));
-        el.click().await.expect("click");
+        self.element(css).await.click().await.expect("click");
+    }
+
+    /// Opens `url` and waits until the element `css` shows `text`.
+    pub async fn open(&self, url: &str, css: &str, text: &str) {
+        self.client.goto(url).await.expect("open the page");
+        self.wait_text(css, text, |t| t == text).await;
     }
 
     /// Saves a screenshot of the page at `path` (a PNG).

@@ -219,6 +219,17 @@ impl Client {
         self.send_raw(&out).await;
     }
 
+    /// Publishes on this connection (X3) and waits for the `ACK`.
+    pub async fn publish_acked(&mut self, topic: &str, message_id: &str, data: &str) {
+        let publish = Publish::new(topic, "e", message_id, data).expect("valid publish");
+        self.send(ClientMessage::Publish {
+            publish,
+            one_shot: false,
+        })
+        .await;
+        assert_eq!(self.recv().await, ServerMessage::Ack);
+    }
+
     /// Subscribes and waits for the `ACK`.
     pub async fn subscribe(&mut self, topic: &str) {
         self.send(ClientMessage::Subscribe(topic.to_owned())).await;

@@ -850,3 +850,63 @@ async fn publish_to_nothing_exits_3() {
     assert_eq!(done.code, Some(3), "{done:?}");
     assert!(done.stderr.contains("Connection refused"), "{done:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_subscribers_are_measured_like_tcp_ones() {
+    let server = TestServer::start_with(janus_server::Config {
+        ws_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..janus_tests::test_config()
+    })
+    .await;
+    let ws = server.shared().ws_addr().expect("WebSocket listener");
+    let json = temp("ws.json");
+    let done = run_bot(&[
+        "run",
+        "--target",
+        &server.addr().to_string(),
+        "--transport",
+        "ws",
+        "--ws-target",
+        &ws.to_string(),
+        "--clients",
+        "100",
+        "--never-read-percent",
+        "10",
+        "--messages",
+        "5",
+        "--rate",
+        "100",
+        "--json",
+        json.to_str().unwrap(),
+        "--progress",
+        "none",
+    ])
+    .await;
+    assert_eq!(done.code, Some(0), "{done:?}");
+    let v = read_json(&json);
+    assert_eq!(v["subscribed"], 100, "{v}");
+    assert_eq!(v["deliveries_expected"], 90 * 5);
+    assert_eq!(v["deliveries_received"], 90 * 5);
+    assert_eq!(v["never_read"]["complete"], 10, "{v}");
+    let stats = &server.shared().stats;
+    assert_eq!(stats.websocket_total.load(Ordering::Relaxed), 100);
+    wait_until("server counted every delivery", || {
+        stats.deliveries_sent.load(Ordering::Relaxed) == 100 * 5
+    })
+    .await;
+    let done = run_bot(&[
+        "run",
+        "--target",
+        "127.0.0.1:1",
+        "--transport",
+        "ws",
+        "--clients",
+        "1",
+    ])
+    .await;
+    assert_eq!(
+        done.code,
+        Some(2),
+        "a WebSocket run needs --ws-target: {done:?}"
+    );
+}

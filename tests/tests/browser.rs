@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use janus_core::{ClientMessage, Publish, ServerMessage};
+use janus_core::ServerMessage;
 use janus_server::session::CloseReason;
 use janus_server::Config;
 use janus_tests::browser::Browser;
@@ -39,12 +39,7 @@ async fn admin_page_is_live_and_its_subscriber_pane_receives() {
     let admin = shared.admin_addr().expect("admin API on");
     let ws = shared.ws_addr().expect("WebSocket on");
     browser
-        .client
-        .goto(&format!("http://{admin}/ui"))
-        .await
-        .expect("open the page");
-    browser
-        .wait_text("#st-state", "the status", |t| t == "ready")
+        .open(&format!("http://{admin}/ui"), "#st-state", "ready")
         .await;
     let url = browser
         .client
@@ -232,25 +227,15 @@ async fn a_browser_websocket_client_receives_in_order_and_publishes() {
         CLIENT_PAGE.replace("WS_URL", &format!("ws://{ws}/")),
     );
     browser
-        .client
-        .goto(&format!("http://{page}/"))
-        .await
-        .expect("open the page");
-    browser
-        .wait_text("#state", "the subscription", |t| t == "subscribed")
+        .open(&format!("http://{page}/"), "#state", "subscribed")
         .await;
 
     let mut publisher = Client::connect(server.addr()).await;
     for id in 1..=50 {
-        let publish =
-            Publish::new("page", "e", id.to_string(), &format!("{{\"n\":{id}}}")).expect("valid");
+        let data = format!("{{\"n\":{id}}}");
         publisher
-            .send(ClientMessage::Publish {
-                publish,
-                one_shot: false,
-            })
+            .publish_acked("page", &id.to_string(), &data)
             .await;
-        assert_eq!(publisher.recv().await, ServerMessage::Ack);
     }
     browser
         .wait_text("#log", "50 deliveries", |t| {

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use janus_core::{ClientMessage, Publish, ServerMessage};
+use janus_core::{Publish, ServerMessage};
 use janus_server::session::CloseReason;
 use janus_server::stats::Stats;
 use janus_server::Config;
@@ -303,14 +303,9 @@ async fn slow_ws_consumer_is_cut_and_kick_reaches_ws_clients() {
     let mut sent = 0;
     while Stats::get(&shared.stats.slow_consumers) == 0 {
         sent += 1;
-        let publish = Publish::new("flood", "e", sent.to_string(), &data).expect("publish");
         publisher
-            .send(ClientMessage::Publish {
-                publish,
-                one_shot: false,
-            })
+            .publish_acked("flood", &sent.to_string(), &data)
             .await;
-        assert_eq!(publisher.recv().await, ServerMessage::Ack);
         // The other subscriber keeps up and is never slowed down.
         match fine.recv().await {
             ServerMessage::Delivery(d) => assert_eq!(d.message_id, sent.to_string()),
@@ -348,16 +343,19 @@ async fn slow_ws_consumer_is_cut_and_kick_reaches_ws_clients() {
     server.stop().await;
 }
 
+/// Drops a connection the way a lost network does: a reset, no close handshake.
+fn lose(client: WsClient) {
+    let sock = socket2::SockRef::from(client.ws.get_ref());
+    sock.set_linger(Some(Duration::ZERO)).expect("linger");
+}
+
 #[tokio::test]
 async fn token_resume_over_websocket_and_shutdown_says_going_away() {
     let (server, ws) = start(ws_config()).await;
     let mut first = WsClient::connect(ws).await;
     first.subscribe("r").await;
     let token = first.token.clone();
-    // The connection is lost the way a network loses it: a reset, no close handshake.
-    let sock = socket2::SockRef::from(first.ws.get_ref());
-    sock.set_linger(Some(Duration::ZERO)).expect("linger");
-    drop(first);
+    lose(first);
     let shared = server.shared().clone();
     wait_until("the session waits for a resume", || {
         Stats::get(&shared.stats.sessions_detached) == 1
@@ -385,5 +383,89 @@ async fn token_resume_over_websocket_and_shutdown_says_going_away() {
     // A graceful shutdown: server_shutdown, then close code 1001.
     shared.drain();
     second.expect_error_and_close("server_shutdown", 1001).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn publishing_over_websocket_is_authorised_as_over_tcp() {
+    let (server, ws) = start(Config {
+        allow_publish_from: Vec::new(),
+        publish_key: Some("k3y".into()),
+        ..ws_config()
+    })
+    .await;
+    let mut sub = WsClient::connect(ws).await;
+    sub.subscribe("auth").await;
+    // With the key (X4) it is published; the key never reaches subscribers.
+    let mut keyed = WsClient::connect(ws).await;
+    keyed
+        .send(r#"{"action":"publish","data":{"topic":"auth","message_id":"ok","data":1,"key":"k3y"}}"#)
+        .await;
+    assert_eq!(keyed.recv().await, ServerMessage::Ack);
+    let text = sub.recv_text().await;
+    assert!(
+        text.contains(r#""message_id":"ok""#) && !text.contains("k3y"),
+        "{text}"
+    );
+    // Without it, from an address that may not publish: not_allowed, close 1008.
+    let mut refused = WsClient::connect(ws).await;
+    refused.send(&x3_publish("auth", "no", "1")).await;
+    refused.expect_error_and_close("not_allowed", 1008).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn positional_resume_over_websocket_replays_what_was_missed() {
+    let (server, ws) = start(ws_config()).await;
+    let mut first = WsClient::connect(ws).await;
+    first
+        .send(r#"{"action":"options","data":{"offsets":true}}"#)
+        .await;
+    assert_eq!(first.recv().await, ServerMessage::Ack);
+    first.send(r#"{"action":"subscribe","data":"pos"}"#).await;
+    let (epoch, offset) = match first.recv().await {
+        ServerMessage::Subscribed { epoch, offset, .. } => (epoch, offset),
+        other => panic!("expected subscribed, got {other:?}"),
+    };
+    let token = first.token.clone();
+    lose(first);
+    let mut publisher = Client::connect(server.addr()).await;
+    for id in ["m1", "m2"] {
+        publisher.publish_acked("pos", id, "0").await;
+    }
+    let mut second = WsClient::connect(ws).await;
+    second
+        .send(&format!(
+            r#"{{"action":"resume","data":{{"token":"{token}","topics":{{"pos":{{"epoch":"{epoch}","offset":{offset}}}}}}}}}"#
+        ))
+        .await;
+    match second.recv().await {
+        ServerMessage::Resumed {
+            recovered, missed, ..
+        } => assert!(recovered && missed == 2),
+        other => panic!("expected resumed, got {other:?}"),
+    }
+    for id in ["m1", "m2"] {
+        let text = second.recv_text().await;
+        assert!(text.contains(&format!(r#""message_id":"{id}""#)), "{text}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_server_refuses_a_websocket_with_503() {
+    let (server, ws) = start(Config {
+        max_connections: Some(1),
+        ..ws_config()
+    })
+    .await;
+    let mut first = WsClient::connect(ws).await;
+    first.subscribe("t").await;
+    let request = janus_core::ws::client_request("x", "dGhlIHNhbXBsZSBub25jZQ==");
+    let answer = http_answer(ws, &request).await;
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(answer.contains("connection limit (1)"), "{answer}");
+    // The client already in is not affected.
+    first.ws.send_ping_check().await;
     server.stop().await;
 }

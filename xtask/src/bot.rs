@@ -303,7 +303,7 @@ pub fn outcome_from_json(v: &Value, kind: Kind, size: &Size) -> Outcome {
         out.notes.push(format!(
             "resuming subscribers: {} planned, {} recovered, {} not recovered, {} failed; {} \
              messages replayed; resume time p50 {} ms, p99 {} ms; their deliveries p50 {} ms, \
-             p99 {} ms, max {} ms",
+             p99 {} ms, max {} ms; the other subscribers' deliveries p50 {} ms, p99 {} ms",
             count("clients"),
             count("recovered"),
             count("not_recovered"),
@@ -314,11 +314,15 @@ pub fn outcome_from_json(v: &Value, kind: Kind, size: &Size) -> Outcome {
             number(r, &["latency_ms", "p50"]).unwrap_or(0.0),
             number(r, &["latency_ms", "p99"]).unwrap_or(0.0),
             number(r, &["latency_ms", "max"]).unwrap_or(0.0),
+            number(r, &["others_latency_ms", "p50"]).unwrap_or(0.0),
+            number(r, &["others_latency_ms", "p99"]).unwrap_or(0.0),
         ));
     }
     if let Some(rss) = v.get("server_rss").filter(|r| !r.is_null()) {
         out.set("server_reference_rss_mib", number(rss, &["reference_mib"]));
         if kind == Kind::Soak {
+            out.set("server_start_rss_mib", number(rss, &["start_mib"]));
+            out.set("server_settled_rss_mib", number(rss, &["end_mib"]));
             let (reference, end) = (number(rss, &["reference_mib"]), number(rss, &["end_mib"]));
             if let (Some(r), Some(e)) = (reference, end) {
                 if r > 0.0 {

@@ -115,7 +115,7 @@ pub enum Kind {
     /// memory check (never in `--quick`).
     Soak,
     /// A train during which a share of the subscribers drop their
-    /// connection and resume (protocol X1).
+    /// connection and resume (docs/protocol.md, X1).
     Resume,
 }
 
