@@ -301,6 +301,22 @@ fn gauge<V: prometheus_client::encoding::EncodeGaugeValue>(
         .encode_gauge(&value)
 }
 
+/// Writes one counter with a value per label value: `(name, label)`.
+fn labelled_counters<'a>(
+    encoder: &mut DescriptorEncoder,
+    (name, label): (&str, &str),
+    help: &str,
+    values: impl IntoIterator<Item = (&'a str, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, count) in values {
+        family
+            .encode_family(&[(label, value)])?
+            .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+    }
+    Ok(())
+}
+
 impl Collector for ServerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let shared = &*self.shared;
@@ -417,18 +433,12 @@ impl Collector for ServerCollector {
             None,
             get(&stats.connections_refused),
         )?;
-        let mut refusals = e.encode_descriptor(
-            "refusals",
+        labelled_counters(
+            e,
+            ("refusals", "reason"),
             "Connections and subscriptions refused, by the limit that refused them.",
-            None,
-            MetricType::Counter,
+            Refusal::ALL.map(|why| (why.as_str(), stats.refusals(why))),
         )?;
-        for why in Refusal::ALL {
-            let labels = [("reason", why.as_str())];
-            refusals
-                .encode_family(&labels)?
-                .encode_counter::<NoLabelSet, _, u64>(&stats.refusals(why), None)?;
-        }
         counter(
             e,
             "messages_published",
@@ -474,18 +484,12 @@ impl Collector for ServerCollector {
 
         resume_metrics(e, shared)?;
 
-        let mut errors = e.encode_descriptor(
-            "errors",
+        labelled_counters(
+            e,
+            ("errors", "code"),
             "Error frames sent to clients, by protocol P7 code.",
-            None,
-            MetricType::Counter,
+            ErrorCode::ALL.map(|code| (code.as_str(), stats.errors_sent(code))),
         )?;
-        for code in ErrorCode::ALL {
-            let labels = [("code", code.as_str())];
-            errors
-                .encode_family(&labels)?
-                .encode_counter::<NoLabelSet, _, u64>(&stats.errors_sent(code), None)?;
-        }
 
         histogram(
             e,
@@ -578,21 +582,16 @@ fn broker_metrics(
 fn resume_metrics(e: &mut DescriptorEncoder, shared: &Shared) -> Result<(), std::fmt::Error> {
     let stats = &*shared.stats;
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let mut resumes = e.encode_descriptor(
-        "resumes",
+    labelled_counters(
+        e,
+        ("resumes", "outcome"),
         "Resumes (X1) by outcome: recovered, not_recovered (the client must resync) or unknown_session.",
-        None,
-        MetricType::Counter,
+        [
+            ("recovered", get(&stats.resumes_recovered)),
+            ("not_recovered", get(&stats.resumes_not_recovered)),
+            ("unknown_session", get(&stats.resumes_unknown)),
+        ],
     )?;
-    for (outcome, value) in [
-        ("recovered", get(&stats.resumes_recovered)),
-        ("not_recovered", get(&stats.resumes_not_recovered)),
-        ("unknown_session", get(&stats.resumes_unknown)),
-    ] {
-        resumes
-            .encode_family(&[("outcome", outcome)])?
-            .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
-    }
     counter(
         e,
         "messages_replayed",

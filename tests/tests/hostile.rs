@@ -209,11 +209,7 @@ async fn the_topic_cap_answers_unavailable_and_spares_existing_topics() {
     let mut canary = Canary::start(server.addr()).await;
     let mut hostile = Client::connect(server.addr()).await;
     let names: Vec<String> = (0..50).map(|i| format!("junk/{i}")).collect();
-    let mut bytes = bytes::BytesMut::new();
-    for t in &names {
-        ClientMessage::Subscribe(t.clone()).encode(&mut bytes);
-    }
-    hostile.send_raw(&bytes).await;
+    send_subscribes(&mut hostile, &names).await;
     let (mut acked, mut refused) = (0, 0);
     for _ in &names {
         match hostile.recv().await {
@@ -502,13 +498,18 @@ async fn after_descriptor_exhaustion_the_first_client_is_admitted() {
     assert_eq!(st.limits.open_files, Some(4096));
 }
 
-/// Subscribes one client to `topics` (pipelined, then every ACK read).
-async fn subscribe_all(client: &mut Client, topics: &[String]) {
+/// Sends one subscribe per topic in one write, reading nothing.
+async fn send_subscribes(client: &mut Client, topics: &[String]) {
     let mut bytes = bytes::BytesMut::new();
     for t in topics {
         ClientMessage::Subscribe(t.clone()).encode(&mut bytes);
     }
     client.send_raw(&bytes).await;
+}
+
+/// Subscribes one client to `topics` (pipelined, then every ACK read).
+async fn subscribe_all(client: &mut Client, topics: &[String]) {
+    send_subscribes(client, topics).await;
     for _ in topics {
         assert_eq!(client.recv().await, ServerMessage::Ack);
     }
