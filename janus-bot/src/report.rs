@@ -366,10 +366,20 @@ pub fn build(input: Input<'_>) -> RunReport {
     let measure = input.coordinator_cpu_measure + input.workers_cpu_measure;
     let total = input.coordinator_cpu + input.workers_cpu;
     let targets: Vec<String> = cfg.targets.iter().map(ToString::to_string).collect();
+    let ws: Vec<String> = cfg.ws_targets.iter().map(ToString::to_string).collect();
+    let on = if ws.is_empty() {
+        targets.join(", ")
+    } else {
+        format!(
+            "WebSocket {} (publishing to {})",
+            ws.join(", "),
+            targets.join(", ")
+        )
+    };
     let title = format!(
         "janus-bot: {} clients on {}, {} message{}",
         cfg.clients,
-        targets.join(", "),
+        on,
         cfg.messages,
         if cfg.messages == 1 { "" } else { "s" }
     );

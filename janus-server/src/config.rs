@@ -75,6 +75,8 @@ pub struct Config {
     pub ws_listen: Option<SocketAddr>,
     /// Origins allowed to open a WebSocket; empty allows any.
     pub ws_allowed_origins: Vec<String>,
+    /// Longest time a WebSocket handshake request may take to arrive.
+    pub ws_handshake_timeout: Duration,
     /// Send `PING` after this long without sending anything.
     pub heartbeat: Duration,
     /// Longest client frame in bytes.
@@ -268,6 +270,11 @@ pub struct Settings {
     /// Origins (scheme://host[:port], as browsers send them) allowed to open a WebSocket, comma-separated or repeated; a handshake from another origin gets 403. Clients that send no Origin (not browsers) are always allowed [default: any origin].
     #[arg(long, value_name = "ORIGIN", value_delimiter = ',', help_heading = CLIENTS)]
     pub ws_allowed_origins: Vec<String>,
+
+    /// Longest time a WebSocket client may take to send its handshake request (at most 16 KiB); a slower one gets 408 and is closed.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, help_heading = CLIENTS)]
+    #[serde(with = "humantime_serde")]
+    pub ws_handshake_timeout: Duration,
 
     /// Most simultaneous client connections; past it a client gets not_allowed and is closed [default: what the open-file limit allows].
     #[arg(long, value_name = "N", help_heading = CLIENTS)]
@@ -700,6 +707,7 @@ impl Settings {
             listen,
             ws_listen,
             ws_allowed_origins,
+            ws_handshake_timeout: nonzero("ws-handshake-timeout", self.ws_handshake_timeout)?,
             heartbeat: nonzero("heartbeat", self.heartbeat)?,
             max_frame,
             max_connections: self.max_connections.map(NonZeroUsize::get),

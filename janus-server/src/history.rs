@@ -130,7 +130,7 @@ impl Stream {
     /// In a cluster, when this node's interest in the topic begins: the
     /// topic stands at `offset` of `epoch` (`None`: never published).
     pub fn start_at(&mut self, epoch: Option<&str>, offset: u64, limits: &HistoryLimits) {
-        if let Some(epoch) = epoch.filter(|_| offset > 0) {
+        if let Some(epoch) = epoch {
             if self.epoch.as_deref() != Some(epoch) || self.last != offset {
                 self.follow(epoch, offset, limits);
             }

@@ -3,7 +3,7 @@
 //!
 //! An accepted WebSocket connection holds a connection slot (the listeners
 //! share the capacity) while its handshake is read: at most
-//! [`janus_core::ws::MAX_HANDSHAKE`] bytes within [`HANDSHAKE_TIMEOUT`]. A
+//! [`janus_core::ws::MAX_HANDSHAKE`] bytes within `ws-handshake-timeout`. A
 //! request that is not a WebSocket upgrade of `/`, comes from an origin the
 //! operator did not allow, is too long or too slow is answered with an HTTP
 //! error status and closed; nothing about it reaches the rest of the
@@ -19,9 +19,6 @@ use tokio::net::TcpStream;
 
 use crate::Shared;
 
-/// Longest time a client may take to send its handshake request.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// How a handshake failed.
 enum Failed {
     /// Answer with this HTTP error, then close.
@@ -34,15 +31,16 @@ enum Failed {
 /// sent after its request (already WebSocket frames), or `None` if the
 /// connection was refused or lost (and is done with).
 pub(crate) async fn handshake(socket: &TcpStream, shared: &Shared) -> Option<Vec<u8>> {
-    let outcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, upgrade(socket, shared)).await;
+    let limit = shared.config.ws_handshake_timeout;
+    let outcome = tokio::time::timeout(limit, upgrade(socket, shared)).await;
     let failed = match outcome {
         Ok(Ok(input)) => return Some(input),
         Ok(Err(failed)) => failed,
         Err(_) => Failed::Refuse(Rejection::new(
             408,
             format!(
-                "the handshake request took longer than {} s",
-                HANDSHAKE_TIMEOUT.as_secs()
+                "the handshake request took longer than {}",
+                humantime::format_duration(limit)
             ),
         )),
     };

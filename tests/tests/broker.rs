@@ -11,7 +11,7 @@ use bytes::Bytes;
 use janus_core::{Publish, Timestamp, Token};
 use janus_server::broker::{
     Broker, BrokerError, BrokerEvent, BrokerMessage, BrokerOptions, GapKind, NodeCommand,
-    Published, RouteError, TopicGap, TopicPosition, Unavailable,
+    Published, RouteError, TopicGap, Unavailable,
 };
 use janus_tests::redis_server::{free_port, RedisServer};
 use janus_tests::{wait_until, wait_until_async, TIMEOUT};
@@ -173,9 +173,14 @@ async fn two_nodes_deliver_one_order_with_offsets_from_one() {
     let mut a = node(&redis.url(), "node-a").await;
     let mut b = node(&redis.url(), "node-b").await;
     assert!(a.broker.ready() && b.broker.ready());
+    // A topic never published gets its epoch when interest in it begins:
+    // every node names the same one from the start.
     let position = a.broker.subscribe_topic("news").await.unwrap();
-    assert_eq!(position, TopicPosition::default());
-    b.broker.subscribe_topic("news").await.unwrap();
+    assert!(
+        position.epoch.is_some() && position.offset == 0,
+        "{position:?}"
+    );
+    assert_eq!(b.broker.subscribe_topic("news").await.unwrap(), position);
 
     // 40 publishes from each node, all in flight at once.
     let mut publishes = tokio::task::JoinSet::new();

@@ -374,3 +374,65 @@ async fn janus_admin_shows_the_broker_and_the_live_nodes() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_offset_client_resumes_on_another_node_that_follows_its_topic() {
+    use janus_core::{Resume, TopicPosition};
+    let redis = RedisServer::start().await;
+    let a = node(&redis.url(), "a").await;
+    let b = node(&redis.url(), "b").await;
+    // B follows the topic (another subscriber there keeps its history).
+    let mut watcher = Client::connect(b.addr()).await;
+    watcher.subscribe("t").await;
+    let mut c = Client::connect(a.addr()).await;
+    opt_in(&mut c).await;
+    c.send(ClientMessage::Subscribe("t".into())).await;
+    // The epoch is the cluster's from the first subscribe on: every node
+    // names the same one, before any message.
+    let epoch = match c.recv().await {
+        ServerMessage::Subscribed { epoch, offset, .. } => {
+            assert_eq!(offset, 0);
+            epoch
+        }
+        other => panic!("expected subscribed, got {other:?}"),
+    };
+    let mut publisher = Client::connect(a.addr()).await;
+    for id in ["m1", "m2"] {
+        send_publish(&mut publisher, "t", id).await;
+        assert_eq!(publisher.recv().await, ServerMessage::Ack);
+    }
+    assert_eq!(delivery(&mut c).await, ("m1".into(), Some(1)));
+    assert_eq!(delivery(&mut c).await, ("m2".into(), Some(2)));
+    let token = c.token.clone();
+    drop(c);
+    for id in ["m3", "m4"] {
+        send_publish(&mut publisher, "t", id).await;
+        assert_eq!(publisher.recv().await, ServerMessage::Ack);
+    }
+    // It comes back on B, from offset 2 of that epoch.
+    let mut back = Client::connect(b.addr()).await;
+    back.send(ClientMessage::Resume(Resume::Positions {
+        token: token.clone(),
+        topics: vec![TopicPosition {
+            topic: "t".into(),
+            epoch,
+            offset: 2,
+        }],
+    }))
+    .await;
+    match back.recv().await {
+        ServerMessage::Resumed {
+            token: t,
+            recovered,
+            missed,
+            ..
+        } => assert_eq!((t, recovered, missed), (token, true, 2)),
+        other => panic!("expected resumed, got {other:?}"),
+    }
+    assert_eq!(delivery(&mut back).await, ("m3".into(), Some(3)));
+    assert_eq!(delivery(&mut back).await, ("m4".into(), Some(4)));
+    send_publish(&mut publisher, "t", "m5").await;
+    assert_eq!(publisher.recv().await, ServerMessage::Ack);
+    assert_eq!(delivery(&mut back).await, ("m5".into(), Some(5)));
+    back.expect_nothing_buffered();
+}

@@ -453,6 +453,25 @@ async fn positional_resume_over_websocket_replays_what_was_missed() {
 }
 
 #[tokio::test]
+async fn a_handshake_that_takes_too_long_gets_408_and_frees_its_slot() {
+    let (server, ws) = start(Config {
+        ws_handshake_timeout: Duration::from_millis(300),
+        ..ws_config()
+    })
+    .await;
+    // Half a request, then nothing (a slowloris).
+    let answer = http_answer(ws, "GET / HTTP/1.1\r\nHost: x\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(answer.contains("longer than 300ms"), "{answer}");
+    wait_until("the slot is free again", || {
+        server.shared().client_addresses() == 0
+    })
+    .await;
+    WsClient::connect(ws).await.close().await;
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_full_server_refuses_a_websocket_with_503() {
     let (server, ws) = start(Config {
         max_connections: Some(1),
@@ -467,5 +486,40 @@ async fn a_full_server_refuses_a_websocket_with_503() {
     assert!(answer.contains("connection limit (1)"), "{answer}");
     // The client already in is not affected.
     first.ws.send_ping_check().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_api_sends_to_and_lists_websocket_sessions() {
+    let (server, ws) = start(Config {
+        admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..ws_config()
+    })
+    .await;
+    let admin = server.shared().admin_addr().expect("admin API on");
+    let mut client = WsClient::connect(ws).await;
+    let path = format!("/sessions/{}", client.token);
+    let one = janus_tests::http(admin, "GET", &path, "").await;
+    assert_eq!(one.status, 200, "{}", one.body);
+    assert!(one.body.contains(r#""transport":"ws""#), "{}", one.body);
+    let sent = janus_tests::http(
+        admin,
+        "POST",
+        &format!("{path}/send"),
+        r#"{"topic":"direct","message_id":"u1","data":"hi"}"#,
+    )
+    .await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    let text = client.recv_text().await;
+    assert!(
+        text.ends_with(r#""topic":"direct","event":"","message_id":"u1","data":"hi"}"#),
+        "{text}"
+    );
+    let status = janus_tests::http(admin, "GET", "/status", "").await;
+    assert!(
+        status.body.contains(&format!(r#""websocket":"{ws}""#)),
+        "{}",
+        status.body
+    );
     server.stop().await;
 }

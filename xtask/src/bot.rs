@@ -114,6 +114,10 @@ fn bot_args(run: &BotRun<'_>, server: &Server, json: &Path) -> Vec<String> {
     if run.clustered {
         args.push("--clustered".to_owned());
     }
+    if let Some(ws) = server.ws {
+        args.extend(["--transport", "ws", "--ws-target"].map(str::to_owned));
+        args.push(ws.to_string());
+    }
     push_opt(&mut args, "--rate", size.rate);
     push_opt(&mut args, "--payload", size.payload);
     push_opt(&mut args, "--workers", size.workers);

@@ -184,6 +184,10 @@ pub struct Scenario {
     /// Extra server flags for this scenario (after `[server] args`).
     #[serde(default)]
     pub server_args: Vec<String>,
+    /// The subscribers connect over WebSocket (docs/protocol.md X2): the
+    /// server also gets `--ws-listen`, the bot `--transport ws`.
+    #[serde(default)]
+    pub websocket: bool,
     /// Run a cluster of this many janus-server nodes on one port
     /// (`--reuse-port`), joined by a `redis-server` xtask starts; the bot
     /// spreads its clients over them and publishes each message once

@@ -428,6 +428,7 @@ impl Runner<'_> {
             log: self.out_dir.join(format!("{}.server.log", scenario.name)),
             startup_timeout: Duration::from_secs_f64(self.config.server.startup_timeout_s),
             shutdown_grace: Duration::from_secs_f64(self.config.server.shutdown_timeout_s),
+            websocket: scenario.websocket,
         };
         let mut server = Server::start(&opts).await?;
         let mut others = Vec::new();

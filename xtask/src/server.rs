@@ -37,6 +37,8 @@ pub struct ServerOptions {
     pub startup_timeout: Duration,
     /// How long it may take to exit after SIGTERM.
     pub shutdown_grace: Duration,
+    /// Also accept WebSocket clients (`--ws-listen` on a free loopback port).
+    pub websocket: bool,
 }
 
 /// A running server, stopped when dropped.
@@ -47,6 +49,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The admin API, when the server accepted `--admin-listen`.
     pub admin: Option<SocketAddr>,
+    /// Where WebSocket clients connect, when it was asked to accept them.
+    pub ws: Option<SocketAddr>,
     /// The full command line, for the report.
     pub command_line: String,
     /// The server's log file.
@@ -112,6 +116,20 @@ impl Server {
         if with_admin {
             args.extend(["--admin-listen".to_owned(), admin.to_string()]);
         }
+        let ws = if opts.websocket {
+            // Probed while the other two ports are still bound, so it differs.
+            let held = (TcpListener::bind(addr), TcpListener::bind(admin));
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .context("no free loopback port")?
+                .port();
+            drop(held);
+            let ws = SocketAddr::from(([127, 0, 0, 1], port));
+            args.extend(["--ws-listen".to_owned(), ws.to_string()]);
+            Some(ws)
+        } else {
+            None
+        };
         args.extend(opts.args.iter().cloned());
         let command_line = format!("{} {}", opts.binary.display(), args.join(" "));
 
@@ -178,6 +196,7 @@ impl Server {
             guard,
             addr,
             admin: with_admin.then_some(admin),
+            ws,
             command_line,
             log: opts.log.clone(),
         })

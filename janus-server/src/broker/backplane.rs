@@ -292,6 +292,43 @@ impl Inner {
         RangeReply::parse(value).map_err(|e| Unavailable::new(e.to_string()))
     }
 
+    /// Where `topic` stands as this node's interest begins (see the `OPEN`
+    /// script): its epoch (made now if it has none) and latest offset, on
+    /// the link's connection.
+    pub async fn open_on(
+        &self,
+        conn: &MultiplexedConnection,
+        topic: &str,
+    ) -> Result<RangeReply, Unavailable> {
+        let epoch = self.new_epoch();
+        let ttl_ms = self.history_ttl_ms();
+        let (epoch, latest): (String, u64) = self
+            .call(conn, |mut c| async move {
+                self.scripts
+                    .open
+                    .key(self.keys.meta(topic))
+                    .key(self.keys.stream(topic))
+                    .arg(epoch)
+                    .arg(ttl_ms)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await
+            .map_err(|(e, _)| e)?;
+        Ok(RangeReply {
+            epoch: Some(epoch),
+            latest,
+            entries: Vec::new(),
+        })
+    }
+
+    /// The history TTL in milliseconds, 0 for none.
+    fn history_ttl_ms(&self) -> u64 {
+        self.options
+            .history_ttl
+            .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+    }
+
     /// Like [`Inner::range_on`], on the current command connection.
     pub async fn range(
         &self,
@@ -522,10 +559,7 @@ impl Broker {
         );
         let topic = publish.topic.as_str();
         let epoch = inner.new_epoch();
-        let ttl_ms = inner
-            .options
-            .history_ttl
-            .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+        let ttl_ms = inner.history_ttl_ms();
         let started = Instant::now();
         let result: Result<(u64, String), _> = inner
             .run(|mut c| async move {

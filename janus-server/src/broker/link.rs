@@ -394,7 +394,11 @@ impl Link {
                 .map(|(topic, from, count)| {
                     let inner = inner.clone();
                     async move {
-                        let reply = inner.range_on(conn, &topic, from, count).await;
+                        let reply = if count == 0 {
+                            inner.open_on(conn, &topic).await
+                        } else {
+                            inner.range_on(conn, &topic, from, count).await
+                        };
                         (topic, count, reply)
                     }
                 })

@@ -52,7 +52,9 @@
 //! offset it delivered is dropped; one past a hole first makes it read the
 //! hole from the stream (`XRANGE`), so nothing is delivered out of order.
 //! When a topic gains interest, the node subscribes first and reads the
-//! topic's offset second, and delivers what follows that offset.
+//! topic's offset second (giving the topic its epoch if it has none, so
+//! that every node names the same one before the first message), and
+//! delivers what follows that offset.
 //!
 //! # Failures
 //!

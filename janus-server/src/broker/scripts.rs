@@ -56,6 +56,28 @@ end
 return {meta[1], tonumber(meta[2]), entries}
 ";
 
+/// Where a topic stands when a node's interest in it begins: its epoch and
+/// latest offset. A topic never published (or whose history expired) gets
+/// its epoch here, so that every node hands its subscribers the epoch the
+/// topic's first messages will carry (X1).
+///
+/// `KEYS`: the topic's meta hash, its stream. `ARGV`: an epoch to use if
+/// the topic has none, the history TTL in milliseconds (0: none). Returns
+/// `{epoch, latest offset}`.
+const OPEN: &str = r"#!lua
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
+  local ttl = tonumber(ARGV[2])
+  if ttl > 0 then
+    redis.call('PEXPIRE', KEYS[1], ttl)
+  end
+end
+return {epoch, tonumber(redis.call('HGET', KEYS[1], 'offset'))}
+";
+
 /// Deletes a session's registration only if it still names this node (the
 /// session may have moved to another node since).
 ///
@@ -74,6 +96,8 @@ pub struct Scripts {
     pub publish: Script,
     /// See [`RANGE`].
     pub range: Script,
+    /// See [`OPEN`].
+    pub open: Script,
     /// See [`RELEASE`].
     pub release: Script,
 }
@@ -83,6 +107,7 @@ impl Default for Scripts {
         Scripts {
             publish: Script::new(PUBLISH),
             range: Script::new(RANGE),
+            open: Script::new(OPEN),
             release: Script::new(RELEASE),
         }
     }
@@ -90,8 +115,8 @@ impl Default for Scripts {
 
 impl Scripts {
     /// Every script, for `SCRIPT LOAD` on a new connection.
-    pub fn all(&self) -> [&Script; 3] {
-        [&self.publish, &self.range, &self.release]
+    pub fn all(&self) -> [&Script; 4] {
+        [&self.publish, &self.range, &self.open, &self.release]
     }
 }
 
