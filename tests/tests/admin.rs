@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::atomic::Ordering;
 
-use janus_core::{ClientMessage, Publish, ServerMessage};
+use janus_core::{ClientMessage, ServerMessage};
 use janus_server::stats::Stats;
 use janus_server::Config;
 use janus_tests::{
@@ -664,13 +664,7 @@ async fn drain_writes_every_queued_message_first() {
     let count = 600;
     let mut p = Client::connect(server.addr()).await;
     for i in 0..count {
-        let publish = Publish::new("bulk", "e", i.to_string(), &data).unwrap();
-        p.send(ClientMessage::Publish {
-            publish,
-            one_shot: false,
-        })
-        .await;
-        assert_eq!(p.recv().await, ServerMessage::Ack);
+        p.publish_acked("bulk", &i.to_string(), &data).await;
     }
     let shared = server.shared().clone();
     let token: janus_core::Token = reader.token.parse().unwrap();

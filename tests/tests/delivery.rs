@@ -12,17 +12,6 @@ use janus_server::stats::Stats;
 use janus_server::{Config, SlowConsumerPolicy};
 use janus_tests::{test_config, wait_until, Client, ServerProcess, TestServer, TIMEOUT};
 
-/// A persistent (X3) publish, waiting for its `ACK`.
-async fn publish_acked(p: &mut Client, topic: &str, id: usize, data: &str) {
-    let publish = Publish::new(topic, "e", id.to_string(), data).expect("valid publish");
-    p.send(ClientMessage::Publish {
-        publish,
-        one_shot: false,
-    })
-    .await;
-    assert_eq!(p.recv().await, ServerMessage::Ack);
-}
-
 /// Reads deliveries until message `last` arrives, checking that every frame
 /// is a whole delivery and that ids only increase. Returns how many arrived.
 async fn read_increasing_until(c: &mut Client, last: usize) -> usize {
@@ -62,14 +51,14 @@ async fn drop_oldest_never_cuts_a_frame() {
     // While the reader reads nothing, the socket fills mid-frame and the
     // policy keeps dropping around the partly written frame.
     for id in 0..2000 {
-        publish_acked(&mut p, "t", id, &data).await;
+        p.publish_acked("t", &id.to_string(), &data).await;
     }
     let received = read_increasing_until(&mut reader, 1999).await;
     assert!(received < 2000, "the policy dropped nothing");
     // Then publishes race a reader that reads slowly.
     let publishing = tokio::spawn(async move {
         for id in 2000..4000 {
-            publish_acked(&mut p, "t", id, &data).await;
+            p.publish_acked("t", &id.to_string(), &data).await;
         }
     });
     let mut previous = 1999;
@@ -115,20 +104,14 @@ async fn a_slow_consumer_gets_a_whole_slow_consumer_frame_then_the_close() {
     let shared = server.shared().clone();
     let mut published = 0;
     while Stats::get(&shared.stats.slow_consumers) == 0 {
-        publish_acked(&mut p, "t", published, &data).await;
+        p.publish_acked("t", &published.to_string(), &data).await;
         published += 1;
         assert!(published < 100_000, "never cut");
     }
     // The cut takes effect at once: the stuck client left the topic.
     let info = shared.topics.topic("t").expect("topic");
     assert_eq!(info.subscribers, 1);
-    let publish = Publish::new("t", "e", "end", "0").expect("valid publish");
-    p.send(ClientMessage::Publish {
-        publish,
-        one_shot: false,
-    })
-    .await;
-    assert_eq!(p.recv().await, ServerMessage::Ack);
+    p.publish_acked("t", "end", "0").await;
     // Now it reads: whole deliveries in order, then slow_consumer, then the end.
     let mut previous: Option<usize> = None;
     loop {
@@ -170,7 +153,7 @@ async fn a_subscriber_that_never_reads_is_released_at_the_write_deadline() {
         let mut p = Client::connect(server.addr()).await;
         // Enough to fill every socket buffer on the way and park the writer.
         for id in 0..2000 {
-            publish_acked(&mut p, "t", id, &data).await;
+            p.publish_acked("t", &id.to_string(), &data).await;
         }
         if session_ttl.is_zero() {
             wait_until("the stuck subscriber to be dropped and forgotten", || {
@@ -212,7 +195,7 @@ async fn a_kick_takes_effect_at_once_and_kicked_comes_before_the_backlog() {
     let mut p = Client::connect(server.addr()).await;
     let count = 3000;
     for id in 0..count {
-        publish_acked(&mut p, "t", id, &data).await;
+        p.publish_acked("t", &id.to_string(), &data).await;
     }
     let session = shared.sessions.get(&token).expect("session");
     assert!(
@@ -260,7 +243,7 @@ async fn a_kicked_client_that_never_reads_is_dropped_after_the_grace() {
     let data = format!("\"{}\"", "g".repeat(4000));
     let mut p = Client::connect(server.addr()).await;
     for id in 0..2000 {
-        publish_acked(&mut p, "t", id, &data).await;
+        p.publish_acked("t", &id.to_string(), &data).await;
     }
     let shared = server.shared().clone();
     let session = shared.sessions.get(&token).expect("session");
@@ -302,7 +285,7 @@ async fn shutdown_does_not_wait_for_a_client_that_never_reads() {
         n
     });
     for id in 0..count {
-        publish_acked(&mut p, "t", id, &data).await;
+        p.publish_acked("t", &id.to_string(), &data).await;
     }
     let started = tokio::time::Instant::now();
     server.stop().await;
@@ -545,7 +528,7 @@ async fn sigterm_is_not_held_up_by_a_client_that_never_reads() {
     let mut p = Client::connect(addr).await;
     // 8 MB for the stuck client: its socket is full and its queue is not empty.
     for id in 0..2000 {
-        publish_acked(&mut p, "t", id, &data).await;
+        p.publish_acked("t", &id.to_string(), &data).await;
     }
     let started = std::time::Instant::now();
     let pid = server.pid().to_string();

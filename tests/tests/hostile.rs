@@ -82,13 +82,8 @@ impl Canary {
         let id = self.sent.to_string();
         self.subscriber.send_raw(b"PING\0").await;
         self.publisher
-            .send(ClientMessage::Publish {
-                publish: janus_core::Publish::new("canary", "e", id.clone(), "\"tweet\"")
-                    .expect("publish"),
-                one_shot: false,
-            })
+            .publish_acked("canary", &id, "\"tweet\"")
             .await;
-        assert_eq!(self.publisher.recv().await, ServerMessage::Ack);
         match self.subscriber.recv().await {
             ServerMessage::Delivery(d) => {
                 assert_eq!((d.topic.as_str(), d.message_id.as_str()), ("canary", &*id));

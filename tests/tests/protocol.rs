@@ -3,7 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use janus_core::{ClientMessage, Publish, ServerMessage};
+use janus_core::{ClientMessage, ServerMessage};
 use janus_server::Config;
 use janus_tests::{publish, publish_legacy, test_config, wait_until, Client, TestServer};
 
@@ -241,13 +241,7 @@ async fn persistent_publish_is_acked_and_keeps_the_connection() {
     sub.subscribe("p").await;
     let mut p = Client::connect(server.addr()).await;
     for i in 0..3 {
-        let publish = Publish::new("p", "e", i.to_string(), "null").unwrap();
-        p.send(ClientMessage::Publish {
-            publish,
-            one_shot: false,
-        })
-        .await;
-        assert_eq!(p.recv().await, ServerMessage::Ack);
+        p.publish_acked("p", &i.to_string(), "null").await;
     }
     for i in 0..3 {
         let ServerMessage::Delivery(d) = sub.recv().await else {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use janus_core::{ClientMessage, Publish, Resume, ServerMessage, TopicPosition};
+use janus_core::{ClientMessage, Resume, ServerMessage, TopicPosition};
 use janus_server::Config;
 use janus_tests::{test_config, wait_until, Client, TestServer};
 
@@ -39,13 +39,8 @@ async fn publisher(server: &TestServer) -> Client {
 }
 
 async fn publish(p: &mut Client, topic: &str, id: u64) {
-    let publish = Publish::new(topic, "e", id.to_string(), &id.to_string()).expect("publish");
-    p.send(ClientMessage::Publish {
-        publish,
-        one_shot: false,
-    })
-    .await;
-    assert_eq!(p.recv().await, ServerMessage::Ack);
+    p.publish_acked(topic, &id.to_string(), &id.to_string())
+        .await;
 }
 
 /// The next delivery's message id and offset.

@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use janus_core::{ClientMessage, Publish, ServerMessage};
+use janus_core::ServerMessage;
 use janus_server::stats::Stats;
 use janus_server::Config;
 use janus_tests::{publish, test_config, wait_until, Client, TestServer};
@@ -36,13 +36,7 @@ async fn a_reader_is_not_stalled_by_a_subscriber_that_never_reads() {
     // A persistent publisher, so the test is not dominated by connection setup.
     let mut p = Client::connect(server.addr()).await;
     for i in 0..count {
-        let publish = Publish::new("big", "e", i.to_string(), &data).unwrap();
-        p.send(ClientMessage::Publish {
-            publish,
-            one_shot: false,
-        })
-        .await;
-        assert_eq!(p.recv().await, ServerMessage::Ack);
+        p.publish_acked("big", &i.to_string(), &data).await;
     }
     receiving.await.unwrap();
     // The stuck client was cut as a slow consumer (default policy), not waited for.
