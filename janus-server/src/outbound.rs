@@ -62,6 +62,11 @@ pub const MAX_IOVECS: usize = 64;
 /// (`ACK` is 4 bytes) inside the budget as surely as large deliveries.
 pub const FRAME_OVERHEAD: usize = 64;
 
+/// Slots an empty queue may keep: past this (after a burst), a queue that
+/// drains gives its memory back, so an idle session holds at most this many
+/// frame slots (16 × 40 bytes) whatever it once had queued.
+const IDLE_QUEUE_SLOTS: usize = 16;
+
 /// How much one client may have queued, and what happens past it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
@@ -810,6 +815,9 @@ impl<S> State<S> {
                 break;
             }
         }
+        if self.queue.is_empty() && self.queue.capacity() > IDLE_QUEUE_SLOTS {
+            self.queue = VecDeque::new();
+        }
         head_written
     }
 
@@ -1247,5 +1255,72 @@ mod model {
             );
             assert_eq!(side.status().frames, 0);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket that takes nothing while `full`, everything otherwise.
+    struct Gate {
+        full: std::cell::Cell<bool>,
+    }
+
+    fn flush_all(side: &Outbound<std::rc::Rc<Gate>>) -> Flushed {
+        let mut tally = Tally::default();
+        side.flush(
+            |gate: &std::rc::Rc<Gate>, slices: &[IoSlice<'_>]| {
+                if gate.full.get() {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(slices.iter().map(|s| s.len()).sum())
+                }
+            },
+            || 0,
+            &mut Vec::new(),
+            &mut tally,
+            usize::MAX,
+        )
+    }
+
+    /// A queue that held a burst gives its memory back once written; a
+    /// small one keeps its slots for the next delivery.
+    #[test]
+    fn an_idle_queue_keeps_at_most_a_few_slots() {
+        let gate = std::rc::Rc::new(Gate {
+            full: std::cell::Cell::new(true),
+        });
+        let budget = Budget {
+            bytes: 1 << 20,
+            frames: 1000,
+            policy: SlowConsumerPolicy::Disconnect,
+        };
+        let side = Outbound::new(Some(gate.clone()), budget, 0);
+        let frame = Bytes::from_static(b"delivery\x01");
+        let mut claimed = false;
+        for _ in 0..200 {
+            claimed |= side.push_delivery(&frame, 0, Bytes::new).claimed();
+        }
+        assert!(claimed, "the first push takes the write token");
+        assert!(matches!(flush_all(&side), Flushed::Parked));
+        assert!(side.lock().queue.capacity() >= 200);
+        gate.full.set(false);
+        assert!(side.unpark());
+        assert!(matches!(flush_all(&side), Flushed::Idle { .. }));
+        assert_eq!(side.status().frames, 0);
+        assert_eq!(
+            side.lock().queue.capacity(),
+            0,
+            "the burst's slots are freed"
+        );
+
+        gate.full.set(true);
+        for _ in 0..3 {
+            side.push_delivery(&frame, 0, Bytes::new);
+        }
+        assert_eq!(side.status().frames, 3);
+        let small = side.lock().queue.capacity();
+        assert!((3..=IDLE_QUEUE_SLOTS).contains(&small), "{small}");
     }
 }

@@ -37,8 +37,8 @@ fn session_info(session: &Session, ttl: std::time::Duration) -> SessionInfo {
     SessionInfo {
         token: session.token.to_string(),
         peer: session.peer.to_string(),
-        connected_at: rfc3339(session.connected_at),
-        connected_s: seconds_since(session.connected_at),
+        connected_at: rfc3339(session.connected_at()),
+        connected_s: seconds_since(session.connected_at()),
         subscriptions,
         queue_depth: outbound.frames as u64,
         queued_bytes: outbound.charged as u64,
