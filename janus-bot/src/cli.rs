@@ -8,7 +8,7 @@
 //! (see [`EXIT_CODES`]).
 
 use std::io::Write as _;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -375,16 +375,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Resolves HOST:PORT, preferring IPv4.
 fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
-    let addrs: Vec<SocketAddr> = target
-        .to_socket_addrs()
-        .with_context(|| format!("cannot resolve target {target:?} (expected HOST:PORT)"))?
-        .collect();
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or(addrs.first())
-        .copied()
-        .with_context(|| format!("target {target:?} resolves to no address"))
+    janus_core::net::resolve_prefer_ipv4(target).map_err(|e| anyhow::anyhow!("target {e}"))
 }
 
 /// Validates the flags of `run`; `duration` (churn and soak) sets the

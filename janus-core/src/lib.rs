@@ -29,6 +29,7 @@
 pub mod api;
 pub mod codec;
 pub mod message;
+pub mod net;
 pub mod time;
 pub mod token;
 pub mod topic;

@@ -31,7 +31,7 @@
 //!    (a test fails until it matches).
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -912,17 +912,7 @@ impl HostPort {
     /// # Errors
     /// A message naming the host when it does not resolve.
     pub fn resolve(&self) -> Result<SocketAddr, String> {
-        let addrs: Vec<SocketAddr> = self
-            .0
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {:?}: {e}", self.0))?
-            .collect();
-        addrs
-            .iter()
-            .find(|a| a.is_ipv4())
-            .or(addrs.first())
-            .copied()
-            .ok_or_else(|| format!("{:?} resolves to no address", self.0))
+        janus_core::net::resolve_prefer_ipv4(&self.0)
     }
 }
 
