@@ -485,8 +485,9 @@ impl<S: Clone, T: TopicState> TopicManager<S, T> {
     }
 
     /// Runs `f` with the subscribers and state of `topic`, if it exists,
-    /// while the topic is locked, without counting a publish. `f` must only
-    /// queue, as for [`TopicManager::publish`].
+    /// while the topic is locked, without counting a publish; drops the
+    /// topic afterwards if nothing keeps it any more. `f` must only queue,
+    /// as for [`TopicManager::publish`].
     pub fn with_topic<R>(
         &self,
         topic: &str,
@@ -494,7 +495,28 @@ impl<S: Clone, T: TopicState> TopicManager<S, T> {
     ) -> Option<R> {
         let mut shard = self.shard(topic);
         let entry = shard.get_mut(topic)?;
-        Some(f(&entry.subscribers, &mut entry.state))
+        let result = f(&entry.subscribers, &mut entry.state);
+        self.drop_if_idle(&mut shard, topic);
+        Some(result)
+    }
+
+    /// As [`TopicManager::with_topic`], creating the topic first if it does
+    /// not exist (and the topic limit allows it). A topic created here
+    /// stays only if `f` leaves its state asking to be kept.
+    ///
+    /// # Errors
+    /// [`TopicLimit`] when the topic does not exist and the manager already
+    /// holds its maximum number of topics (`f` is not called).
+    pub fn with_topic_created<R>(
+        &self,
+        topic: &str,
+        f: impl FnOnce(&[(SubscriberId, S)], &mut T) -> R,
+    ) -> Result<R, TopicLimit> {
+        let mut shard = self.shard(topic);
+        let entry = self.entry(&mut shard, topic)?;
+        let result = f(&entry.subscribers, &mut entry.state);
+        self.drop_if_idle(&mut shard, topic);
+        Ok(result)
     }
 
     /// Publishes to `topic`: runs `fanout` with the topic's subscribers and
@@ -848,6 +870,27 @@ mod tests {
             m.sweep_shard(i, |_, k| k.0 = 0);
         }
         assert_eq!(m.topic_count(), 0);
+    }
+
+    #[test]
+    fn a_topic_made_or_changed_in_place_stays_only_while_something_keeps_it() {
+        let m: TopicManager<Inbox, Kept> = TopicManager::with_max_topics(1);
+        assert_eq!(
+            m.with_topic_created("t", |subs, k| subs.len() + k.0 as usize),
+            Ok(0)
+        );
+        assert_eq!(m.topic_count(), 0, "made, kept by nothing, dropped");
+        assert_eq!(m.with_topic_created("t", |_, k| k.0 = 1), Ok(()));
+        assert_eq!(m.topic_count(), 1, "kept by its state");
+        assert_eq!(
+            m.with_topic_created("u", |_, _| ()),
+            Err(TopicLimit(1)),
+            "the topic limit holds"
+        );
+        assert_eq!(m.with_topic("t", |_, k| k.0), Some(1));
+        assert_eq!(m.with_topic("t", |_, k| k.0 = 0), Some(()));
+        assert_eq!(m.topic_count(), 0, "let go: dropped at once");
+        assert!(m.with_topic("t", |_, _| ()).is_none());
     }
 
     #[test]

@@ -15,13 +15,27 @@
 //! X1 `subscribed` answer) until the confirmation — or the topic's first
 //! message, whichever comes first — so that, as on a single node, a message
 //! published after the client read its `ACK` certainly reaches it.
+//!
+//! Resume (X1) on any node: a node keeps the history of the topics it
+//! follows, from the moment it began to follow them. A client that resumes
+//! here from a position this node's history does not reach back to (the
+//! node did not follow the topic, or only since later) first pins those
+//! topics ([`Cluster::prepare_resume`]): the node follows them without a
+//! subscriber, waits for the broker's confirmation, reads what lies between
+//! the client's position and its own history from the broker's stream and
+//! puts it in front ([`Stream::backfill`]). The resume then runs as on a
+//! single node, under the topics' locks, and the pins are let go.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
+use bytes::Bytes;
 use janus_core::topic::SubscriberId;
 use janus_core::{Publish, Timestamp};
+use tokio::sync::oneshot;
 
 use crate::broker::{
     Broker, BrokerHandler, BrokerMessage, GapKind, NodeCommand, Published, TopicGap, TopicPosition,
@@ -66,6 +80,8 @@ pub struct Interest {
     generation: u64,
     /// Sessions waiting for the confirmation; `None` once confirmed.
     waiting: Option<Vec<Waiting>>,
+    /// Resumes being prepared that wait for the confirmation.
+    pinned: Vec<oneshot::Sender<()>>,
 }
 
 impl fmt::Debug for Interest {
@@ -78,9 +94,49 @@ impl fmt::Debug for Interest {
 }
 
 impl Interest {
-    /// The topic's last local subscriber left: unsubscribe its channel.
-    pub(crate) fn end(self, topic: &str) {
+    /// The topic's last local subscriber (or pin) left: unsubscribe its
+    /// channel. Returns the server, unless it is going away.
+    pub(crate) fn end(self, topic: &str) -> Option<Arc<Shared>> {
         self.cluster.broker.unsubscribe_topic(topic);
+        self.cluster.shared.upgrade()
+    }
+
+    /// Whether the broker confirmed the channel (or its first message came).
+    pub(crate) fn confirmed(&self) -> bool {
+        self.waiting.is_none()
+    }
+}
+
+/// How long a resume may wait for the broker while it is prepared; past
+/// it, the resume goes on with what this node has (and answers
+/// `recovered: false` if that is not everything).
+const PREPARE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Topics a resume being prepared keeps followed on this node, until it
+/// has subscribed to them (or is given up): let go when dropped.
+pub(crate) struct Pins {
+    shared: Arc<Shared>,
+    topics: Vec<String>,
+}
+
+impl fmt::Debug for Pins {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pins")
+            .field("topics", &self.topics)
+            .finish()
+    }
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        for topic in &self.topics {
+            self.shared.topics.with_topic(topic, |subscribers, stream| {
+                stream.pins = stream.pins.saturating_sub(1);
+                if stream.pins == 0 && subscribers.is_empty() {
+                    stream.unfollow(topic);
+                }
+            });
+        }
     }
 }
 
@@ -131,7 +187,22 @@ impl Cluster {
         session: &Arc<Session>,
         answer: bool,
     ) -> bool {
-        let interest = stream.interest.get_or_insert_with(|| {
+        match &mut self.interest(stream, topic).waiting {
+            None => true,
+            Some(waiting) => {
+                waiting.push(Waiting {
+                    session: session.clone(),
+                    answer,
+                });
+                false
+            }
+        }
+    }
+
+    /// This node's interest in `topic` (kept in its `stream`), declared to
+    /// the broker now if it had none.
+    fn interest<'s>(self: &Arc<Self>, stream: &'s mut Stream, topic: &str) -> &'s mut Interest {
+        stream.interest.get_or_insert_with(|| {
             let generation = self.generation.fetch_add(1, Ordering::Relaxed);
             let confirmed = self.broker.subscribe_topic(topic);
             let cluster = self.clone();
@@ -144,18 +215,129 @@ impl Cluster {
                 cluster: self.clone(),
                 generation,
                 waiting: Some(Vec::new()),
+                pinned: Vec::new(),
             }
-        });
-        match &mut interest.waiting {
-            None => true,
-            Some(waiting) => {
-                waiting.push(Waiting {
-                    session: session.clone(),
-                    answer,
+        })
+    }
+
+    /// Before a positional resume on this node: pins each topic whose
+    /// history here does not reach back to the client's position, so the
+    /// node follows it; once the broker has confirmed them, reads what
+    /// this node's history lacks from the broker's stream and puts it in
+    /// front. `None` when every topic can be served from here at once.
+    /// The resume must run before the returned pins are dropped.
+    pub(crate) fn prepare_resume(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        positions: &[janus_core::TopicPosition],
+    ) -> Option<impl Future<Output = Pins> + Send + 'static> {
+        let mut pins = Pins {
+            shared: shared.clone(),
+            topics: Vec::new(),
+        };
+        let mut confirmations = Vec::new();
+        let mut wanted = Vec::new();
+        for position in positions {
+            if pins.topics.contains(&position.topic) {
+                continue;
+            }
+            let pinned = shared
+                .topics
+                .with_topic_created(&position.topic, |_, stream| {
+                    let here = stream.followed()
+                        && (stream.epoch_name() != Some(position.epoch.as_str())
+                            || position.offset.saturating_add(1) >= stream.first());
+                    if here {
+                        // Served from here, or not recoverable anywhere.
+                        return None;
+                    }
+                    stream.pins += 1;
+                    let interest = self.interest(stream, &position.topic);
+                    let (confirmed, wait) = oneshot::channel();
+                    if interest.confirmed() {
+                        let _ = confirmed.send(());
+                    } else {
+                        interest.pinned.push(confirmed);
+                    }
+                    Some(wait)
                 });
-                false
+            // A topic the topic limit refuses is refused by the resume too.
+            if let Ok(Some(wait)) = pinned {
+                pins.topics.push(position.topic.clone());
+                confirmations.push(wait);
+                wanted.push(position.clone());
             }
         }
+        if pins.topics.is_empty() {
+            return None;
+        }
+        let cluster = self.clone();
+        Some(async move {
+            let work = async {
+                for wait in confirmations {
+                    // A dropped sender: the interest ended; the resume will see it.
+                    let _ = wait.await;
+                }
+                for position in &wanted {
+                    cluster.backfill(&pins.shared, position).await;
+                }
+            };
+            if tokio::time::timeout(PREPARE_TIMEOUT, work).await.is_err() {
+                tracing::debug!(topics = ?pins.topics, "resume: the broker was too slow; going on without it");
+            }
+            pins
+        })
+    }
+
+    /// Reads from the broker the messages of `position`'s topic between the
+    /// client's offset and the oldest this node keeps, and puts them in
+    /// front of its history (see [`Stream::backfill`]).
+    async fn backfill(&self, shared: &Shared, position: &janus_core::TopicPosition) {
+        let topic = position.topic.as_str();
+        let epoch = position.epoch.as_str();
+        let lacking = shared
+            .topics
+            .with_topic(topic, |_, stream| {
+                (stream.followed() && stream.epoch_name() == Some(epoch)).then(|| {
+                    stream
+                        .first()
+                        .saturating_sub(position.offset.saturating_add(1))
+                })
+            })
+            .flatten()
+            .unwrap_or(0);
+        if lacking == 0 || lacking > shared.history.size as u64 {
+            return;
+        }
+        let range = match self
+            .broker
+            .history(topic, position.offset, lacking as usize)
+            .await
+        {
+            Ok(range) if range.complete && range.epoch.as_deref() == Some(epoch) => range,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!(%topic, reason = %e.reason, "resume: the broker's history could not be read");
+                return;
+            }
+        };
+        let (now_secs, now_micros) = (crate::metrics::secs_now(), Timestamp::now().unix_micros());
+        let older: Vec<(u64, u32, Bytes)> = range
+            .messages
+            .iter()
+            .map(|m| {
+                let age = now_micros.saturating_sub(m.timestamp.unix_micros()) / 1_000_000;
+                let age = u32::try_from(age).unwrap_or(u32::MAX);
+                (
+                    m.offset,
+                    now_secs.saturating_sub(age),
+                    m.encode_with_offset(),
+                )
+            })
+            .collect();
+        shared.topics.with_topic(topic, |_, stream| {
+            stream.backfill(epoch, position.offset, older, &shared.history)
+        });
     }
 
     /// The broker confirmed (or could not yet make) the subscription of
@@ -176,10 +358,13 @@ impl Cluster {
             TopicPosition::default()
         });
         shared.topics.with_topic(topic, |subscribers, stream| {
+            // A confirmation that comes after the topic's first message
+            // (which confirmed the interest already) must not take the
+            // stream back to where it stood when the request was made.
             if stream
                 .interest
                 .as_ref()
-                .is_some_and(|i| i.generation == generation)
+                .is_some_and(|i| i.generation == generation && !i.confirmed())
             {
                 stream.start_at(position.epoch.as_deref(), position.offset, &shared.history);
                 answer_waiting(&shared, topic, subscribers, stream);
@@ -196,7 +381,13 @@ fn answer_waiting(
     subscribers: &[(SubscriberId, SessionHandle)],
     stream: &mut Stream,
 ) {
-    let Some(waiting) = stream.interest.as_mut().and_then(|i| i.waiting.take()) else {
+    let Some(interest) = stream.interest.as_mut() else {
+        return;
+    };
+    for pinned in interest.pinned.drain(..) {
+        let _ = pinned.send(());
+    }
+    let Some(waiting) = interest.waiting.take() else {
         return;
     };
     let answering: Vec<&Waiting> = waiting.iter().filter(|w| w.answer).collect();

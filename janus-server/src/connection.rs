@@ -48,6 +48,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::Decoder;
 
 use crate::broker::Unavailable;
+use crate::cluster::Pins;
 use crate::outbound::{End, Flushed, Push, Tally};
 use crate::session::{Session, SessionHandle, Socket, Transport};
 use crate::Shared;
@@ -88,6 +89,8 @@ enum Event {
     TakenOver,
     /// The broker answered this connection's publish (cluster mode).
     Published(Result<(), Unavailable>),
+    /// This connection's resume is prepared (cluster mode).
+    Prepared(Pins),
 }
 
 /// How the connection ends.
@@ -190,16 +193,30 @@ pub(crate) struct Connection {
     /// before is still decoded (a 2009 publisher's reset must not lose its
     /// publish), though nothing more can be written.
     salvaging: bool,
-    /// In a cluster: the publish this connection waits for the broker to
-    /// take, and whether it came on a one-shot `PUBLISH`. Nothing more is
-    /// read meanwhile, so one connection's publishes keep their order.
-    /// Boxed: it is rare, and every connection's task carries this field.
-    publishing: Option<Box<(PendingPublish, bool)>>,
+    /// In a cluster: what this connection waits for the broker to do
+    /// before it reads on. Boxed: it is rare, and every connection's task
+    /// carries this field.
+    pending: Option<Box<Pending>>,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
-/// A publish on its way to the broker.
-type PendingPublish = Pin<Box<dyn Future<Output = Result<(), Unavailable>> + Send>>;
+/// What a connection in a cluster waits for. Nothing more is read
+/// meanwhile, so one connection's requests keep their order.
+enum Pending {
+    /// A publish on its way to the broker, and whether it came on a
+    /// one-shot `PUBLISH`.
+    Publish(
+        Pin<Box<dyn Future<Output = Result<(), Unavailable>> + Send>>,
+        bool,
+    ),
+    /// A positional resume being prepared ([`crate::cluster::Cluster::prepare_resume`]),
+    /// with its session token and topic positions.
+    Resume(
+        Pin<Box<dyn Future<Output = Pins> + Send>>,
+        janus_core::Token,
+        Vec<janus_core::TopicPosition>,
+    ),
+}
 
 impl Connection {
     /// A connection around an accepted socket whose session is registered.
@@ -221,7 +238,7 @@ impl Connection {
             eof: false,
             backlog: false,
             salvaging: false,
-            publishing: None,
+            pending: None,
             _permit: permit,
         }
     }
@@ -259,9 +276,9 @@ impl Connection {
     pub(crate) fn run(mut self) -> impl Future<Output = ()> + Send {
         async move {
             let ending = self.serve().await;
-            if let Some(pending) = self.publishing.take() {
+            if let Some(Pending::Publish(publish, _)) = self.pending.take().map(|p| *p) {
                 // The client is gone or closed; its publish still happens.
-                tokio::spawn(pending.0);
+                tokio::spawn(publish);
             }
             match ending {
                 Ending::Graceful | Ending::Abort => self.shared.forget(&self.session),
@@ -313,6 +330,16 @@ impl Connection {
                     self.decode_frames();
                     self.close_at_eof();
                 }
+                Event::Prepared(pins) => {
+                    if let Some(Pending::Resume(_, token, topics)) = self.pending.take().map(|p| *p)
+                    {
+                        self.resume_at(token, &topics);
+                    }
+                    // Subscribed (or given up): the topics need no pin any more.
+                    drop(pins);
+                    self.decode_frames();
+                    self.close_at_eof();
+                }
             }
         }
     }
@@ -333,10 +360,19 @@ impl Connection {
         if status.parked && self.socket.poll_write_ready(cx).is_ready() {
             return Poll::Ready(Event::Writable);
         }
-        if let Some(pending) = &mut self.publishing {
-            // Nothing is read until the broker has taken the publish.
-            if let Poll::Ready(result) = pending.0.as_mut().poll(cx) {
-                return Poll::Ready(Event::Published(result));
+        if let Some(pending) = &mut self.pending {
+            // Nothing is read until the broker has done its part.
+            match &mut **pending {
+                Pending::Publish(publish, _) => {
+                    if let Poll::Ready(result) = publish.as_mut().poll(cx) {
+                        return Poll::Ready(Event::Published(result));
+                    }
+                }
+                Pending::Resume(prepared, ..) => {
+                    if let Poll::Ready(pins) = prepared.as_mut().poll(cx) {
+                        return Poll::Ready(Event::Prepared(pins));
+                    }
+                }
             }
         } else if status.end == End::Open && self.session.outbound.may_read() {
             if self.backlog {
@@ -351,7 +387,7 @@ impl Connection {
 
     /// Whether requests may be taken from the client now.
     fn reading(&self) -> bool {
-        self.publishing.is_none()
+        self.pending.is_none()
             && (self.salvaging
                 || (self.session.outbound.status().end == End::Open
                     && self.session.outbound.may_read()))
@@ -416,7 +452,7 @@ impl Connection {
     /// Once the client's stream has ended and every request in it is handled,
     /// the session closes (after writing what is queued).
     fn close_at_eof(&mut self) {
-        if self.eof && !self.backlog && self.publishing.is_none() {
+        if self.eof && !self.backlog && self.pending.is_none() {
             self.close(None);
         }
     }
@@ -427,7 +463,7 @@ impl Connection {
         self.backlog = false;
         let mut work = 0;
         loop {
-            if self.publishing.is_some() {
+            if self.pending.is_some() {
                 // Decoding goes on once the broker has answered.
                 return;
             }
@@ -576,6 +612,28 @@ impl Connection {
             ));
             return;
         }
+        if let Some(prepared) = shared
+            .cluster()
+            .and_then(|cluster| cluster.prepare_resume(&shared, topics))
+        {
+            // This node's history must first reach back to the client's
+            // positions; the resume goes on once it does.
+            let prepared = Box::pin(prepared);
+            self.pending = Some(Box::new(Pending::Resume(prepared, token, topics.to_vec())));
+            return;
+        }
+        self.resume_at(token, topics);
+    }
+
+    /// The positional resume itself, once the topics' histories here reach
+    /// back to the client's positions (or never will).
+    fn resume_at(&mut self, token: janus_core::Token, topics: &[janus_core::TopicPosition]) {
+        let shared = self.shared.clone();
+        let stats = &shared.stats;
+        if self.session.outbound.status().end != End::Open {
+            // Kicked, or shut down, while the resume was prepared.
+            return;
+        }
         // Whatever session had this token is replaced (its connection lets
         // it go): the history, not its queue, says what the client missed.
         // It leaves its topics only once the new session has joined them, so
@@ -614,26 +672,55 @@ impl Connection {
         }
     }
 
-    /// Under the locks of every topic at once: queues `resumed`, then what
-    /// the client missed (if all of it can be replayed and fits its budget),
-    /// and subscribes, so no publish can fall between replay and live.
-    /// Returns whether everything missed was replayed, and whether the
-    /// caller now holds the write token.
+    /// Under the locks of every topic at once: subscribes, then queues
+    /// `resumed` and what the client missed (if all of it can be replayed
+    /// and fits its budget), so no publish can fall between replay and
+    /// live. A topic the topic limit refuses is not recovered, and gets
+    /// its `unavailable` error after `resumed`. Returns whether everything
+    /// missed was replayed, and whether the caller now holds the write token.
     fn recover(&mut self, topics: &[janus_core::TopicPosition]) -> (bool, bool) {
         let shared = &*self.shared;
         let session = &self.session;
         let budget = session.outbound.budget();
         let now = crate::metrics::secs_now();
+        // A topic named twice is resumed once, from its first position.
+        let mut positions: Vec<&janus_core::TopicPosition> = Vec::with_capacity(topics.len());
+        for position in topics {
+            if !positions.iter().any(|p| p.topic == position.topic) {
+                positions.push(position);
+            }
+        }
+        let cluster = shared.cluster();
         // Lock order: the session's subscriptions, then the topic shards.
         let mut subs = session.subscriptions();
-        let names: Vec<&str> = topics.iter().map(|p| p.topic.as_str()).collect();
+        let names: Vec<&str> = positions.iter().map(|p| p.topic.as_str()).collect();
         let mut locked = shared.topics.lock_topics(&names);
+        let mut refused = Vec::new();
+        for position in &positions {
+            let handle = SessionHandle(session.clone());
+            let join = |stream: &mut crate::history::Stream| {
+                if let Some(cluster) = cluster {
+                    cluster.join(stream, &position.topic, session, false);
+                }
+            };
+            match locked.subscribe(&position.topic, session.id, handle, join) {
+                Ok(()) => {
+                    subs.insert(position.topic.clone().into_boxed_str());
+                }
+                Err(limit) => refused.push((position.topic.as_str(), limit)),
+            }
+        }
         let mut replay: Vec<Bytes> = Vec::new();
-        let mut recovered = true;
-        for position in topics {
-            let stream = locked.state(&position.topic);
-            let since = stream
-                .and_then(|s| s.since(&position.epoch, position.offset, now, &shared.history));
+        let mut recovered = refused.is_empty();
+        for position in &positions {
+            let since = locked.state(&position.topic).and_then(|stream| {
+                // In a cluster only a followed topic's history runs on
+                // without a hole from the cluster's stream.
+                if cluster.is_some() && !stream.followed() {
+                    return None;
+                }
+                stream.since(&position.epoch, position.offset, now, &shared.history)
+            });
             match since {
                 Some(frames) => replay.extend(frames.cloned()),
                 None => recovered = false,
@@ -671,25 +758,17 @@ impl Connection {
                 .outbound
                 .push_delivery(&transport.frame(frame.clone()), stamp, Bytes::new);
         }
-        let cluster = shared.cluster();
-        for position in topics {
-            let handle = SessionHandle(session.clone());
-            let join = |stream: &mut crate::history::Stream| {
-                if let Some(cluster) = cluster {
-                    cluster.join(stream, &position.topic, session, false);
-                }
-            };
-            if locked
-                .subscribe(&position.topic, session.id, handle, join)
-                .is_ok()
-            {
-                subs.insert(position.topic.clone().into_boxed_str());
-            }
-        }
         drop(locked);
         drop(subs);
         tracing::debug!(peer = %self.peer, token = %session.token, recovered,
             missed = replay.len(), "session resumed from topic positions");
+        let refused: Vec<(String, usize)> = refused
+            .into_iter()
+            .map(|(topic, limit)| (topic.to_owned(), limit.0))
+            .collect();
+        for (topic, limit) in refused {
+            self.refuse_topic(&topic, limit);
+        }
         (recovered, claimed)
     }
 
@@ -775,17 +854,22 @@ impl Connection {
             }
             Err(limit) => {
                 drop(subs);
-                self.shared.stats.refused(crate::stats::Refusal::MaxTopics);
-                self.send_error(&ProtocolError::new(
-                    ErrorCode::Unavailable,
-                    format!(
-                        "the server holds its maximum of {} topics; \
-                         a subscription to a new topic is refused for now",
-                        limit.0
-                    ),
-                ));
+                self.refuse_topic(&topic, limit.0);
             }
         }
+    }
+
+    /// A subscription to `topic` is refused: the server holds its
+    /// maximum of `limit` topics.
+    fn refuse_topic(&mut self, topic: &str, limit: usize) {
+        self.shared.stats.refused(crate::stats::Refusal::MaxTopics);
+        self.send_error(&ProtocolError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "the server holds its maximum of {limit} topics; \
+                 the subscription to {topic:?} is refused for now"
+            ),
+        ));
     }
 
     fn publish(&mut self, publish: &Publish, one_shot: bool) -> usize {
@@ -801,7 +885,7 @@ impl Connection {
             let cluster = cluster.clone();
             let publish = publish.clone();
             let pending = async move { cluster.publish(&publish).await.map(|_| ()) };
-            self.publishing = Some(Box::new((Box::pin(pending), one_shot)));
+            self.pending = Some(Box::new(Pending::Publish(Box::pin(pending), one_shot)));
             return 0;
         }
         let reached = crate::fanout::publish(&self.shared, publish);
@@ -817,7 +901,7 @@ impl Connection {
     /// The broker took this connection's publish, or could not: `ACK` (X3),
     /// or `unavailable` (P7); a one-shot `PUBLISH` connection closes either way.
     fn published(&mut self, result: Result<(), Unavailable>) {
-        let Some(one_shot) = self.publishing.take().map(|p| p.1) else {
+        let Some(Pending::Publish(_, one_shot)) = self.pending.take().map(|p| *p) else {
             return;
         };
         match result {

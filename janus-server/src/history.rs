@@ -76,23 +76,52 @@ pub struct Stream {
     /// Bytes of `entries`.
     bytes: usize,
     /// In a cluster: this node's interest in the topic's broker channel,
-    /// while it has local subscribers.
+    /// while it has local subscribers or pins.
     pub(crate) interest: Option<crate::cluster::Interest>,
+    /// In a cluster: resumes preparing on this node that keep the topic
+    /// followed (and its stream here) until they have subscribed.
+    pub(crate) pins: u32,
 }
 
 impl TopicState for Stream {
     fn keep(&self) -> bool {
-        !self.entries.is_empty()
+        !self.entries.is_empty() || self.pins > 0
     }
 
     fn vacated(&mut self, topic: &str) {
-        if let Some(interest) = self.interest.take() {
-            interest.end(topic);
+        if self.pins == 0 {
+            self.unfollow(topic);
         }
     }
 }
 
 impl Stream {
+    /// In a cluster, the node's interest in the topic ends (no local
+    /// subscriber, no pin): the history kept here stops at this point, and
+    /// nothing later would extend it, so it is dropped rather than offered
+    /// to a resume that would miss what other nodes publish next.
+    pub(crate) fn unfollow(&mut self, topic: &str) {
+        let Some(interest) = self.interest.take() else {
+            return;
+        };
+        if let Some(shared) = interest.end(topic) {
+            self.clear(&shared.history);
+        }
+    }
+
+    fn clear(&mut self, limits: &HistoryLimits) {
+        while !self.entries.is_empty() {
+            self.pop(limits);
+        }
+    }
+
+    /// Whether this node follows the topic in its cluster and the broker
+    /// has confirmed where it stands: only then does the stream here run on
+    /// without a hole from the cluster's.
+    pub(crate) fn followed(&self) -> bool {
+        self.interest.as_ref().is_some_and(|i| i.confirmed())
+    }
+
     /// The stream's epoch (a fresh random name the first time it is asked for).
     pub fn epoch(&mut self) -> &str {
         self.epoch.get_or_insert_with(new_epoch)
@@ -117,9 +146,7 @@ impl Stream {
     pub fn follow(&mut self, epoch: &str, offset: u64, limits: &HistoryLimits) {
         let same_epoch = self.epoch.as_deref() == Some(epoch);
         if !same_epoch || offset != self.last + 1 {
-            while !self.entries.is_empty() {
-                self.pop(limits);
-            }
+            self.clear(limits);
         }
         if !same_epoch {
             self.epoch = Some(epoch.into());
@@ -199,7 +226,8 @@ impl Stream {
         limits: &HistoryLimits,
     ) -> Option<impl Iterator<Item = &Bytes>> {
         self.expire(now, limits);
-        if self.epoch() != epoch || offset > self.last {
+        // An unnamed stream is not the one the client counted from.
+        if self.epoch.as_deref() != Some(epoch) || offset > self.last {
             return None;
         }
         if offset + 1 < self.first() {
@@ -207,6 +235,53 @@ impl Stream {
         }
         let skip = (offset + 1 - self.first()) as usize;
         Some(self.entries.iter().skip(skip).map(|e| &e.frame))
+    }
+
+    /// In a cluster: completes this node's history back to `offset` (the
+    /// position a resuming client holds) from messages read from the
+    /// broker's. `older` must be the messages of stream `epoch` right
+    /// before the oldest one kept here (or the latest, if none is),
+    /// oldest first, each with when it was published and its frame; any
+    /// that are newer are left to the live stream. Returns whether the
+    /// history now reaches back to `offset`: not when the epoch is another,
+    /// a message is missing, or the history would outgrow its size.
+    pub fn backfill(
+        &mut self,
+        epoch: &str,
+        offset: u64,
+        older: impl IntoIterator<Item = (u64, u32, Bytes)>,
+        limits: &HistoryLimits,
+    ) -> bool {
+        if self.epoch.as_deref() != Some(epoch) || !limits.enabled() || offset > self.last {
+            return false;
+        }
+        let first = self.first();
+        if offset + 1 >= first {
+            return offset <= self.last;
+        }
+        let wanted = first - offset - 1;
+        if self.entries.len() as u64 + wanted > limits.size as u64 {
+            return false;
+        }
+        let missing: Vec<(u64, u32, Bytes)> = older
+            .into_iter()
+            .filter(|(o, _, _)| *o > offset && *o < first)
+            .collect();
+        let exact = missing.len() as u64 == wanted
+            && missing
+                .iter()
+                .enumerate()
+                .all(|(i, (o, _, _))| *o == offset + 1 + i as u64);
+        if !exact {
+            return false;
+        }
+        for (_, secs, frame) in missing.into_iter().rev() {
+            self.bytes += frame.len();
+            limits.bytes.fetch_add(frame.len(), Ordering::Relaxed);
+            limits.messages.fetch_add(1, Ordering::Relaxed);
+            self.entries.push_front(Entry { secs, frame });
+        }
+        true
     }
 
     /// Up to `limit` messages after `offset`, with their offsets, for operators.
@@ -296,6 +371,50 @@ mod tests {
             s.page(3, 10).iter().map(|(o, _)| *o).collect::<Vec<_>>(),
             [4, 5]
         );
+    }
+
+    #[test]
+    fn a_backfill_puts_exactly_the_missing_messages_in_front() {
+        let limits = HistoryLimits::new(10, Duration::from_secs(60), 1 << 20);
+        let mut s = Stream::default();
+        // The node began to follow at offset 4 of the cluster's stream,
+        // then saw 5 and 6 live.
+        s.start_at(Some("e"), 4, &limits);
+        for o in 5..=6 {
+            s.follow("e", o, &limits);
+            s.append(o, frame(o), 0, &limits);
+        }
+        let older = |range: std::ops::RangeInclusive<u64>| -> Vec<(u64, u32, Bytes)> {
+            range.map(|o| (o, 0, frame(o))).collect()
+        };
+        assert!(!s.backfill("x", 1, older(2..=6), &limits), "another epoch");
+        assert!(
+            !s.backfill("e", 1, older(3..=4), &limits),
+            "offset 2 is missing"
+        );
+        assert_eq!(s.first(), 5, "a failed backfill changes nothing");
+        // Messages the live stream brings (5, 6) are left to it.
+        assert!(s.backfill("e", 1, older(2..=6), &limits));
+        assert_eq!(
+            s.since("e", 1, 0, &limits)
+                .map(|f| f.cloned().collect::<Vec<_>>()),
+            Some((2..=6).map(frame).collect())
+        );
+        assert_eq!(limits.messages.load(Ordering::Relaxed), 5);
+        assert!(s.backfill("e", 3, Vec::new(), &limits), "reached already");
+        assert!(
+            !s.backfill("e", 7, Vec::new(), &limits),
+            "ahead of the stream"
+        );
+
+        let small = HistoryLimits::new(3, Duration::from_secs(60), 1 << 20);
+        let mut t = Stream::default();
+        t.start_at(Some("e"), 10, &small);
+        assert!(
+            !t.backfill("e", 6, older(7..=10), &small),
+            "more than the history holds"
+        );
+        assert!(t.backfill("e", 7, older(8..=10), &small));
     }
 
     #[test]

@@ -436,3 +436,171 @@ async fn an_offset_client_resumes_on_another_node_that_follows_its_topic() {
     assert_eq!(delivery(&mut back).await, ("m5".into(), Some(5)));
     back.expect_nothing_buffered();
 }
+
+/// Resumes `token` on `server` from `topics`; returns the client and the
+/// `resumed` answer's `recovered` and `missed`.
+async fn resume_on(
+    server: &TestServer,
+    token: &str,
+    topics: Vec<janus_core::TopicPosition>,
+) -> (Client, bool, u64) {
+    let mut back = Client::connect(server.addr()).await;
+    back.send(ClientMessage::Resume(janus_core::Resume::Positions {
+        token: token.to_owned(),
+        topics,
+    }))
+    .await;
+    match back.recv().await {
+        ServerMessage::Resumed {
+            token: t,
+            recovered,
+            missed,
+            ..
+        } => {
+            assert_eq!(t, token);
+            (back, recovered, missed)
+        }
+        other => panic!("expected resumed, got {other:?}"),
+    }
+}
+
+fn position(topic: &str, epoch: &str, offset: u64) -> janus_core::TopicPosition {
+    janus_core::TopicPosition {
+        topic: topic.into(),
+        epoch: epoch.into(),
+        offset,
+    }
+}
+
+/// An offset client on `server` subscribed to `topic`: the client, the
+/// topic's epoch and the offset it starts after.
+async fn offset_client(server: &TestServer, topic: &str) -> (Client, String, u64) {
+    let mut c = Client::connect(server.addr()).await;
+    opt_in(&mut c).await;
+    c.send(ClientMessage::Subscribe(topic.to_owned())).await;
+    match c.recv().await {
+        ServerMessage::Subscribed { epoch, offset, .. } => (c, epoch, offset),
+        other => panic!("expected subscribed, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resumes_exactly_on_a_node_that_does_not_follow_its_topic() {
+    let redis = RedisServer::start().await;
+    let a = node(&redis.url(), "a").await;
+    let b = node(&redis.url(), "b").await;
+    let (mut c, epoch, _) = offset_client(&a, "t").await;
+    let mut publisher = Client::connect(a.addr()).await;
+    for id in 1..=5 {
+        publisher.publish_acked("t", &id.to_string(), "1").await;
+    }
+    for id in 1..=5u64 {
+        assert_eq!(delivery(&mut c).await, (id.to_string(), Some(id)));
+    }
+    let token = c.token.clone();
+    c.lose();
+    for id in 6..=205 {
+        publisher.publish_acked("t", &id.to_string(), "1").await;
+    }
+    // Nobody on B follows "t"; publishing goes on (on A) while the client
+    // resumes there.
+    assert_eq!(b.shared().topics.topic_count(), 0);
+    let publishing = tokio::spawn(async move {
+        for id in 206..=400 {
+            publisher.publish_acked("t", &id.to_string(), "1").await;
+        }
+        publisher
+    });
+    let (mut back, recovered, missed) = resume_on(&b, &token, vec![position("t", &epoch, 5)]).await;
+    assert!(recovered, "B read what it lacked from Redis");
+    assert!(missed >= 200, "{missed}");
+    // Every message after offset 5 exactly once, in order: replay, then live.
+    for id in 6..=400u64 {
+        assert_eq!(delivery(&mut back).await, (id.to_string(), Some(id)));
+    }
+    publishing.await.expect("publisher");
+    back.expect_nothing_buffered();
+    // Nothing is left pinned: once the client leaves, B lets the topic and
+    // its channel go (A may still hold the client's detached session
+    // there, until its session TTL or budget runs out).
+    drop(back);
+    wait_until("B forgot the topic", || {
+        b.shared().topics.topic_count() == 0
+    })
+    .await;
+    wait_until_async("only A on the channel", || async {
+        let a_follows = i64::from(a.shared().topics.topic("t").is_some());
+        channel_subscribers(&redis, "t").await == a_follows
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_resume_on_another_node_beyond_the_brokers_history_is_not_recovered() {
+    let redis = RedisServer::start().await;
+    let config = |id: &str| Config {
+        broker: Some(redis.url()),
+        node_id: id.to_owned(),
+        history_size: 10,
+        ..test_config()
+    };
+    let a = TestServer::start_with(config("a")).await;
+    let b = TestServer::start_with(config("b")).await;
+    ready(&a, true).await;
+    ready(&b, true).await;
+    let (c, epoch, start) = offset_client(&a, "t").await;
+    let token = c.token.clone();
+    c.lose();
+    let mut publisher = Client::connect(a.addr()).await;
+    for id in 1..=30 {
+        publisher.publish_acked("t", &id.to_string(), "1").await;
+    }
+    // Offsets 1..=20 are gone from Redis's history: nothing is replayed.
+    let (mut back, recovered, missed) =
+        resume_on(&b, &token, vec![position("t", &epoch, start)]).await;
+    assert_eq!((recovered, missed), (false, 0));
+    // Another stream's epoch is not recovered either.
+    let (other, _, _) = offset_client(&a, "u").await;
+    let (_, recovered, missed) =
+        resume_on(&b, &other.token, vec![position("u", "0000000000000000", 0)]).await;
+    assert_eq!((recovered, missed), (false, 0));
+    // The client is live from now on.
+    publisher.publish_acked("t", "31", "1").await;
+    assert_eq!(delivery(&mut back).await, ("31".into(), Some(31)));
+    back.expect_nothing_buffered();
+}
+
+#[tokio::test]
+async fn a_resume_that_catches_up_on_a_following_node_reads_only_what_it_lacks() {
+    // B follows the topic, but only since after the client's position:
+    // the part before comes from Redis, the rest from B's own history.
+    let redis = RedisServer::start().await;
+    let a = node(&redis.url(), "a").await;
+    let b = node(&redis.url(), "b").await;
+    let (c, epoch, start) = offset_client(&a, "t").await;
+    let token = c.token.clone();
+    c.lose();
+    let mut publisher = Client::connect(a.addr()).await;
+    for id in 1..=10 {
+        publisher.publish_acked("t", &id.to_string(), "1").await;
+    }
+    let mut watcher = Client::connect(b.addr()).await;
+    watcher.subscribe("t").await;
+    // A (the client's detached session) and B.
+    wait_channel_subscribers(&redis, "t", 2).await;
+    for id in 11..=20 {
+        publisher.publish_acked("t", &id.to_string(), "1").await;
+    }
+    for id in 11..=20 {
+        assert!(
+            matches!(watcher.recv().await, ServerMessage::Delivery(d) if d.message_id == id.to_string())
+        );
+    }
+    let (mut back, recovered, missed) =
+        resume_on(&b, &token, vec![position("t", &epoch, start)]).await;
+    assert_eq!((recovered, missed), (true, 20));
+    for id in 1..=20u64 {
+        assert_eq!(delivery(&mut back).await, (id.to_string(), Some(id)));
+    }
+    back.expect_nothing_buffered();
+}

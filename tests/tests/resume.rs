@@ -302,3 +302,63 @@ async fn a_detached_session_that_is_kicked_is_freed() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_resumed_topic_the_topic_limit_refuses_is_not_recovered_and_says_why() {
+    let server = TestServer::start_with(Config {
+        max_topics: 1,
+        ..test_config()
+    })
+    .await;
+    let mut c = Client::connect(server.addr()).await;
+    opt_in(&mut c).await;
+    let (epoch, offset) = subscribe_at(&mut c, "a").await;
+    let token = c.token.clone();
+    // The topic, never published to, is forgotten once nobody follows it,
+    // and the only topic slot is then taken by another topic.
+    c.send(ClientMessage::Unsubscribe("a".into())).await;
+    wait_until("topic a forgotten", || {
+        server.shared().topics.topic_count() == 0
+    })
+    .await;
+    c.lose();
+    let mut other = Client::connect(server.addr()).await;
+    other.subscribe("b").await;
+    let (mut c, recovered, missed) =
+        resume(server.addr(), &token, vec![at("a", &epoch, offset)]).await;
+    assert_eq!((recovered, missed), (false, 0));
+    let reason = c.expect_error("unavailable").await;
+    assert!(reason.contains("\"a\""), "names the topic: {reason}");
+    assert_eq!(
+        server.shared().topics.subscription_count(),
+        1,
+        "not subscribed"
+    );
+}
+
+#[tokio::test]
+async fn a_topic_named_twice_in_a_resume_is_replayed_once() {
+    let server = TestServer::start().await;
+    let mut c = Client::connect(server.addr()).await;
+    opt_in(&mut c).await;
+    let (epoch, offset) = subscribe_at(&mut c, "t").await;
+    let token = c.token.clone();
+    c.lose();
+    let mut p = publisher(&server).await;
+    for id in 1..=3 {
+        publish(&mut p, "t", id).await;
+    }
+    let (mut c, recovered, missed) = resume(
+        server.addr(),
+        &token,
+        vec![at("t", &epoch, offset), at("t", &epoch, offset)],
+    )
+    .await;
+    assert_eq!((recovered, missed), (true, 3));
+    for id in 1..=3 {
+        assert_eq!(next(&mut c).await, (id, Some(id)));
+    }
+    publish(&mut p, "t", 4).await;
+    assert_eq!(next(&mut c).await, (4, Some(4)), "live, once");
+    c.expect_nothing_buffered();
+}

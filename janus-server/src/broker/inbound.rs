@@ -42,15 +42,16 @@ impl BrokerMessage {
         }
     }
 
-    /// The P6 delivery frame of this message, encoded once for every local
-    /// subscriber (without the X1 offset key).
-    pub fn encode_delivery(&self) -> bytes::Bytes {
-        janus_core::message::encode_delivery(
+    /// The delivery frame of this message with its X1 offset, as an offset
+    /// client receives it and a history keeps it.
+    pub fn encode_with_offset(&self) -> bytes::Bytes {
+        janus_core::message::encode_delivery_at(
             self.timestamp,
             &self.topic,
             &self.event,
             &self.message_id,
             &self.data,
+            Some(self.offset),
         )
     }
 }
