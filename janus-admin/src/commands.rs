@@ -360,13 +360,14 @@ pub fn status_text(s: &Status) -> String {
         "resumes",
         format!(
             "{} recovered, {} not recovered, {} unknown session; {} replayed; \
-             {} detached now ({} expired)",
+             {} detached now ({} expired, {} resumed on another node)",
             format::count(r.recovered),
             format::count(r.not_recovered),
             format::count(r.unknown_session),
             format::count(r.replayed),
             format::count(r.detached),
-            format::count(r.expired)
+            format::count(r.expired),
+            format::count(r.resumed_elsewhere)
         ),
     );
     let h = &s.history;

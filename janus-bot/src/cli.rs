@@ -250,6 +250,11 @@ pub struct ResumeArgs {
     /// How long a resuming client stays away before it reconnects.
     #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     pub away: Duration,
+    /// Where resuming clients reconnect (HOST:PORT): another node of the
+    /// same cluster, to measure resuming on a node other than the one the
+    /// client left (docs/scaling.md). By default, the server they left.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub resume_target: Option<String>,
 }
 
 /// Flags of `soak`.
@@ -480,6 +485,7 @@ fn check_run(args: &RunArgs, duration: Option<Duration>) -> anyhow::Result<RunCo
         server_pid: None,
         resume: 0,
         resume_away: Duration::ZERO,
+        resume_target: None,
     })
 }
 
@@ -522,6 +528,15 @@ pub fn resume_config(args: &ResumeArgs) -> anyhow::Result<RunConfig> {
     let readers = cfg.clients - cfg.never_read;
     cfg.resume = ((readers as f64 * args.resume_percent / 100.0).round() as u64).min(readers);
     cfg.resume_away = args.away;
+    if let Some(target) = &args.resume_target {
+        if !cfg.ws_targets.is_empty() {
+            return Err(Usage(anyhow::anyhow!(
+                "--resume-target is a TCP address: it needs --transport tcp"
+            ))
+            .into());
+        }
+        cfg.resume_target = Some(resolve(target.trim()).map_err(Usage)?);
+    }
     Ok(cfg)
 }
 

@@ -119,6 +119,10 @@ pub struct ResumePlan {
     pub clients: u32,
     /// How long a resuming reader stays away, ms.
     pub away_ms: u64,
+    /// Where a resuming reader reconnects (another node of the cluster);
+    /// None: the server it left.
+    #[serde(default)]
+    pub target: Option<SocketAddr>,
 }
 
 impl Setup {

@@ -112,6 +112,8 @@ pub struct RunConfig {
     pub resume: u64,
     /// How long a resuming reader stays away.
     pub resume_away: Duration,
+    /// Where resuming readers reconnect; None: the server they left.
+    pub resume_target: Option<SocketAddr>,
 }
 
 impl RunConfig {
@@ -315,6 +317,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
             resume: crate::control::ResumePlan {
                 clients: u32::try_from(resume).unwrap_or(u32::MAX),
                 away_ms: cfg.resume_away.as_millis() as u64,
+                target: cfg.resume_target,
             },
         };
         link.send(&Command::Setup(Box::new(setup))).await?;

@@ -84,6 +84,8 @@ impl ServerRss {
 pub struct ResumeReport {
     /// Clients planned to resume.
     pub clients: u32,
+    /// Where they resumed (`--resume-target`); null: the server they left.
+    pub resumed_on: Option<String>,
     /// Resumes answered `recovered: true`.
     pub recovered: u32,
     /// Resumes answered `recovered: false`: a failure, as long as the
@@ -385,6 +387,7 @@ pub fn build(input: Input<'_>) -> RunReport {
     );
     let resume = (cfg.resume > 0).then(|| ResumeReport {
         clients: resumes.clients,
+        resumed_on: cfg.resume_target.map(|a| a.to_string()),
         recovered: resumes.recovered,
         not_recovered: resumes.not_recovered,
         failed: resumes.failed,
@@ -630,8 +633,15 @@ impl RunReport {
             let (t, l, o) = (&r.resume_time_ms, &r.latency_ms, &r.others_latency_ms);
             writeln!(
                 out,
-                "resumed clients: {} planned; {} recovered, {} not recovered, {} failed; {} messages replayed",
-                r.clients, r.recovered, r.not_recovered, r.failed, r.replayed
+                "resumed clients: {} planned{}; {} recovered, {} not recovered, {} failed; {} messages replayed",
+                r.clients,
+                r.resumed_on
+                    .as_deref()
+                    .map_or(String::new(), |a| format!(", resuming on {a}")),
+                r.recovered,
+                r.not_recovered,
+                r.failed,
+                r.replayed
             )?;
             writeln!(
                 out,

@@ -664,7 +664,14 @@ impl Swarm {
         } else {
             &self.setup.targets
         };
-        let target = targets[usize::from(conn.target)];
+        let resuming = conn
+            .resumer
+            .as_ref()
+            .is_some_and(|r| r.phase != ResumePhase::Planned);
+        let target = match self.setup.resume.target {
+            Some(elsewhere) if resuming => elsewhere,
+            _ => targets[usize::from(conn.target)],
+        };
         conn.websocket = ws;
         conn.ws = ws.then(|| {
             Box::new(WsState {
@@ -1781,6 +1788,7 @@ mod tests {
             resume: crate::control::ResumePlan {
                 clients: 4,
                 away_ms: 1,
+                target: None,
             },
         };
         let mut conns: Vec<Conn> = (0..10)

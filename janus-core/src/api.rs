@@ -181,6 +181,10 @@ pub struct ResumeCounters {
     pub detached_total: u64,
     /// Detached sessions freed because no resume came within the session TTL.
     pub expired: u64,
+    /// Detached sessions ended because their client resumed on another
+    /// node of the cluster.
+    #[serde(default)]
+    pub resumed_elsewhere: u64,
 }
 
 /// Topic history held now, and its limits (in [`Status`]).

@@ -457,6 +457,18 @@ impl BrokerHandler for Handler {
                 tracing::info!(token = %session.token, peer = %session.peer, %reason, "kicking session (from another node)");
                 shared.close_session(&session, &CloseReason::Kicked(reason));
             }
+            NodeCommand::Retire { .. } => {
+                // Only a session still waiting for its client: one that a
+                // connection here has taken back since is that client's now.
+                if session.detached_since().is_some() {
+                    tracing::debug!(token = %session.token, "detached session ends: its client resumed on another node");
+                    shared
+                        .stats
+                        .sessions_resumed_elsewhere
+                        .fetch_add(1, Ordering::Relaxed);
+                    shared.forget(&session);
+                }
+            }
         }
     }
 

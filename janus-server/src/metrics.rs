@@ -613,6 +613,13 @@ fn resume_metrics(e: &mut DescriptorEncoder, shared: &Shared) -> Result<(), std:
         None,
         get(&stats.sessions_expired),
     )?;
+    counter(
+        e,
+        "sessions_resumed_elsewhere",
+        "Detached sessions ended because their client resumed on another node of the cluster.",
+        None,
+        get(&stats.sessions_resumed_elsewhere),
+    )?;
     gauge(
         e,
         "sessions_waiting",

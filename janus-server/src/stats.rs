@@ -40,6 +40,9 @@ pub struct Stats {
     pub sessions_detached: AtomicU64,
     /// Detached sessions freed because no resume came within the session TTL.
     pub sessions_expired: AtomicU64,
+    /// Detached sessions ended because their client resumed on another
+    /// node of the cluster.
+    pub sessions_resumed_elsewhere: AtomicU64,
     /// Sessions waiting for a resume without a connection, as of the last
     /// housekeeping sweep (a gauge).
     pub sessions_detached_now: AtomicU64,

@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 
 use janus_core::ServerMessage;
+use janus_tests::redis_server::RedisServer;
 use janus_tests::{cargo_bin, test_config, wait_until, Client, TestServer, TIMEOUT};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
@@ -612,14 +613,21 @@ async fn many_topics_count_each_subscription() {
 }
 
 /// `janus-bot resume` against `server`: 40 clients on 2 of 4 topics each,
-/// a quarter of them dropping their connection and resuming.
-async fn resume_run(server: &TestServer, json: &std::path::Path, timeout: &str) -> Finished {
-    run_bot(&[
+/// a quarter of them dropping their connection and resuming (`more`: extra
+/// flags).
+async fn resume_run(
+    server: &TestServer,
+    json: &std::path::Path,
+    timeout: &str,
+    more: &[&str],
+) -> Finished {
+    let target = server.addr().to_string();
+    let mut args = vec![
         "resume",
         "--timeout",
         timeout,
         "--target",
-        &server.addr().to_string(),
+        &target,
         "--clients",
         "40",
         "--topics",
@@ -638,15 +646,16 @@ async fn resume_run(server: &TestServer, json: &std::path::Path, timeout: &str) 
         json.to_str().expect("UTF-8 path"),
         "--progress",
         "none",
-    ])
-    .await
+    ];
+    args.extend_from_slice(more);
+    run_bot(&args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resuming_clients_miss_nothing_and_repeat_nothing() {
     let server = TestServer::start().await;
     let json = temp("resume.json");
-    let done = resume_run(&server, &json, "10s").await;
+    let done = resume_run(&server, &json, "10s", &[]).await;
     assert_eq!(done.code, Some(0), "{done:?}");
     let v = read_json(&json);
     // 40 messages over 4 topics: 10 each; every client takes 2 topics.
@@ -685,11 +694,71 @@ async fn a_resume_the_history_cannot_serve_fails_the_run() {
     .await;
     let json = temp("resume-short.json");
     // Those not recovered miss messages for good: no need to wait long for them.
-    let done = resume_run(&server, &json, "1s").await;
+    let done = resume_run(&server, &json, "1s", &[]).await;
     assert_eq!(done.code, Some(1), "{done:?}");
     let r = &read_json(&json)["resume"];
     assert!(r["not_recovered"].as_u64().unwrap() > 0, "{r}");
     assert!(done.stdout.contains("result: FAILED"), "{done:?}");
+}
+
+/// A node of a cluster on `redis`, ready to serve.
+async fn cluster_node(redis: &RedisServer, id: &str) -> TestServer {
+    let server = TestServer::start_with(janus_server::Config {
+        broker: Some(redis.url()),
+        node_id: id.to_owned(),
+        ..test_config()
+    })
+    .await;
+    wait_until("the node is ready", || server.shared().is_ready()).await;
+    server
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_clients_can_resume_on_another_node_of_the_cluster() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (
+        cluster_node(&redis, "a").await,
+        cluster_node(&redis, "b").await,
+    );
+    let json = temp("resume-elsewhere.json");
+    let elsewhere = b.addr().to_string();
+    let done = resume_run(&a, &json, "10s", &["--resume-target", &elsewhere]).await;
+    assert_eq!(done.code, Some(0), "{done:?}");
+    let v = read_json(&json);
+    assert_eq!(v["deliveries_received"], 800);
+    assert_eq!((&v["duplicates"], &v["reordered"]), (&json!(0), &json!(0)));
+    let r = &v["resume"];
+    assert_eq!(
+        (&r["recovered"], &r["failed"]),
+        (&json!(10), &json!(0)),
+        "{r}"
+    );
+    assert_eq!(r["resumed_on"], json!(elsewhere));
+    assert!(
+        done.stdout.contains(&format!("resuming on {elsewhere}")),
+        "{done:?}"
+    );
+    // The resumes were answered by B, not by the node the clients left.
+    let recovered = |s: &TestServer| s.shared().stats.resumes_recovered.load(Ordering::Relaxed);
+    assert_eq!((recovered(&a), recovered(&b)), (0, 10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_target_over_websocket_is_a_usage_error() {
+    let bad = run_bot(&[
+        "resume",
+        "--target",
+        "127.0.0.1:9",
+        "--transport",
+        "ws",
+        "--ws-target",
+        "127.0.0.1:9",
+        "--resume-target",
+        "127.0.0.1:9",
+    ])
+    .await;
+    assert_eq!(bad.code, Some(2), "{bad:?}");
+    assert!(bad.stderr.contains("--resume-target"), "{bad:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -153,6 +153,7 @@ fn resume_counters(shared: &crate::Shared) -> ResumeCounters {
         detached: get(&stats.sessions_detached_now),
         detached_total: get(&stats.sessions_detached),
         expired: get(&stats.sessions_expired),
+        resumed_elsewhere: get(&stats.sessions_resumed_elsewhere),
     }
 }
 

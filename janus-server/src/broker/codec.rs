@@ -160,13 +160,22 @@ pub enum NodeCommand {
         /// The reason given to the client.
         reason: String,
     },
+    /// The session's client resumed on the sending node: end the session
+    /// here if it is still detached (waiting for a resume that has come
+    /// elsewhere), so it stops queueing for nobody.
+    Retire {
+        /// The session.
+        token: Token,
+    },
 }
 
 impl NodeCommand {
     /// The session the command is for.
     pub fn token(&self) -> Token {
         match self {
-            NodeCommand::Send { token, .. } | NodeCommand::Kick { token, .. } => *token,
+            NodeCommand::Send { token, .. }
+            | NodeCommand::Kick { token, .. }
+            | NodeCommand::Retire { token } => *token,
         }
     }
 
@@ -175,6 +184,7 @@ impl NodeCommand {
         let (tag, token, rest): (&[u8], _, &[u8]) = match self {
             NodeCommand::Send { token, frame } => (b"S", token, frame),
             NodeCommand::Kick { token, reason } => (b"K", token, reason.as_bytes()),
+            NodeCommand::Retire { token } => (b"R", token, &[]),
         };
         let mut out = Vec::with_capacity(36 + rest.len());
         out.extend_from_slice(tag);
@@ -202,6 +212,7 @@ impl NodeCommand {
                 token,
                 reason: text(rest)?.to_owned(),
             }),
+            b"R" if rest.is_empty() => Ok(NodeCommand::Retire { token }),
             _ => Err(DecodeError("unknown command")),
         }
     }
@@ -291,6 +302,7 @@ mod tests {
                 token,
                 reason: "bye now".into(),
             },
+            NodeCommand::Retire { token },
         ] {
             assert_eq!(NodeCommand::decode(&command.encode()), Ok(command.clone()));
             assert_eq!(command.token(), token);
@@ -299,6 +311,7 @@ mod tests {
             &b"X 00000000000000000000000000000abc x"[..],
             b"S nottoken x",
             b"S",
+            b"R 00000000000000000000000000000abc x",
         ] {
             assert!(NodeCommand::decode(bad).is_err());
         }

@@ -166,11 +166,12 @@ async fn write_sessions(inner: &Inner, writes: &SessionWrites) -> Result<(), Una
                 .arg(node)
                 .arg("PX")
                 .arg(ttl)
-                .ignore();
+                .arg("GET");
         }
-        inner
-            .run(|mut c| async move { pipe.exec_async(&mut c).await })
+        let before: Vec<Option<String>> = inner
+            .run(|mut c| async move { pipe.query_async(&mut c).await })
             .await?;
+        retire_elsewhere(inner, chunk, &before).await?;
     }
     for chunk in writes.refresh.chunks(SESSIONS_PER_PIPELINE) {
         let mut pipe = redis::pipe();
@@ -193,6 +194,35 @@ async fn write_sessions(inner: &Inner, writes: &SessionWrites) -> Result<(), Una
             .await?;
     }
     release(inner, &writes.release).await
+}
+
+/// A session claimed here that another node held before was resumed here
+/// (protocol X1, offset form) by a client that left that node: tells that
+/// node to end its copy, which would otherwise wait out its session TTL
+/// queueing deliveries for nobody. `before` is each token's previous owner.
+async fn retire_elsewhere(
+    inner: &Inner,
+    tokens: &[Token],
+    before: &[Option<String>],
+) -> Result<(), Unavailable> {
+    let mut pipe = redis::pipe();
+    let mut any = false;
+    for (token, owner) in tokens.iter().zip(before) {
+        if let Some(owner) = owner.as_deref().filter(|o| *o != inner.node_id) {
+            let command = super::codec::NodeCommand::Retire { token: *token };
+            pipe.cmd("PUBLISH")
+                .arg(inner.keys.inbox(owner))
+                .arg(command.encode())
+                .ignore();
+            any = true;
+        }
+    }
+    if any {
+        inner
+            .run(|mut c| async move { pipe.exec_async(&mut c).await })
+            .await?;
+    }
+    Ok(())
 }
 
 /// Releases sessions registered to this node.
