@@ -323,6 +323,14 @@ struct Resumer {
 }
 
 impl Conn {
+    /// A resuming reader that has dropped its first connection (reconnecting,
+    /// resuming or resumed).
+    fn reconnecting(&self) -> bool {
+        self.resumer
+            .as_ref()
+            .is_some_and(|r| r.phase != ResumePhase::Planned)
+    }
+
     fn new(role: Role, target: u16, source: Option<IpAddr>, topic: u32, subs: u32) -> Conn {
         Conn {
             stream: None,
@@ -664,12 +672,8 @@ impl Swarm {
         } else {
             &self.setup.targets
         };
-        let resuming = conn
-            .resumer
-            .as_ref()
-            .is_some_and(|r| r.phase != ResumePhase::Planned);
         let target = match self.setup.resume.target {
-            Some(elsewhere) if resuming => elsewhere,
+            Some(elsewhere) if conn.reconnecting() => elsewhere,
             _ => targets[usize::from(conn.target)],
         };
         conn.websocket = ws;
@@ -747,10 +751,7 @@ impl Swarm {
                 let host = conn.target.to_string();
                 conn.out = Some(janus_core::ws::client_request(&host, WS_KEY).into_bytes());
             }
-            let reconnect = conn
-                .resumer
-                .as_ref()
-                .is_some_and(|r| r.phase != ResumePhase::Planned);
+            let reconnect = conn.reconnecting();
             if conn.role.background() {
                 self.role(idx).connections += 1;
             } else if !reconnect {
@@ -981,12 +982,7 @@ impl Swarm {
     fn on_hello(&mut self, idx: usize, now: u64) -> bool {
         let (role, first) = (self.conns[idx].role, self.conns[idx].topic);
         match role {
-            Role::Reader
-                if self.conns[idx]
-                    .resumer
-                    .as_ref()
-                    .is_some_and(|r| r.phase != ResumePhase::Planned) =>
-            {
+            Role::Reader if self.conns[idx].reconnecting() => {
                 let out = self.resume_bytes(idx);
                 let conn = &mut self.conns[idx];
                 conn.state = State::AwaitResumed;

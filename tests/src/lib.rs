@@ -68,6 +68,20 @@ impl TestServer {
         self.addr
     }
 
+    /// Starts a node of the cluster whose broker is `url`, named `id`, with
+    /// its admin API on a free port, and waits until it is ready.
+    pub async fn start_node(url: &str, id: &str) -> TestServer {
+        let server = TestServer::start_with(Config {
+            broker: Some(url.to_owned()),
+            node_id: id.to_owned(),
+            admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            ..test_config()
+        })
+        .await;
+        wait_until("the node is ready", || server.shared().is_ready()).await;
+        server
+    }
+
     /// The server's shared state: counters, topics, sessions.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared

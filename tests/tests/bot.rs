@@ -701,24 +701,12 @@ async fn a_resume_the_history_cannot_serve_fails_the_run() {
     assert!(done.stdout.contains("result: FAILED"), "{done:?}");
 }
 
-/// A node of a cluster on `redis`, ready to serve.
-async fn cluster_node(redis: &RedisServer, id: &str) -> TestServer {
-    let server = TestServer::start_with(janus_server::Config {
-        broker: Some(redis.url()),
-        node_id: id.to_owned(),
-        ..test_config()
-    })
-    .await;
-    wait_until("the node is ready", || server.shared().is_ready()).await;
-    server
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resuming_clients_can_resume_on_another_node_of_the_cluster() {
     let redis = RedisServer::start().await;
     let (a, b) = (
-        cluster_node(&redis, "a").await,
-        cluster_node(&redis, "b").await,
+        TestServer::start_node(&redis.url(), "a").await,
+        TestServer::start_node(&redis.url(), "b").await,
     );
     let json = temp("resume-elsewhere.json");
     let elsewhere = b.addr().to_string();

@@ -14,15 +14,7 @@ use janus_tests::{
 
 /// A node of the cluster on `url`, named `id`, with its admin API on a free port.
 async fn node(url: &str, id: &str) -> TestServer {
-    let server = TestServer::start_with(Config {
-        broker: Some(url.to_owned()),
-        node_id: id.to_owned(),
-        admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-        ..test_config()
-    })
-    .await;
-    ready(&server, true).await;
-    server
+    TestServer::start_node(url, id).await
 }
 
 async fn ready(server: &TestServer, ready: bool) {
