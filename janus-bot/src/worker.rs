@@ -735,20 +735,21 @@ impl Swarm {
             }
             let connected = match stream.take_error() {
                 Ok(Some(e)) | Err(e) => Err(e),
-                Ok(None) => stream.peer_addr().map(|_| ()),
+                Ok(None) => stream.peer_addr(),
             };
-            match connected {
-                Ok(()) => {}
+            let peer = match connected {
+                Ok(peer) => peer,
                 Err(e) if e.kind() == ErrorKind::NotConnected => return,
                 Err(e) => {
                     let why = describe_connect_error(&e, conn.source);
                     self.fail(idx, why);
                     return;
                 }
-            }
+            };
             conn.state = State::AwaitHello;
             if conn.websocket {
-                let host = conn.target.to_string();
+                // The Host header names the address connected to (RFC 6455 4.1).
+                let host = peer.to_string();
                 conn.out = Some(janus_core::ws::client_request(&host, WS_KEY).into_bytes());
             }
             let reconnect = conn.reconnecting();

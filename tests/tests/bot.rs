@@ -908,6 +908,67 @@ async fn publish_to_nothing_exits_3() {
     assert!(done.stderr.contains("Connection refused"), "{done:?}");
 }
 
+/// A WebSocket client names the address it connects to in its handshake's
+/// `Host` header (RFC 6455 4.1), as a proxy or virtual host in front of the
+/// server expects.
+#[tokio::test]
+async fn a_websocket_handshake_names_the_host_it_connects_to() {
+    // The publisher's server (TCP); the subscriber goes to the fake one.
+    let janus = TestServer::start().await;
+    let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = fake.local_addr().unwrap();
+    let (tx, mut requests) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let server = tokio::spawn(async move {
+        while let Ok((s, _)) = fake.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut lines = tokio::io::BufReader::new(s).lines();
+                let mut request = String::new();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if line.is_empty() {
+                        break;
+                    }
+                    request.push_str(&line);
+                    request.push('\n');
+                }
+                let _ = tx.send(request);
+                // Dropped: the handshake fails, which ends the run.
+            });
+        }
+    });
+    let done = run_bot(&[
+        "run",
+        "--target",
+        &janus.addr().to_string(),
+        "--transport",
+        "ws",
+        "--ws-target",
+        &addr.to_string(),
+        "--clients",
+        "1",
+        "--timeout",
+        "2s",
+        "--progress",
+        "none",
+    ])
+    .await;
+    server.abort();
+    let request = requests.recv().await.expect("the bot sent a handshake");
+    assert!(
+        request.starts_with("GET "),
+        "not a WebSocket handshake: {request:?}\n{done:?}"
+    );
+    let host = request
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Host: ")
+                .or_else(|| l.strip_prefix("host: "))
+        })
+        .unwrap_or_else(|| panic!("no Host header in {request:?}"));
+    assert_eq!(host, addr.to_string(), "{request:?}");
+    assert_ne!(done.code, Some(0), "{done:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_subscribers_are_measured_like_tcp_ones() {
     let server = TestServer::start_with(janus_server::Config {
