@@ -1,5 +1,6 @@
 //! The open-file limit: raised to the hard limit at start-up, and turned
-//! into the number of clients one process can hold.
+//! into the number of clients one process can hold; and the process's
+//! memory pages, kept small.
 
 /// File descriptors kept back for the process itself: listeners, the
 /// runtimes' event descriptors, standard streams, logs, the backplane's
@@ -52,6 +53,19 @@ pub fn raise_nofile_limit() -> std::io::Result<FileLimit> {
         lim = read()?;
     }
     Ok(lim)
+}
+
+/// Turns transparent huge pages off for this process (as Redis does by
+/// default). The allocator asks for them; then the first touch of a fresh
+/// 2 MiB region zeroes all of it while a client waits, resident memory grows
+/// in 2 MiB steps, and after a burst the kernel's `khugepaged` merges
+/// half-used pages into huge ones, so an idle server's memory grows by
+/// itself (figures under "Huge pages off" in ARCHITECTURE.md).
+///
+/// # Errors
+/// The OS error if the kernel refuses (older than Linux 3.15).
+pub fn disable_transparent_huge_pages() -> std::io::Result<()> {
+    nix::sys::prctl::set_thp_disable(true).map_err(std::io::Error::from)
 }
 
 fn read() -> std::io::Result<FileLimit> {

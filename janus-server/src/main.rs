@@ -78,6 +78,9 @@ fn init_logging(format: LogFormat) {
 }
 
 fn run(settings: &Settings, config: Config) -> anyhow::Result<()> {
+    if let Err(e) = janus_server::limits::disable_transparent_huge_pages() {
+        tracing::debug!("transparent huge pages stay on: {e}");
+    }
     let limit = raise_nofile_limit().context("reading the open-file limit")?;
     let admin_connections = if config.admin_listen.is_some() {
         config.admin_max_connections

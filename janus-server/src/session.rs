@@ -421,12 +421,13 @@ impl Registry {
 
     /// Registers a session; returns `false` if its token is already taken.
     pub fn insert(&self, session: Arc<Session>) -> bool {
-        let mut map = self.lock();
-        if map.contains_key(&session.token) {
-            return false;
+        match self.lock().entry(session.token) {
+            std::collections::btree_map::Entry::Occupied(_) => false,
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(session);
+                true
+            }
         }
-        map.insert(session.token, session);
-        true
     }
 
     /// Registers a session in place of whatever had its token; returns that.
