@@ -220,6 +220,9 @@ pub struct Fanout<'a> {
     overflowed: Vec<Arc<Session>>,
     queued: u64,
     dropped: u64,
+    /// `--test-fanout-delay`: a slow fan-out on purpose, to prove that the
+    /// load gate notices one.
+    delay: Option<std::time::Duration>,
 }
 
 impl<'a> Fanout<'a> {
@@ -230,6 +233,7 @@ impl<'a> Fanout<'a> {
             overflowed: Vec::new(),
             queued: 0,
             dropped: 0,
+            delay: shared.config.test_fanout_delay,
         }
     }
 
@@ -258,6 +262,12 @@ impl<'a> Fanout<'a> {
     /// Hands `frame` to one subscriber. Runs under the topic's lock: queues
     /// and nothing more.
     fn deliver(&mut self, session: &Arc<Session>, frame: &Bytes, stamp: u32) -> bool {
+        if let Some(delay) = self.delay {
+            let start = std::time::Instant::now();
+            while start.elapsed() < delay {
+                std::hint::spin_loop();
+            }
+        }
         let push = session.outbound.push_delivery(frame, stamp, || {
             let budget = session.outbound.budget();
             let reason = CloseReason::SlowConsumer;

@@ -351,6 +351,34 @@ async fn two_publishers_one_order_for_every_subscriber() {
     }
 }
 
+/// `--test-fanout-delay` (hidden; the load gate's proof that it notices a
+/// slow server) really slows every delivery: a publish to four subscribers
+/// with 50 ms each is acknowledged no sooner than 200 ms later, since the
+/// whole fan-out runs before the ACK is queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_fanout_delay_slows_every_delivery() {
+    let delay = Duration::from_millis(50);
+    let server = TestServer::start_with(janus_server::Config {
+        test_fanout_delay: Some(delay),
+        ..janus_tests::test_config()
+    })
+    .await;
+    let mut subscribers = Vec::new();
+    for _ in 0..4 {
+        let mut c = Client::connect(server.addr()).await;
+        c.subscribe("slow").await;
+        subscribers.push(c);
+    }
+    let mut p = Client::connect(server.addr()).await;
+    let start = std::time::Instant::now();
+    p.publish_acked("slow", "1", "1").await;
+    let took = start.elapsed();
+    assert!(took >= 4 * delay, "the fan-out took {took:?}");
+    for c in &mut subscribers {
+        assert!(matches!(c.recv().await, ServerMessage::Delivery(_)));
+    }
+}
+
 /// A 2009 publisher: `PUBLISH␀{json}` without a terminator, then close at
 /// once without reading the hello, which the kernel turns into a reset.
 fn publish_2009_with_reset(addr: std::net::SocketAddr, id: usize) {
