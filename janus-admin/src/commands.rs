@@ -360,14 +360,16 @@ pub fn status_text(s: &Status) -> String {
         "resumes",
         format!(
             "{} recovered, {} not recovered, {} unknown session; {} replayed; \
-             {} detached now ({} expired, {} resumed on another node)",
+             {} detached now ({} expired, {} resumed on another node, {} not kept: \
+             max-detached-sessions)",
             format::count(r.recovered),
             format::count(r.not_recovered),
             format::count(r.unknown_session),
             format::count(r.replayed),
             format::count(r.detached),
             format::count(r.expired),
-            format::count(r.resumed_elsewhere)
+            format::count(r.resumed_elsewhere),
+            format::count(r.not_kept)
         ),
     );
     let h = &s.history;

@@ -185,6 +185,10 @@ pub struct ResumeCounters {
     /// node of the cluster.
     #[serde(default)]
     pub resumed_elsewhere: u64,
+    /// Sessions that lost their connection and ended at once, because
+    /// `max-detached-sessions` were already waiting for a resume.
+    #[serde(default)]
+    pub not_kept: u64,
 }
 
 /// Topic history held now, and its limits (in [`Status`]).

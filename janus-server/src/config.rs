@@ -105,6 +105,8 @@ pub struct Config {
     /// How long a session outlives its connection (resume by token); zero
     /// ends a session with its connection.
     pub session_ttl: Duration,
+    /// Most sessions waiting for a resume at once.
+    pub max_detached_sessions: usize,
     /// Messages each topic keeps for resume by offset; zero keeps none.
     pub history_size: usize,
     /// Age past which a topic's kept messages are dropped.
@@ -329,6 +331,10 @@ pub struct Settings {
     /// How long a session whose connection was lost waits for a resume with its token, or "off" (a session then ends with its connection).
     #[arg(long, value_name = "DURATION", default_value = "60s", help_heading = SESSIONS)]
     pub session_ttl: Timeout,
+
+    /// Most sessions waiting for a resume at once; past it, a lost connection's session ends at once, as with session-ttl off. A waiting session holds its subscriptions and what is queued for it (up to its queue budget), like a connected client: without a limit, clients that connect, subscribe and drop could make the server hold every such session for session-ttl.
+    #[arg(long, value_name = "N", default_value = "20000", help_heading = SESSIONS)]
+    pub max_detached_sessions: NonZeroUsize,
 
     /// Messages each topic keeps so that a client can resume without a gap (the default is a minute at 100 messages/s); 0 keeps none.
     #[arg(long, value_name = "N", default_value = "6000", help_heading = SESSIONS)]
@@ -722,6 +728,7 @@ impl Settings {
             max_subscriptions: self.max_subscriptions.get(),
             max_topics: self.max_topics.get(),
             session_ttl: self.session_ttl.0.unwrap_or_default(),
+            max_detached_sessions: self.max_detached_sessions.get(),
             history_size: self.history_size,
             history_ttl: nonzero("history-ttl", self.history_ttl)?,
             history_bytes: self

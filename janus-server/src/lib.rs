@@ -229,10 +229,25 @@ impl Shared {
         session.outbound.detach();
         if self.config.session_ttl.is_zero() || self.draining() || !session.resumable() {
             self.forget(session);
+        } else if self.detached_at_most() >= self.config.max_detached_sessions as u64 {
+            self.stats.sessions_not_kept.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(token = %session.token, "not kept for a resume: max-detached-sessions reached");
+            self.forget(session);
         } else {
             session.mark_detached();
             self.stats.sessions_detached.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .sessions_detached_recent
+                .fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// At least how many sessions wait for a resume now: those the last
+    /// sweep counted plus those detached since it started (resumes and
+    /// expiries since then are not subtracted, so never fewer).
+    fn detached_at_most(&self) -> u64 {
+        self.stats.sessions_detached_now.load(Ordering::Relaxed)
+            + self.stats.sessions_detached_recent.load(Ordering::Relaxed)
     }
 
     /// The client's socket accepts nothing: the connection is given up on

@@ -620,6 +620,13 @@ fn resume_metrics(e: &mut DescriptorEncoder, shared: &Shared) -> Result<(), std:
         None,
         get(&stats.sessions_resumed_elsewhere),
     )?;
+    counter(
+        e,
+        "sessions_not_kept",
+        "Sessions that lost their connection and ended at once because max-detached-sessions were already waiting for a resume.",
+        None,
+        get(&stats.sessions_not_kept),
+    )?;
     gauge(
         e,
         "sessions_waiting",

@@ -43,6 +43,13 @@ pub struct Stats {
     /// Detached sessions ended because their client resumed on another
     /// node of the cluster.
     pub sessions_resumed_elsewhere: AtomicU64,
+    /// Sessions that lost their connection and were not kept for a resume
+    /// because `max-detached-sessions` were already waiting.
+    pub sessions_not_kept: AtomicU64,
+    /// Sessions detached since the start of the last housekeeping sweep:
+    /// with [`Stats::sessions_detached_now`], an upper bound on how many
+    /// wait now.
+    pub sessions_detached_recent: AtomicU64,
     /// Sessions waiting for a resume without a connection, as of the last
     /// housekeeping sweep (a gauge).
     pub sessions_detached_now: AtomicU64,

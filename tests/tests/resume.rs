@@ -362,3 +362,73 @@ async fn a_topic_named_twice_in_a_resume_is_replayed_once() {
     assert_eq!(next(&mut c).await, (4, Some(4)), "live, once");
     c.expect_nothing_buffered();
 }
+
+/// Past `max-detached-sessions` waiting for a resume, a lost connection's
+/// session ends at once (counted as not kept), so clients that subscribe
+/// and drop cannot make the server hold sessions without bound; those
+/// already waiting still resume. Once the sweep has seen them go, the room
+/// is there again.
+#[tokio::test]
+async fn past_max_detached_sessions_a_lost_session_is_not_kept() {
+    let server = TestServer::start_with(Config {
+        max_detached_sessions: 2,
+        ..test_config()
+    })
+    .await;
+    let shared = server.shared().clone();
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        let mut c = Client::connect(server.addr()).await;
+        c.subscribe("t").await;
+        tokens.push(c.token.clone());
+        c.lose();
+        let parsed = tokens.last().expect("token").parse().expect("token");
+        // One at a time, so which one is refused is known.
+        wait_until("the connection to be gone", || {
+            shared
+                .sessions
+                .get(&parsed)
+                .is_none_or(|s| s.detached_since().is_some())
+        })
+        .await;
+    }
+    let stats = &shared.stats;
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(get(&stats.sessions_detached), 2);
+    assert_eq!(get(&stats.sessions_not_kept), 1);
+    let third = tokens[2].parse().expect("token");
+    assert!(shared.sessions.get(&third).is_none(), "the third was freed");
+    wait_until("the topic to hold the two waiting sessions only", || {
+        shared.topics.topic("t").is_some_and(|t| t.subscribers == 2)
+    })
+    .await;
+    let mut c = Client::connect(server.addr()).await;
+    c.send(ClientMessage::Resume(Resume::Token(tokens[2].clone())))
+        .await;
+    c.expect_error("unknown_session").await;
+    let mut resumed = Vec::new();
+    for token in &tokens[..2] {
+        let mut c = Client::connect(server.addr()).await;
+        c.send(ClientMessage::Resume(Resume::Token(token.clone())))
+            .await;
+        match c.recv().await {
+            ServerMessage::Resumed { recovered, .. } => assert!(recovered),
+            other => panic!("expected resumed, got {other:?}"),
+        }
+        resumed.push(c);
+    }
+    // Once a sweep has seen that none waits any more, both are kept again
+    // when they lose their connections.
+    wait_until("a sweep to count no waiting session", || {
+        get(&stats.sessions_detached_now) == 0
+    })
+    .await;
+    for c in resumed {
+        c.lose();
+    }
+    wait_until("both to wait for a resume again", || {
+        get(&stats.sessions_detached) == 4
+    })
+    .await;
+    assert_eq!(get(&stats.sessions_not_kept), 1);
+}

@@ -154,6 +154,7 @@ fn resume_counters(shared: &crate::Shared) -> ResumeCounters {
         detached_total: get(&stats.sessions_detached),
         expired: get(&stats.sessions_expired),
         resumed_elsewhere: get(&stats.sessions_resumed_elsewhere),
+        not_kept: get(&stats.sessions_not_kept),
     }
 }
 
