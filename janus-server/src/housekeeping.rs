@@ -53,6 +53,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let mut ticker = tokio::time::interval(shared.config.sweep_interval());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next_shard = 0;
+    let mut not_kept = 0;
     loop {
         let tick = async {
             if shared.draining() {
@@ -64,6 +65,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         tokio::select! {
             () = tick => {
                 sweep(&shared);
+                not_kept = warn_not_kept(&shared, not_kept);
                 if let Some(cluster) = shared.cluster() {
                     let clients = shared.stats.connections.load(Ordering::Relaxed);
                     cluster.broker.set_client_count(clients);
@@ -73,6 +75,21 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             () = stop.cancelled() => return,
         }
     }
+}
+
+/// Says, at most once a sweep, that sessions were not kept for a resume
+/// because `max-detached-sessions` were waiting; returns the count so far.
+fn warn_not_kept(shared: &Shared, before: u64) -> u64 {
+    let now = shared.stats.sessions_not_kept.load(Ordering::Relaxed);
+    if now > before {
+        tracing::warn!(
+            sessions = now - before,
+            "sessions that lost their connection were ended at once: max-detached-sessions ({}) \
+             already wait for a resume",
+            shared.config.max_detached_sessions
+        );
+    }
+    now
 }
 
 /// Expires old history in a few topic shards from `from` on (topics left

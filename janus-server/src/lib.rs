@@ -242,9 +242,9 @@ impl Shared {
         }
     }
 
-    /// At least how many sessions wait for a resume now: those the last
-    /// sweep counted plus those detached since it started (resumes and
-    /// expiries since then are not subtracted, so never fewer).
+    /// An upper bound on how many sessions wait for a resume now: those
+    /// the last sweep counted plus those detached since it started (resumes
+    /// and expiries since then are not subtracted).
     fn detached_at_most(&self) -> u64 {
         self.stats.sessions_detached_now.load(Ordering::Relaxed)
             + self.stats.sessions_detached_recent.load(Ordering::Relaxed)
