@@ -220,9 +220,6 @@ pub struct Fanout<'a> {
     overflowed: Vec<Arc<Session>>,
     queued: u64,
     dropped: u64,
-    /// `--test-fanout-delay`: a slow fan-out on purpose, to prove that the
-    /// load gate notices one.
-    delay: Option<std::time::Duration>,
 }
 
 impl<'a> Fanout<'a> {
@@ -233,7 +230,6 @@ impl<'a> Fanout<'a> {
             overflowed: Vec::new(),
             queued: 0,
             dropped: 0,
-            delay: shared.config.test_fanout_delay,
         }
     }
 
@@ -262,7 +258,9 @@ impl<'a> Fanout<'a> {
     /// Hands `frame` to one subscriber. Runs under the topic's lock: queues
     /// and nothing more.
     fn deliver(&mut self, session: &Arc<Session>, frame: &Bytes, stamp: u32) -> bool {
-        if let Some(delay) = self.delay {
+        // `--test-fanout-delay`: a slow fan-out on purpose, to prove that
+        // the load gate notices one.
+        if let Some(delay) = self.shared.config.test_fanout_delay {
             let start = std::time::Instant::now();
             while start.elapsed() < delay {
                 std::hint::spin_loop();

@@ -110,8 +110,7 @@ fn sweep(shared: &Shared) {
     let mut after: Option<Token> = None;
     let mut detached = 0u64;
     // Detached before this pass: the pass counts them (if still waiting).
-    let recent = &shared.stats.sessions_detached_recent;
-    let before = recent.load(Ordering::Relaxed);
+    let before = shared.stats.sessions_detached.load(Ordering::Relaxed);
     loop {
         let page = shared.sessions.page(after, PAGE);
         let now = stamp_now();
@@ -127,7 +126,10 @@ fn sweep(shared: &Shared) {
         .stats
         .sessions_detached_now
         .store(detached, Ordering::Relaxed);
-    recent.fetch_sub(before, Ordering::Relaxed);
+    shared
+        .stats
+        .sessions_detached_at_sweep
+        .store(before, Ordering::Relaxed);
 }
 
 /// Looks after one session; returns whether it is detached and still waits

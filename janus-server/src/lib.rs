@@ -236,9 +236,6 @@ impl Shared {
         } else {
             session.mark_detached();
             self.stats.sessions_detached.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .sessions_detached_recent
-                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -246,8 +243,10 @@ impl Shared {
     /// the last sweep counted plus those detached since it started (resumes
     /// and expiries since then are not subtracted).
     fn detached_at_most(&self) -> u64 {
-        self.stats.sessions_detached_now.load(Ordering::Relaxed)
-            + self.stats.sessions_detached_recent.load(Ordering::Relaxed)
+        let stats = &self.stats;
+        let since = Stats::get(&stats.sessions_detached)
+            .saturating_sub(Stats::get(&stats.sessions_detached_at_sweep));
+        Stats::get(&stats.sessions_detached_now) + since
     }
 
     /// The client's socket accepts nothing: the connection is given up on

@@ -46,10 +46,10 @@ pub struct Stats {
     /// Sessions that lost their connection and were not kept for a resume
     /// because `max-detached-sessions` were already waiting.
     pub sessions_not_kept: AtomicU64,
-    /// Sessions detached since the start of the last housekeeping sweep:
-    /// with [`Stats::sessions_detached_now`], an upper bound on how many
-    /// wait now.
-    pub sessions_detached_recent: AtomicU64,
+    /// [`Stats::sessions_detached`] when the last housekeeping sweep began:
+    /// the detaches since then, added to [`Stats::sessions_detached_now`],
+    /// bound how many sessions wait now.
+    pub sessions_detached_at_sweep: AtomicU64,
     /// Sessions waiting for a resume without a connection, as of the last
     /// housekeeping sweep (a gauge).
     pub sessions_detached_now: AtomicU64,

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use janus_core::{ClientMessage, Resume, ServerMessage, TopicPosition};
+use janus_server::stats::Stats;
 use janus_server::Config;
 use janus_tests::{test_config, wait_until, Client, TestServer};
 
@@ -393,9 +394,8 @@ async fn past_max_detached_sessions_a_lost_session_is_not_kept() {
         .await;
     }
     let stats = &shared.stats;
-    let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(get(&stats.sessions_detached), 2);
-    assert_eq!(get(&stats.sessions_not_kept), 1);
+    assert_eq!(Stats::get(&stats.sessions_detached), 2);
+    assert_eq!(Stats::get(&stats.sessions_not_kept), 1);
     let third = tokens[2].parse().expect("token");
     assert!(shared.sessions.get(&third).is_none(), "the third was freed");
     wait_until("the topic to hold the two waiting sessions only", || {
@@ -420,15 +420,15 @@ async fn past_max_detached_sessions_a_lost_session_is_not_kept() {
     // Once a sweep has seen that none waits any more, both are kept again
     // when they lose their connections.
     wait_until("a sweep to count no waiting session", || {
-        get(&stats.sessions_detached_now) == 0
+        Stats::get(&stats.sessions_detached_now) == 0
     })
     .await;
     for c in resumed {
         c.lose();
     }
     wait_until("both to wait for a resume again", || {
-        get(&stats.sessions_detached) == 4
+        Stats::get(&stats.sessions_detached) == 4
     })
     .await;
-    assert_eq!(get(&stats.sessions_not_kept), 1);
+    assert_eq!(Stats::get(&stats.sessions_not_kept), 1);
 }
