@@ -18,7 +18,8 @@
 //! follows (a `0x00`, the end of the stream, or nothing yet): 2009
 //! publishers do not terminate it, and some wait for the server to close
 //! (protocol P5). [`JsonEnd`] finds that end incrementally, so a body arriving
-//! byte by byte is scanned once. Client mistakes that keep the
+//! byte by byte is scanned once, and it notices the first byte that means the
+//! bytes can never become a JSON object, so such a body is answered at once. Client mistakes that keep the
 //! connection open come out as `Ok(Some(Err(ProtocolError)))`; only mistakes
 //! that end the connection are decoder errors ([`CodecError`]).
 //! [`ClientCodec`] is the client's (and the load bot's) side.
@@ -123,60 +124,238 @@ fn payload_text(frame: &[u8]) -> Result<&str, CodecError> {
     Ok(text)
 }
 
-/// Where one JSON object ends in a byte stream, found incrementally: it
-/// tracks nesting and strings across calls and never rescans a byte.
+/// Where one JSON object ends in a byte stream, and whether the bytes so far
+/// can still become one, found incrementally: the state carries over between
+/// calls and no byte is scanned twice. It checks the grammar only (UTF-8 and
+/// what the object holds are checked once it is complete) and is never
+/// stricter than `serde_json`, which parses the complete object.
 #[derive(Debug, Clone, Default)]
 struct JsonEnd {
     /// Bytes of the buffer already scanned.
     scanned: usize,
-    depth: usize,
-    in_string: bool,
-    escaped: bool,
+    /// One bit per open container, the innermost lowest: set for an object.
+    objects: u128,
+    /// Containers open.
+    depth: u32,
+    /// What the grammar allows next, outside a string, number or literal.
+    next: Next,
+    /// The string, number or literal being read.
+    lexeme: Lexeme,
+}
+
+/// What may come next between tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Next {
+    /// The body itself: an object.
+    #[default]
+    Body,
+    /// A value (after `:` or after `,` in an array).
+    Value,
+    /// A value or `]` (after `[`).
+    ValueOrEnd,
+    /// A key or `}` (after `{`).
+    KeyOrEnd,
+    /// A key (after `,` in an object).
+    Key,
+    /// `:` after a key.
+    Colon,
+    /// `,` or the end of the container (after a value).
+    CommaOrEnd,
+}
+
+/// A token longer than one byte, part read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Lexeme {
+    #[default]
+    None,
+    /// A string (`key`: an object's key); `escape`: after a backslash (1) or
+    /// the hex digits of a `\u` escape still due (2..=5 means 1..=4).
+    String {
+        key: bool,
+        escape: u8,
+    },
+    Number(Num),
+    /// `true`, `false` or `null`: the bytes still due.
+    Literal(&'static [u8]),
+}
+
+/// Where a number is in JSON's grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Num {
+    Minus,
+    Zero,
+    Int,
+    Dot,
+    Frac,
+    E,
+    ESign,
+    Exp,
+}
+
+impl Num {
+    /// The state after `b`, if `b` continues the number.
+    fn step(self, b: u8) -> Option<Num> {
+        use Num::*;
+        match (self, b) {
+            (Minus, b'0') => Some(Zero),
+            (Minus | Int, b'1'..=b'9') | (Int, b'0') => Some(Int),
+            (Zero | Int, b'.') => Some(Dot),
+            (Dot | Frac, b'0'..=b'9') => Some(Frac),
+            (Zero | Int | Frac, b'e' | b'E') => Some(E),
+            (E, b'+' | b'-') => Some(ESign),
+            (E | ESign | Exp, b'0'..=b'9') => Some(Exp),
+            _ => None,
+        }
+    }
+
+    /// Whether the number may end here.
+    fn complete(self) -> bool {
+        matches!(self, Num::Zero | Num::Int | Num::Frac | Num::Exp)
+    }
 }
 
 /// What [`JsonEnd::scan`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scan {
-    /// The value ends right before this position.
+    /// The object ends right before this position.
     Complete(usize),
-    /// A `0x00` at this position came before the value was complete.
+    /// A `0x00` at this position came before the object was complete.
     Cut(usize),
+    /// The byte at this position means the bytes can never become a JSON
+    /// object (at 0: the body is not an object).
+    Invalid(usize),
     /// More bytes are needed.
     Incomplete,
 }
 
 impl JsonEnd {
-    /// Scans `buf`, which starts with `{` and grows between calls.
+    /// Containers nested deeper than this are refused, as `serde_json` does.
+    const MAX_DEPTH: u32 = 128;
+
+    /// Scans `buf`, which holds the body from its first byte and grows between calls.
     fn scan(&mut self, buf: &[u8]) -> Scan {
         for (i, &b) in buf.iter().enumerate().skip(self.scanned) {
-            if b == 0 {
+            let verdict = if b == 0 {
+                Some(Scan::Cut(i))
+            } else {
+                self.step(b, i)
+            };
+            if let Some(verdict) = verdict {
                 *self = JsonEnd::default();
-                return Scan::Cut(i);
-            }
-            if self.in_string {
-                match b {
-                    _ if self.escaped => self.escaped = false,
-                    b'\\' => self.escaped = true,
-                    b'"' => self.in_string = false,
-                    _ => {}
-                }
-                continue;
-            }
-            match b {
-                b'"' => self.in_string = true,
-                b'{' | b'[' => self.depth += 1,
-                b'}' | b']' => {
-                    self.depth = self.depth.saturating_sub(1);
-                    if self.depth == 0 {
-                        *self = JsonEnd::default();
-                        return Scan::Complete(i + 1);
-                    }
-                }
-                _ => {}
+                return verdict;
             }
         }
         self.scanned = buf.len();
         Scan::Incomplete
+    }
+
+    /// Takes byte `b` at position `i`; `Some` once the body is decided.
+    fn step(&mut self, b: u8, i: usize) -> Option<Scan> {
+        match self.lexeme {
+            Lexeme::String { key, escape } => {
+                let escape = match (escape, b) {
+                    (0, b'"') => {
+                        self.lexeme = Lexeme::None;
+                        self.next = if key { Next::Colon } else { Next::CommaOrEnd };
+                        return None;
+                    }
+                    (0, b'\\') => 1,
+                    (0, 0x20..) => 0,
+                    (1, b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => 0,
+                    (1, b'u') => 5,
+                    (2..=5, _) if b.is_ascii_hexdigit() => escape - 1 - u8::from(escape == 2),
+                    _ => return Some(Scan::Invalid(i)),
+                };
+                self.lexeme = Lexeme::String { key, escape };
+                return None;
+            }
+            Lexeme::Number(num) => match num.step(b) {
+                Some(num) => {
+                    self.lexeme = Lexeme::Number(num);
+                    return None;
+                }
+                None if num.complete() => {
+                    self.lexeme = Lexeme::None;
+                    self.next = Next::CommaOrEnd;
+                }
+                None => return Some(Scan::Invalid(i)),
+            },
+            Lexeme::Literal(rest) => {
+                if rest.first() != Some(&b) {
+                    return Some(Scan::Invalid(i));
+                }
+                self.lexeme = match &rest[1..] {
+                    [] => {
+                        self.next = Next::CommaOrEnd;
+                        Lexeme::None
+                    }
+                    more => Lexeme::Literal(more),
+                };
+                return None;
+            }
+            Lexeme::None => {}
+        }
+        if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            return None;
+        }
+        let in_object = self.objects & 1 == 1;
+        match (self.next, b) {
+            (Next::Body, b'{') => return self.open(true, i),
+            (Next::Body, _) => return Some(Scan::Invalid(i)),
+            (Next::ValueOrEnd, b']') | (Next::KeyOrEnd, b'}') => return self.close(i),
+            (Next::CommaOrEnd, b']') if !in_object => return self.close(i),
+            (Next::CommaOrEnd, b'}') if in_object => return self.close(i),
+            (Next::CommaOrEnd, b',') => {
+                self.next = if in_object { Next::Key } else { Next::Value };
+            }
+            (Next::Colon, b':') => self.next = Next::Value,
+            (Next::KeyOrEnd | Next::Key, b'"') => {
+                self.lexeme = Lexeme::String {
+                    key: true,
+                    escape: 0,
+                };
+            }
+            (Next::Value | Next::ValueOrEnd, _) => {
+                self.lexeme = match b {
+                    b'{' => return self.open(true, i),
+                    b'[' => return self.open(false, i),
+                    b'"' => Lexeme::String {
+                        key: false,
+                        escape: 0,
+                    },
+                    b'-' => Lexeme::Number(Num::Minus),
+                    b'0' => Lexeme::Number(Num::Zero),
+                    b'1'..=b'9' => Lexeme::Number(Num::Int),
+                    b't' => Lexeme::Literal(b"rue"),
+                    b'f' => Lexeme::Literal(b"alse"),
+                    b'n' => Lexeme::Literal(b"ull"),
+                    _ => return Some(Scan::Invalid(i)),
+                };
+            }
+            _ => return Some(Scan::Invalid(i)),
+        }
+        None
+    }
+
+    fn open(&mut self, object: bool, i: usize) -> Option<Scan> {
+        if self.depth == Self::MAX_DEPTH {
+            return Some(Scan::Invalid(i));
+        }
+        self.objects = (self.objects << 1) | u128::from(object);
+        self.depth += 1;
+        self.next = if object {
+            Next::KeyOrEnd
+        } else {
+            Next::ValueOrEnd
+        };
+        None
+    }
+
+    fn close(&mut self, i: usize) -> Option<Scan> {
+        self.objects >>= 1;
+        self.depth -= 1;
+        self.next = Next::CommaOrEnd;
+        (self.depth == 0).then_some(Scan::Complete(i + 1))
     }
 }
 
@@ -186,6 +365,9 @@ pub struct ServerCodec {
     splitter: Splitter,
     /// A `PUBLISH` frame was seen; its JSON body comes next.
     publish_pending: bool,
+    /// A `PUBLISH` body was refused before its end: the rest of it, up to
+    /// its terminator, is skipped.
+    skip_body: bool,
     /// How far the pending `PUBLISH` body has been scanned.
     body: JsonEnd,
 }
@@ -202,6 +384,7 @@ impl ServerCodec {
         Self {
             splitter: Splitter::new(CLIENT_TERMINATOR, max_frame),
             publish_pending: false,
+            skip_body: false,
             body: JsonEnd::default(),
         }
     }
@@ -213,8 +396,9 @@ impl ServerCodec {
 
     /// Decodes the body of a `PUBLISH`: one JSON object, complete as soon as
     /// its closing brace arrives. Markers, empty frames and whitespace before
-    /// it are skipped; a body that is not an object is read up to its
-    /// terminator (or the end of the stream) and rejected.
+    /// it are skipped; a body that is not an object, or whose bytes can never
+    /// become one, is rejected as soon as that shows, so a publisher that
+    /// waits for the close is answered at once.
     fn decode_publish_body(
         &mut self,
         buf: &mut BytesMut,
@@ -247,21 +431,15 @@ impl ServerCodec {
                     .closing())));
                 }
                 None => return Ok(None),
-                Some(b'{') => {}
-                Some(_) => {
-                    // Not an object: take it up to its terminator, as a
-                    // 2009 server would have, and reject it.
-                    let text = match self.splitter.next_frame(buf)? {
-                        Some(frame) => frame,
-                        None if eof => buf.split(),
-                        None => return Ok(None),
-                    };
-                    let text = String::from_utf8_lossy(&text).into_owned();
-                    return Ok(Some(self.publish_body(&text)));
-                }
+                Some(_) => {}
             }
         }
         match self.body.scan(buf) {
+            Scan::Complete(end) if end > self.splitter.max_frame => {
+                Err(CodecError::FrameTooLarge {
+                    max: self.splitter.max_frame,
+                })
+            }
             Scan::Complete(end) => {
                 let body = buf.split_to(end);
                 if buf.first() == Some(&CLIENT_TERMINATOR) {
@@ -279,6 +457,27 @@ impl ServerCodec {
                     "the PUBLISH body ended (0x00) before its JSON object was complete",
                 )
                 .closing())))
+            }
+            Scan::Invalid(at) => {
+                let byte = buf.get(at).copied().unwrap_or_default();
+                buf.advance(at);
+                self.skip_body = true;
+                self.publish_pending = false;
+                let reason = match (at, byte) {
+                    (0, _) => "publish body must be a JSON object".to_owned(),
+                    (_, b' '..=b'~') => format!(
+                        "the PUBLISH body can never become valid JSON: unexpected '{}' at byte {}",
+                        char::from(byte),
+                        at + 1
+                    ),
+                    _ => format!(
+                        "the PUBLISH body can never become valid JSON: unexpected byte 0x{byte:02x} at byte {}",
+                        at + 1
+                    ),
+                };
+                Ok(Some(Err(
+                    ProtocolError::new(ErrorCode::BadJson, reason).closing()
+                )))
             }
             Scan::Incomplete if buf.len() > self.splitter.max_frame => {
                 Err(CodecError::FrameTooLarge {
@@ -318,6 +517,18 @@ impl Decoder for ServerCodec {
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, CodecError> {
         loop {
+            if self.skip_body {
+                match memchr::memchr(CLIENT_TERMINATOR, buf) {
+                    Some(end) => {
+                        buf.advance(end + 1);
+                        self.skip_body = false;
+                    }
+                    None => {
+                        buf.clear();
+                        return Ok(None);
+                    }
+                }
+            }
             if self.publish_pending {
                 return self.decode_publish_body(buf, false);
             }
@@ -603,6 +814,118 @@ mod tests {
             codec.decode(&mut buf),
             Err(CodecError::FrameTooLarge { max: 16 })
         ));
+    }
+
+    /// What `serde_json` makes of `bytes`: `Some(true)` a value, `Some(false)`
+    /// a value that can never come, `None` one that needs more bytes.
+    fn serde_verdict(bytes: &[u8]) -> Option<bool> {
+        match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Ok(_) => Some(true),
+            Err(e) if e.is_eof() => None,
+            Err(_) => Some(false),
+        }
+    }
+
+    /// The scanner agrees with `serde_json` on every body made by changing
+    /// one byte of a valid one, and on every prefix of those.
+    #[test]
+    fn the_body_scanner_agrees_with_serde_json() {
+        let bodies: [&[u8]; 4] = [
+            br#"{"topic":"t","event":"e","message_id":"1","data":{"a":[1,-2.5e+3,0,true,false,null,"x\u00e9\"\n"],"b":{},"c":[]}}"#,
+            br#"{ "topic" : "t" , "data" : [ 0.5 , 1E9 , -0 , [ [ ] ] , { "k" : "v" } ] }"#,
+            b"{\"topic\":\"t\",\"data\":\"\xc3\xa9\"}",
+            br#"{"data":12e-3,"topic":"t"}"#,
+        ];
+        let alphabet = b"{}[]\":,0123-.eE+ tfnul\\/a\x01\x00\n";
+        let mut checked = 0;
+        for body in bodies {
+            assert_eq!(serde_verdict(body), Some(true));
+            for pos in 0..body.len() {
+                for &with in alphabet {
+                    let mut doc = body.to_vec();
+                    doc[pos] = with;
+                    for len in 1..=doc.len() {
+                        let doc = &doc[..len];
+                        let verdict = JsonEnd::default().scan(doc);
+                        if doc[0] == b'{' && serde_verdict(doc) == Some(true) {
+                            let Scan::Complete(end) = verdict else {
+                                panic!("{doc:?}: {verdict:?}");
+                            };
+                            assert!(doc[end..].iter().all(u8::is_ascii_whitespace), "{doc:?}");
+                        }
+                        match verdict {
+                            Scan::Complete(end) => {
+                                assert_eq!(serde_verdict(&doc[..end]), Some(true), "{doc:?}");
+                            }
+                            Scan::Cut(at) => assert_eq!(doc[at], 0),
+                            // Not an object (the codec skips the whitespace).
+                            Scan::Invalid(at) if doc[..at].iter().all(u8::is_ascii_whitespace) => {
+                                assert_ne!(doc[at], b'{');
+                            }
+                            Scan::Invalid(at) => {
+                                // serde_json reads a `\u` escape's four bytes
+                                // before it looks at them: give it four more.
+                                let more = [&doc[..=at], b"0000"].concat();
+                                assert_eq!(serde_verdict(&more), Some(false), "{doc:?} at {at}");
+                            }
+                            Scan::Incomplete => {
+                                // serde_json calls a number cut after `-`,
+                                // `.` or `e` invalid rather than unfinished.
+                                let digit = [doc, b"0"].concat();
+                                assert!(
+                                    serde_verdict(doc).is_none() || serde_verdict(&digit).is_none(),
+                                    "{doc:?}"
+                                );
+                            }
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 100_000, "{checked}");
+    }
+
+    #[test]
+    fn a_publish_body_that_can_never_be_json_is_answered_at_once() {
+        // Without a terminator or an end of stream: a publisher waiting for
+        // the close must not hang (P5).
+        for input in [
+            &b"PUBLISH\0[1,2]"[..],
+            b"PUBLISH\0\"abc\"",
+            b"PUBLISH\0nope",
+            b"PUBLISH\0{nope",
+            b"PUBLISH\0{\"topic\":\"p\",\"data\":[1}",
+            b"PUBLISH\0{\"topic\":\"p\",\"data\":01}",
+            b"PUBLISH\0{\"topic\":\"p\" \"data\":1",
+        ] {
+            let items = decode_open(input);
+            assert_eq!(items.len(), 1, "{input:?}");
+            let err = items[0].as_ref().unwrap_err();
+            assert_eq!(err.code, ErrorCode::BadJson, "{input:?}");
+            assert!(err.close, "{input:?}");
+        }
+        // Containers nested past serde_json's limit are refused as they come.
+        let mut deep = b"PUBLISH\0{\"topic\":\"p\",\"data\":".to_vec();
+        deep.extend_from_slice(&[b'['; 200]);
+        let mut codec = ServerCodec::new(1024);
+        let mut buf = BytesMut::from(&deep[..]);
+        assert!(matches!(codec.decode(&mut buf), Ok(Some(Err(e))) if e.code == ErrorCode::BadJson));
+    }
+
+    #[test]
+    fn a_publish_body_past_the_frame_limit_is_fatal_even_when_complete() {
+        // Complete within the read that crosses the limit.
+        let mut codec = ServerCodec::new(16);
+        let mut buf = BytesMut::from(&b"PUBLISH\0{\"topic\":\"xxxxxxxx\"}"[..]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(CodecError::FrameTooLarge { max: 16 })
+        ));
+        // Exactly the limit is fine.
+        let mut codec = ServerCodec::new(16);
+        let mut buf = BytesMut::from(&b"PUBLISH\0{\"topic\":\"xxxx\"}"[..]);
+        assert!(matches!(codec.decode(&mut buf), Ok(Some(Ok(_)))));
     }
 
     #[test]

@@ -440,6 +440,60 @@ async fn a_2009_publisher_that_waits_for_the_close_is_answered() {
     assert!(rest.ends_with(b"\x01"), "only the hello came back");
 }
 
+/// A one-shot publish whose body can never become a JSON object is answered
+/// as soon as that shows, without a terminator or a close from the publisher
+/// (P5), and publishes nothing.
+#[tokio::test]
+async fn a_publish_body_that_can_never_be_json_is_answered_without_waiting() {
+    let server = TestServer::start().await;
+    let mut c = Client::connect(server.addr()).await;
+    c.subscribe("old").await;
+    for body in [
+        &b"[1,2]"[..],
+        b"\"old\"",
+        b"{nope",
+        b"{\"topic\":\"old\",\"data\":[1}",
+        b"{\"topic\":\"old\",\"data\":01}",
+    ] {
+        let mut p = Client::connect(server.addr()).await;
+        p.send_raw(&[&b"PUBLISH\0"[..], body].concat()).await;
+        // No terminator and no close: the answer comes anyway.
+        let reason = p.expect_error("bad_json").await;
+        p.expect_closed().await;
+        assert!(!reason.is_empty(), "{body:?}");
+    }
+    let mut publisher = Client::connect(server.addr()).await;
+    publisher.publish_acked("old", "1", "\"after\"").await;
+    match c.recv().await {
+        ServerMessage::Delivery(d) => assert_eq!(d.data, "\"after\""),
+        other => panic!("expected the one good publish, got {other:?}"),
+    }
+}
+
+/// A one-shot publish body longer than max-frame is refused even when it
+/// completes within the read that crosses the limit (P1).
+#[tokio::test]
+async fn a_publish_body_past_max_frame_is_refused_even_when_complete() {
+    let server = TestServer::start_with(Config {
+        max_frame: 4096,
+        ..test_config()
+    })
+    .await;
+    let mut c = Client::connect(server.addr()).await;
+    c.subscribe("big").await;
+    let mut p = Client::connect(server.addr()).await;
+    let body = format!("{{\"topic\":\"big\",\"data\":\"{}\"}}", "y".repeat(4200));
+    p.send_raw(format!("PUBLISH\0{body}").as_bytes()).await;
+    p.expect_error("frame_too_large").await;
+    p.expect_closed().await;
+    let mut publisher = Client::connect(server.addr()).await;
+    publisher.publish_acked("big", "1", "\"small\"").await;
+    match c.recv().await {
+        ServerMessage::Delivery(d) => assert_eq!(d.data, "\"small\""),
+        other => panic!("expected only the small publish, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn a_refused_client_reads_its_error_even_if_it_sent_something() {
     let server = TestServer::start_with(Config {
