@@ -85,7 +85,7 @@ pub enum Command {
         #[arg(long, default_value = "")]
         prefix: String,
         /// Most topics listed.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, value_parser = at_least_one)]
         limit: usize,
         /// Order of the listing: name, published (most first) or subscribers (most first).
         #[arg(long, default_value_t = TopicSort::Name)]
@@ -99,7 +99,7 @@ pub enum Command {
         /// The topic name.
         name: String,
         /// Most subscribers listed.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, value_parser = at_least_one)]
         limit: usize,
         /// Start after this session token (the "next" of a previous page).
         #[arg(long, value_name = "TOKEN")]
@@ -114,13 +114,13 @@ pub enum Command {
         #[arg(long, value_name = "OFFSET")]
         since: Option<u64>,
         /// Most messages listed.
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 20, value_parser = at_least_one)]
         limit: usize,
     },
     /// List sessions (paginated by token).
     Sessions {
         /// Page size.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, value_parser = at_least_one)]
         limit: usize,
         /// Start after this token (the "next" of a previous page).
         #[arg(long, value_name = "TOKEN")]
@@ -208,4 +208,15 @@ pub enum Command {
         #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
         interval: f64,
     },
+}
+
+/// A count of at least 1 (`--limit`).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "expected a whole number of at least 1, got {text:?}"
+        )),
+    }
 }

@@ -84,6 +84,7 @@ pub struct Client {
     agent: ureq::Agent,
     base: String,
     token: Option<String>,
+    timeout: Duration,
 }
 
 /// Largest response read (a 10,000-session page is a few MB).
@@ -106,6 +107,7 @@ impl Client {
             agent,
             base,
             token: token.filter(|t| !t.is_empty()),
+            timeout,
         }
     }
 
@@ -115,7 +117,7 @@ impl Client {
     }
 
     fn unreachable(&self, reason: impl fmt::Display) -> ClientError {
-        let reason = match janus_client_port(&self.base) {
+        let reason = match janus_client_port(&self.base, self.timeout) {
             Some(addr) => format!(
                 "{addr} is a Janus client port (it sent a Janus hello, not an HTTP answer); \
                  the admin API is a different port, by default http://127.0.0.1:8082 \
@@ -123,9 +125,37 @@ impl Client {
             ),
             None => reason.to_string(),
         };
+        self.unreachable_because(reason)
+    }
+
+    fn unreachable_because(&self, reason: impl fmt::Display) -> ClientError {
         ClientError::Unreachable {
             target: format!("the admin API at {}", self.base),
-            reason,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// A request that got no HTTP answer. Only an answer that is not HTTP
+    /// at all may come from a Janus client port, so only then is the port
+    /// probed for a hello; a timeout or a refused connection is said as is.
+    fn no_answer(&self, e: &ureq::Error) -> ClientError {
+        match e {
+            ureq::Error::Timeout(_) => self.unreachable_because(format!(
+                "no answer within {} (--timeout)",
+                seconds(self.timeout)
+            )),
+            ureq::Error::Io(io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                self.unreachable_because(io)
+            }
+            ureq::Error::HostNotFound | ureq::Error::ConnectionFailed | ureq::Error::BadUri(_) => {
+                self.unreachable_because(describe(e))
+            }
+            _ => self.unreachable(describe(e)),
         }
     }
 
@@ -169,14 +199,17 @@ impl Client {
                 }
             }
         };
-        let mut response = result.map_err(|e| self.unreachable(describe(&e)))?;
+        let mut response = result.map_err(|e| self.no_answer(&e))?;
         let status = response.status();
         let text = response
             .body_mut()
             .with_config()
             .limit(MAX_BODY)
             .read_to_string()
-            .map_err(|e| self.unreachable(format!("reading the answer: {}", describe(&e))))?;
+            .map_err(|e| match e {
+                ureq::Error::Timeout(_) => self.no_answer(&e),
+                e => self.unreachable(format!("reading the answer: {}", describe(&e))),
+            })?;
         if status.is_success() {
             return Ok(text);
         }
@@ -184,13 +217,20 @@ impl Client {
             (401, _) => "wrong or missing admin token (--token or JANUS_ADMIN_TOKEN)".to_owned(),
             (_, Ok(body)) => format!("{}: {}", body.error, body.reason),
             _ => {
+                // The admin API explains every refusal in JSON: an answer
+                // without that comes from something else on that port.
                 let first = text.lines().next().unwrap_or("").trim();
                 let label = status.canonical_reason().unwrap_or("error");
-                if first.is_empty() {
-                    label.to_owned()
+                let answer = if first.is_empty() {
+                    format!("{} {label}", status.as_u16())
                 } else {
-                    format!("{label}: {first}")
-                }
+                    format!("{} {label}: {}", status.as_u16(), truncate(first, 80))
+                };
+                return Err(self.unreachable_because(format!(
+                    "the answer to {path} ({answer}) is not from a Janus admin API; check \
+                     --server (or JANUS_ADMIN_URL): the admin API is by default \
+                     http://127.0.0.1:8082"
+                )));
             }
         };
         Err(ClientError::Refused {
@@ -222,11 +262,11 @@ impl Client {
 ///
 /// An HTTP server says nothing until it gets a request, so one short read
 /// tells the two apart; this runs only after a request already failed.
-fn janus_client_port(base: &str) -> Option<String> {
+fn janus_client_port(base: &str, timeout: Duration) -> Option<String> {
     let authority = base.split_once("://").map_or(base, |(_, rest)| rest);
     let authority = authority.split(['/', '?']).next()?;
     let addr = authority.to_socket_addrs().ok()?.next()?;
-    let wait = Duration::from_secs(2);
+    let wait = timeout.clamp(Duration::from_millis(1), Duration::from_secs(2));
     let mut stream = TcpStream::connect_timeout(&addr, wait).ok()?;
     stream.set_read_timeout(Some(wait)).ok()?;
     let mut buf = [0u8; 128];
@@ -243,6 +283,23 @@ fn janus_client_port(base: &str) -> Option<String> {
     let hello = &buf[..len];
     (hello.starts_with(b"{\"timestamp\":[") && hello.windows(8).any(|w| w == b"\"token\":"))
         .then(|| authority.to_owned())
+}
+
+/// `d` as an operator writes it: "1 s", "2.5 s", "300 ms".
+fn seconds(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{} s", d.as_secs_f64())
+    }
+}
+
+/// At most `max` characters of `text`, with an ellipsis if cut.
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
 }
 
 /// A short description of a transport error.

@@ -83,11 +83,19 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             let (published, raw): (Published, _) = call(&client, "POST", "/publish", Some(&body))?;
             out.print(&raw, || {
                 let n = published.reached;
-                format!(
-                    "published to {}: reached {n} subscriber{}\n",
-                    published.topic,
-                    plural(n)
-                )
+                if published.cluster {
+                    format!(
+                        "published to {} through the cluster's broker: every node delivers it to \
+                         its own subscribers (a cluster gives no count)\n",
+                        published.topic
+                    )
+                } else {
+                    format!(
+                        "published to {}: reached {n} subscriber{}\n",
+                        published.topic,
+                        plural(n)
+                    )
+                }
             })
         }
         Command::Send {

@@ -14,11 +14,13 @@
 //! its own and keeps no state between runs.
 //!
 //! The agent obeys whoever connects, so listen on loopback or a private test
-//! network only.
+//! network only. SIGINT or SIGTERM ends it with one log line saying how many
+//! coordinators it was serving (their connections and workers end with it).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,6 +37,9 @@ const EXIT_GRACE: Duration = Duration::from_secs(5);
 /// When the address cannot be bound.
 pub fn run(listen: &str) -> anyhow::Result<()> {
     let _ = sys::raise_open_file_limit();
+    let serving = Arc::new(AtomicUsize::new(0));
+    // Before the address is printed: whoever reads it may signal at once.
+    watch_signals(Arc::clone(&serving))?;
     let listener = TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     {
@@ -48,9 +53,11 @@ pub fn run(listen: &str) -> anyhow::Result<()> {
         match conn {
             Ok(stream) => {
                 let exe = exe.clone();
+                let serving = Arc::clone(&serving);
                 let spawned = std::thread::Builder::new()
                     .name("relay".into())
                     .spawn(move || {
+                        serving.fetch_add(1, Ordering::Relaxed);
                         let peer = stream
                             .peer_addr()
                             .map_or_else(|_| "?".to_owned(), |a| a.to_string());
@@ -58,6 +65,7 @@ pub fn run(listen: &str) -> anyhow::Result<()> {
                             Ok(()) => eprintln!("janus-bot agent: coordinator {peer} done"),
                             Err(e) => eprintln!("janus-bot agent: coordinator {peer}: {e:#}"),
                         }
+                        serving.fetch_sub(1, Ordering::Relaxed);
                     });
                 if let Err(e) = spawned {
                     eprintln!("janus-bot agent: cannot start a relay thread: {e}");
@@ -70,6 +78,41 @@ pub fn run(listen: &str) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// Starts a thread that, on SIGINT or SIGTERM, logs one line and exits with
+/// 128 + the signal number. The handlers are in place when this returns.
+fn watch_signals(serving: Arc<AtomicUsize>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal watcher")?;
+    let (mut int, mut term) = {
+        let _context = runtime.enter();
+        (
+            signal(SignalKind::interrupt()).context("watching SIGINT")?,
+            signal(SignalKind::terminate()).context("watching SIGTERM")?,
+        )
+    };
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let (name, status) = runtime.block_on(async {
+                tokio::select! {
+                    _ = int.recv() => ("SIGINT", 130),
+                    _ = term.recv() => ("SIGTERM", 143),
+                }
+            });
+            let n = serving.load(Ordering::Relaxed);
+            eprintln!(
+                "janus-bot agent: stopping on {name}; {n} coordinator connection{} dropped",
+                if n == 1 { "" } else { "s" }
+            );
+            std::process::exit(status);
+        })
+        .context("starting the signal watcher")?;
     Ok(())
 }
 

@@ -7,9 +7,9 @@
 //! causes, on stderr, and the exit status says what kind of failure it was
 //! (see [`EXIT_CODES`]).
 
-use std::io::Write as _;
+use std::io::{Seek as _, Write as _};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -26,10 +26,11 @@ pub enum Transport {
     /// WebSocket (protocol X2).
     Ws,
 }
-use crate::coordinator::{self, RunConfig, Unreachable};
+use crate::coordinator::{self, RunConfig, Unreachable, Watch};
 use crate::plan;
 use crate::progress::ProgressMode;
 use crate::publisher::{self, PublishMode};
+use crate::sys;
 
 /// The exit statuses, as `--help` shows them.
 pub const EXIT_CODES: &str = "\
@@ -37,7 +38,9 @@ Exit status:
   0  success: every expected delivery arrived (run, churn, soak); the server took the message (publish)
   1  the operation ran and failed: deliveries missing, clients misbehaved, the server refused
   2  usage or configuration error (bad flags or values)
-  3  cannot connect to the server (target) or to an agent";
+  3  cannot connect to the server (target) or to an agent, or the target is not a Janus
+     server (it did not greet with a Janus hello: an HTTP port, say)
+  130, 143  interrupted by SIGINT (Ctrl-C) or SIGTERM: one line says what was measured";
 
 /// Load bot for Janus servers: swarms of subscribers, latency on one clock.
 #[derive(Debug, Parser)]
@@ -128,7 +131,7 @@ pub struct RunArgs {
     #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:8081")]
     pub target: Vec<String>,
     /// Agents (`janus-bot agent`) to run the clients on, HOST:PORT,
-    /// comma-separated. Without it, clients run in local worker processes.
+    /// comma-separated [default: none: clients run in local worker processes].
     #[arg(long, value_delimiter = ',')]
     pub agents: Vec<String>,
     /// Number of subscribing clients (in a soak: the canaries).
@@ -145,7 +148,8 @@ pub struct RunArgs {
     /// mod --topics).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub subscriptions: u32,
-    /// Number of messages to publish (churn and soak: --rate × --duration).
+    /// Number of messages to publish [default: 1; churn and soak: --rate ×
+    /// --duration, and this flag is ignored].
     #[arg(long, short = 'm', value_parser = clap::value_parser!(u32).range(1..))]
     pub messages: Option<u32>,
     /// Messages per second.
@@ -162,12 +166,13 @@ pub struct RunArgs {
     /// the server's queue for them fills quickly.
     #[arg(long, default_value_t = 4096)]
     pub never_read_rcvbuf: u32,
-    /// Local worker processes (default: one per 18,000 clients).
+    /// Local worker processes [default: one per 18,000 clients, or fewer
+    /// when the open-file limit is lower].
     #[arg(long)]
     pub workers: Option<u32>,
     /// Source addresses to bind clients to, e.g. 127.0.0.2-127.0.0.20
-    /// (default: the kernel's choice, extended to 127.0.0.2, 127.0.0.3, …
-    /// past 12,000 clients per loopback target).
+    /// [default: the kernel's choice, extended to 127.0.0.2, 127.0.0.3, …
+    /// past 12,000 clients per loopback target].
     #[arg(long)]
     pub source_ips: Option<String>,
     /// Limit for every wait: a client's connect + hello + ACK, each publish,
@@ -198,10 +203,12 @@ pub struct RunArgs {
     /// Publish key (protocol X4), for servers that require one.
     #[arg(long, env = "JANUS_PUBLISH_KEY", hide_env_values = true)]
     pub publish_key: Option<String>,
-    /// Write the report as JSON to this file.
+    /// Write the report as JSON to this file (checked before the run: its
+    /// directory must exist).
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Write an SVG plot (percentiles, and spans per message) to this file.
+    /// Write an SVG plot (percentiles, and fan-out per message) to this file
+    /// (checked before the run, like --json).
     #[arg(long)]
     pub plot: Option<PathBuf>,
     /// Progress display on stderr.
@@ -233,7 +240,8 @@ pub struct ChurnArgs {
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     pub settle: Duration,
     /// The server's process id, on this machine: its resident memory is
-    /// read at the start, after the warm-up and after the churn.
+    /// read at the start, after the warm-up and after the churn. It must
+    /// exist; a process that is not a janus-server gets a warning.
     #[arg(long)]
     pub server_pid: Option<u32>,
 }
@@ -252,7 +260,7 @@ pub struct ResumeArgs {
     pub away: Duration,
     /// Where resuming clients reconnect (HOST:PORT): another node of the
     /// same cluster, to measure resuming on a node other than the one the
-    /// client left (docs/scaling.md). By default, the server they left.
+    /// client left (docs/scaling.md) [default: the server they left].
     #[arg(long, value_name = "HOST:PORT")]
     pub resume_target: Option<String>,
 }
@@ -504,6 +512,16 @@ pub fn churn_config(
     if duration.is_zero() {
         return Err(Usage(anyhow::anyhow!("--duration must be positive")).into());
     }
+    if let Some(pid) = args.server_pid {
+        if let Err(e) = sys::process_name(pid) {
+            let why = if e.kind() == std::io::ErrorKind::NotFound {
+                "no such process on this machine".to_owned()
+            } else {
+                format!("cannot read /proc/{pid}/comm: {e}")
+            };
+            return Err(Usage(anyhow::anyhow!("--server-pid {pid}: {why}")).into());
+        }
+    }
     let mut cfg = run_config(&args.run, Some(duration))?;
     cfg.activity = Activity {
         churners: args.churners,
@@ -566,22 +584,194 @@ pub fn soak_config(args: &SoakArgs) -> anyhow::Result<RunConfig> {
     Ok(cfg)
 }
 
+/// The warning for a `--server-pid` that is not a janus-server, if it is not.
+pub fn server_pid_warning(pid: u32) -> Option<String> {
+    let name = sys::process_name(pid).ok()?;
+    (name != sys::SERVER_PROCESS_NAME).then(|| {
+        format!(
+            "janus-bot: warning: --server-pid {pid} is {name:?}, not a {}: \
+             its memory is reported as the server's all the same",
+            sys::SERVER_PROCESS_NAME
+        )
+    })
+}
+
+/// An output file named by a flag (`--json`, `--plot`), opened before the
+/// run so that a path that cannot be written fails at once (exit 2), not
+/// after a long measurement whose result would be lost.
+#[derive(Debug)]
+struct Output {
+    flag: &'static str,
+    path: PathBuf,
+    file: std::fs::File,
+    /// It did not exist before: removed again if nothing is written to it.
+    created: bool,
+}
+
+impl Output {
+    /// Opens (creates) `path` for writing, without truncating it yet.
+    fn open(flag: &'static str, path: &Path) -> anyhow::Result<Output> {
+        let bad = |why: String| -> anyhow::Error {
+            Usage(anyhow::anyhow!("{flag} {}: {why}", path.display())).into()
+        };
+        if path.as_os_str().is_empty() {
+            return Err(Usage(anyhow::anyhow!("{flag} needs a file name")).into());
+        }
+        if path.is_dir() {
+            return Err(bad("is a directory".to_owned()));
+        }
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            return Err(bad(format!(
+                "the directory {} does not exist",
+                dir.display()
+            )));
+        }
+        let created = path.symlink_metadata().is_err();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| bad(format!("cannot write to it: {e}")))?;
+        Ok(Output {
+            flag,
+            path: path.to_owned(),
+            file,
+            created,
+        })
+    }
+
+    /// Replaces the file's content with `bytes`.
+    fn write(mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        let path = self.path.display().to_string();
+        // A regular file is truncated now; a pipe or /dev/stdout cannot be.
+        if self.file.metadata().is_ok_and(|m| m.is_file()) {
+            self.file
+                .set_len(0)
+                .and_then(|()| self.file.rewind())
+                .with_context(|| format!("{} {path}: truncating", self.flag))?;
+        }
+        self.file
+            .write_all(bytes)
+            .and_then(|()| self.file.flush())
+            .with_context(|| format!("{} {path}: writing", self.flag))
+    }
+
+    /// Gives up on the file: one this run created is removed.
+    fn discard(self) {
+        if self.created {
+            drop(self.file);
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The output files of a run.
+#[derive(Debug)]
+struct Outputs {
+    json: Option<Output>,
+    plot: Option<Output>,
+}
+
+impl Outputs {
+    fn open(args: &RunArgs) -> anyhow::Result<Outputs> {
+        let json = args
+            .json
+            .as_deref()
+            .map(|p| Output::open("--json", p))
+            .transpose()?;
+        let plot = match args.plot.as_deref().map(|p| Output::open("--plot", p)) {
+            Some(Err(e)) => {
+                if let Some(j) = json {
+                    j.discard();
+                }
+                return Err(e);
+            }
+            other => other.transpose()?,
+        };
+        Ok(Outputs { json, plot })
+    }
+
+    fn discard(self) {
+        for o in [self.json, self.plot].into_iter().flatten() {
+            o.discard();
+        }
+    }
+}
+
+/// A signal that ended a run early, and the exit status it gives.
+#[derive(Debug, Clone, Copy)]
+struct Interrupt {
+    name: &'static str,
+    status: u8,
+}
+
+/// Waits for SIGINT (Ctrl-C) or SIGTERM; never returns if they cannot be
+/// watched.
+async fn interrupted() -> Interrupt {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => Interrupt { name: "SIGINT (Ctrl-C)", status: 130 },
+            _ = term.recv() => Interrupt { name: "SIGTERM", status: 143 },
+        },
+        _ => std::future::pending().await,
+    }
+}
+
 /// Runs a measurement and writes its report; 0 when every expected
-/// delivery arrived, 1 otherwise.
+/// delivery arrived, 1 otherwise, 128 + the signal when interrupted.
 fn measure(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<u8> {
-    let report = runtime()?.block_on(coordinator::run(cfg))?;
+    // Before anything is connected: a bad output path fails now.
+    let outputs = Outputs::open(args)?;
+    if let Some(warning) = cfg.server_pid.and_then(server_pid_warning) {
+        eprintln!("{warning}");
+    }
+    let watch = Watch::default();
+    let outcome = runtime().map(|rt| {
+        rt.block_on(async {
+            tokio::select! {
+                biased;
+                signal = interrupted() => Err(signal),
+                report = coordinator::run_watched(cfg, &watch) => Ok(report),
+            }
+        })
+    });
+    let report = match outcome {
+        Ok(Ok(Ok(report))) => report,
+        Ok(Err(signal)) => {
+            outputs.discard();
+            eprintln!(
+                "janus-bot: interrupted by {} {}; no report written",
+                signal.name,
+                watch.snapshot().describe()
+            );
+            return Ok(signal.status);
+        }
+        Ok(Ok(Err(e))) | Err(e) => {
+            outputs.discard();
+            return Err(e);
+        }
+    };
     let mut text = Vec::new();
     report.render(&mut text).context("rendering the report")?;
     // A closed stdout (e.g. `| head`) must not hide the exit status.
     let _ = std::io::stdout().lock().write_all(&text);
-    if let Some(path) = &args.json {
-        std::fs::write(path, report.to_json() + "\n")
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    if let Some(path) = &args.plot {
-        std::fs::write(path, report.to_svg())
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    let json = outputs
+        .json
+        .map(|out| out.write((report.to_json() + "\n").as_bytes()));
+    let plot = outputs
+        .plot
+        .map(|out| out.write(report.to_svg().as_bytes()));
+    json.transpose()?;
+    plot.transpose()?;
     Ok(if report.success { 0 } else { 1 })
 }
 

@@ -31,6 +31,7 @@ use crate::clock::{ClockOffset, Probe};
 use crate::control::{topic_name, Activity, Command, ErrorCount, Event, Progress, Results, Setup};
 use crate::link::{Inbox, Link, LinkEvent};
 use crate::plan::{self, Place, PER_WORKER};
+use crate::probe;
 use crate::progress::{Display, ProgressMode};
 use crate::publisher::{self, Outcome, Persistent, PublishMode};
 use crate::report::{self, RunReport, ServerRss};
@@ -55,6 +56,65 @@ const RSS_EVERY: Duration = Duration::from_millis(250);
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Unreachable(pub String);
+
+/// Where a run has got to, kept up to date as it goes, so that an
+/// interrupted run can say what it had measured (see [`run_watched`]).
+#[derive(Debug, Default)]
+pub struct Watch(std::sync::Mutex<Snapshot>);
+
+/// A run's progress at one moment.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// What it was doing ("setting up clients", "publishing", …).
+    pub phase: &'static str,
+    /// Clients asked for.
+    pub clients: u64,
+    /// Clients subscribed so far.
+    pub subscribed: u64,
+    /// Messages to publish.
+    pub messages: u32,
+    /// Messages published so far.
+    pub sent: u32,
+    /// Deliveries expected in all.
+    pub expected: u64,
+    /// Deliveries received so far.
+    pub received: u64,
+}
+
+impl Watch {
+    fn update(&self, f: impl FnOnce(&mut Snapshot)) {
+        if let Ok(mut s) = self.0.lock() {
+            f(&mut s);
+        }
+    }
+
+    /// The latest snapshot.
+    pub fn snapshot(&self) -> Snapshot {
+        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Snapshot {
+    /// One line: the phase and the counts so far.
+    pub fn describe(&self) -> String {
+        let phase = if self.phase.is_empty() {
+            "starting"
+        } else {
+            self.phase
+        };
+        let mut line = format!(
+            "while {phase}: {} of {} clients subscribed",
+            self.subscribed, self.clients
+        );
+        if self.sent > 0 || self.received > 0 {
+            line.push_str(&format!(
+                ", {} of {} messages published, {} of {} deliveries received",
+                self.sent, self.messages, self.received, self.expected
+            ));
+        }
+        line
+    }
+}
 
 /// Everything a run needs, validated.
 #[derive(Debug, Clone)]
@@ -241,9 +301,27 @@ fn server_rss_mib(cfg: &RunConfig) -> anyhow::Result<Option<f64>> {
 /// not even connect), a wait timed out. A run that completes with missing
 /// deliveries is not an error; see [`RunReport::success`].
 pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
+    run_watched(cfg, &Watch::default()).await
+}
+
+/// [`run`], keeping `watch` up to date as it goes.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_watched(cfg: &RunConfig, watch: &Watch) -> anyhow::Result<RunReport> {
+    watch.update(|s| {
+        *s = Snapshot {
+            phase: "starting workers",
+            clients: cfg.clients,
+            messages: cfg.messages,
+            expected: cfg.expected_deliveries(),
+            ..Snapshot::default()
+        }
+    });
     let started = Instant::now();
     let cpu_start = sys::cpu_time();
     let rss_start = server_rss_mib(cfg)?;
+    let server_process = cfg.server_pid.and_then(|pid| sys::process_name(pid).ok());
     let limit = sys::raise_open_file_limit().unwrap_or(1024);
     let per_worker = if cfg.agents.is_empty() {
         PER_WORKER.min(limit.saturating_sub(RESERVED_FDS)).max(1)
@@ -331,18 +409,23 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
         silence,
         tick: tokio::time::interval(Duration::from_millis(250)),
     };
+    watch.update(|s| s.phase = "setting up clients");
     while !swarm.states.iter().all(|s| s.ready) {
         let soon = tokio::time::Instant::now() + Duration::from_millis(250);
         swarm
             .until(soon, "during setup", |s| s.iter().all(|s| s.ready))
             .await?;
-        display.setup(&total(&swarm.states), cfg.clients);
+        let t = total(&swarm.states);
+        display.setup(&t, cfg.clients);
+        watch.update(|s| s.subscribed = u64::from(t.subscribed));
     }
     let setup_s = setup_started.elapsed().as_secs_f64();
     display.setup(&total(&swarm.states), cfg.clients);
     let setup_errors = merge_errors(swarm.states.iter().flat_map(|s| s.setup_errors.iter()));
-    check_barrier(cfg, &swarm.states, &setup_errors)?;
+    watch.update(|s| s.phase = "checking the barrier");
+    check_barrier(cfg, &swarm.states, &setup_errors).await?;
     let subscribed = u64::from(total(&swarm.states).subscribed);
+    watch.update(|s| s.subscribed = subscribed);
     display.note(&format!(
         "barrier: {subscribed} of {} clients subscribed in {setup_s:.2} s",
         cfg.clients
@@ -351,6 +434,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
     // Warm-up and the memory reference.
     let background = cfg.activity.clients() > 0;
     if background && !cfg.warmup.is_zero() {
+        watch.update(|s| s.phase = "warming up");
         display.note(&format!(
             "warm-up: {} background clients for {}",
             cfg.activity.clients(),
@@ -369,6 +453,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
         swarm.broadcast(&Command::Activity { on: true }).await?;
     }
     display.note("publishing");
+    watch.update(|s| s.phase = "publishing");
 
     // Publishing and delivery.
     let cpu_barrier = sys::cpu_time();
@@ -453,12 +538,17 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
         }
         let t = total(&swarm.states);
         display.deliveries(sent, cfg.messages, t.received, expected, t.disconnected);
+        watch.update(|s| {
+            s.sent = sent;
+            s.received = t.received;
+        });
     }
     display.finish();
 
     // The background stops; the server's memory should come back.
     let mut rss_end = None;
     if background {
+        watch.update(|s| s.phase = "stopping the background clients");
         swarm.stop_activity(cfg.timeout).await?;
         if let Some(reference) = rss_reference {
             let end = tokio::time::Instant::now() + cfg.settle;
@@ -479,6 +569,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
     }
 
     // Collection.
+    watch.update(|s| s.phase = "collecting the results");
     swarm.broadcast(&Command::Finish).await?;
     // Never-reading clients are read before the results (up to 30 s).
     let drain = if cfg.never_read > 0 {
@@ -529,6 +620,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
         ),
         server_rss: cfg.server_pid.map(|pid| ServerRss {
             pid,
+            process: server_process,
             start_mib: rss_start.unwrap_or(0.0),
             reference_mib: rss_reference.unwrap_or(0.0),
             end_mib: rss_end,
@@ -669,7 +761,12 @@ pub(crate) fn merge_errors<'a>(errors: impl Iterator<Item = &'a ErrorCount>) -> 
 
 /// Refuses to publish when some target has no subscribed client at all:
 /// that is a run that could not be made, not a measurement.
-fn check_barrier(
+///
+/// A target counts as unreachable (exit status 3) when no client could
+/// connect to it, or when they connected but none got a Janus hello: then
+/// it is not the service asked for, and a probe connection
+/// ([`probe::probe`]) says what it is instead (an HTTP port, say).
+async fn check_barrier(
     cfg: &RunConfig,
     states: &[LinkState],
     errors: &[ErrorCount],
@@ -690,19 +787,23 @@ fn check_barrier(
     if dead.is_empty() {
         return Ok(());
     }
-    // Nobody could even connect: the target is unreachable (exit status 3).
-    let unreachable = errors
-        .iter()
-        .filter(|e| dead.contains(&usize::from(e.target)))
-        .all(|e| e.phase == "connect");
+    let websocket = !cfg.ws_targets.is_empty();
+    let mut unreachable = true;
     let mut msg = String::new();
     for t in dead {
-        let target = cfg.targets[t];
-        let why: Vec<String> = errors
+        // The address the subscribers connected to.
+        let target = cfg.ws_targets.get(t).copied().unwrap_or(cfg.targets[t]);
+        let mine: Vec<&ErrorCount> = errors
             .iter()
             .filter(|e| usize::from(e.target) == t)
+            .collect();
+        let why: Vec<String> = mine
+            .iter()
             .take(3)
-            .map(|e| format!("{} clients: {} ({})", e.count, e.error, e.phase))
+            .map(|e| match e.phase.as_str() {
+                "hello" => format!("{} clients: {}", e.count, e.error),
+                phase => format!("{} clients: {} ({phase})", e.count, e.error),
+            })
             .collect();
         let why = if why.is_empty() {
             "no reason recorded".to_owned()
@@ -712,7 +813,36 @@ fn check_barrier(
         if !msg.is_empty() {
             msg.push_str("; ");
         }
-        msg.push_str(&format!("no client could subscribe to {target}: {why}"));
+        // Nobody could even connect: unreachable.
+        let refused = mine.iter().all(|e| e.phase == "connect");
+        // They connected, and no Janus hello came: not a Janus server.
+        let no_hello = mine.iter().any(|e| e.phase == "hello")
+            && mine
+                .iter()
+                .all(|e| e.phase == "connect" || e.phase == "hello");
+        if no_hello {
+            let greeting = probe::probe(target, cfg.timeout.min(Duration::from_secs(5))).await;
+            if greeting.is_janus(websocket) {
+                unreachable = false;
+                msg.push_str(&format!(
+                    "no client could subscribe to {target}: {why}; {}",
+                    greeting.explain(websocket)
+                ));
+            } else {
+                let lead = if websocket {
+                    "did not answer like a Janus WebSocket port"
+                } else {
+                    "did not greet like a Janus server"
+                };
+                msg.push_str(&format!(
+                    "{target} {lead} ({why}); {}",
+                    greeting.explain(websocket)
+                ));
+            }
+        } else {
+            unreachable &= refused;
+            msg.push_str(&format!("no client could subscribe to {target}: {why}"));
+        }
     }
     if unreachable {
         Err(anyhow::Error::new(Unreachable(msg))).context("setup failed")

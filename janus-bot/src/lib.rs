@@ -25,7 +25,9 @@
 //! sequence and each message's latencies ([`tally`]); the same loop runs
 //! the background clients of `churn` and `soak` in cycles. The
 //! coordinator publishes ([`publisher`]), tells the workers each send
-//! instant, and merges their results into a [`report::RunReport`].
+//! instant, and merges their results into a [`report::RunReport`]. A
+//! target none of whose clients got a Janus hello is probed ([`probe`]) to
+//! say what it is instead (an HTTP port, say).
 //!
 //! # One clock
 //!
@@ -48,6 +50,7 @@ pub mod coordinator;
 pub mod frame;
 pub mod link;
 pub mod plan;
+pub mod probe;
 pub mod progress;
 pub mod publisher;
 pub mod report;
@@ -55,5 +58,5 @@ pub mod sys;
 pub mod tally;
 pub mod worker;
 
-pub use coordinator::{run, RunConfig};
+pub use coordinator::{run, run_watched, RunConfig, Watch};
 pub use report::RunReport;

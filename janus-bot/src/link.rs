@@ -67,6 +67,10 @@ impl Link {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
+            // A group of its own: Ctrl-C at the terminal reaches the
+            // coordinator alone, which says what it had measured and then
+            // kills its workers (a worker also exits when its stdin closes).
+            .process_group(0)
             .spawn()
             .with_context(|| format!("starting worker process {}", exe.display()))?;
         let name = format!("worker {}", index + 1);

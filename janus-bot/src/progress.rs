@@ -165,3 +165,15 @@ impl Display {
         }
     }
 }
+
+impl Drop for Display {
+    /// A run that ends early (an error, Ctrl-C) leaves no half-drawn bar
+    /// under the line that says why.
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            if !bar.is_finished() {
+                bar.finish_and_clear();
+            }
+        }
+    }
+}

@@ -4,11 +4,23 @@
 //! The JSON is a superset of a `janus-histo` report (it has `title`,
 //! `histogram` and `spans`), so `janus-histo show run.json` and
 //! `janus-histo merge` read it as they are.
+//!
+//! Per message, two times are reported under distinct names, the same in
+//! this report, in `janus-histo show` and in the plot:
+//!
+//! - the **fan-out span**, publish → last subscriber (the 2009 goal):
+//!   `span_ms` (summary over the messages) and `spans[].max_ms`;
+//! - the **spread**, first → last subscriber: `spread_ms` (summary, added
+//!   later) and `spans[].span_ms` (a name kept for older readers, meaning
+//!   what it always meant).
 
 use std::io::{self, Write};
 use std::time::Duration;
 
-use janus_histo::{format_millis, Recorder, Report, SpanPoint, SpanSeries, Summary, TextOptions};
+use janus_histo::{
+    format_millis, Recorder, Report, SpanPoint, SpanSeries, Summary, TextOptions, FANOUT_LABEL,
+    SPREAD_LABEL,
+};
 use serde::Serialize;
 use serde_json::json;
 
@@ -57,10 +69,13 @@ pub struct Input<'a> {
 }
 
 /// Resident memory of the server process named by `--server-pid`, MiB.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ServerRss {
     /// Its pid.
     pub pid: u32,
+    /// Its process name (`/proc/PID/comm`), `janus-server` unless the pid
+    /// was wrong.
+    pub process: Option<String>,
     /// Before any client connected.
     pub start_mib: f64,
     /// With every subscriber connected, after the warm-up (if any): the
@@ -161,7 +176,8 @@ pub struct Cpu {
 /// A client error, with the target by address.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClientError {
-    /// `connect`, `handshake` or `run`.
+    /// `connect`, `hello` (connected, no Janus hello), `handshake` (the
+    /// subscribe), `resume` or `run`.
     pub phase: String,
     /// The server.
     pub target: String,
@@ -241,12 +257,14 @@ pub struct RunReport {
     pub latency_method: String,
     /// Latency of every distinct delivery.
     pub latency_ms: Summary,
-    /// Per message, publish → last subscriber.
+    /// The fan-out span: per message, publish → last subscriber.
     pub span_ms: Summary,
+    /// The spread: per message, first → last subscriber.
+    pub spread_ms: Summary,
     /// Latency histogram (janus-histo serialized form, µs).
     pub histogram: Recorder,
-    /// Per message: first → last delivery (`span_ms`) and publish → last
-    /// subscriber (`max_ms`).
+    /// Per message: the spread, first → last subscriber (`span_ms`), and the
+    /// fan-out span, publish → last subscriber (`max_ms`).
     pub spans: SpanSeries,
     /// Publish failures, grouped.
     pub publish_errors: Vec<String>,
@@ -321,12 +339,10 @@ pub fn build(input: Input<'_>) -> RunReport {
 
     let first_send = input.send_times.iter().flatten().min().copied();
     let mut spans = SpanSeries::new();
-    let mut span_hist = Recorder::new();
     for (seq, stat) in per_message.iter().enumerate() {
         if stat.count == 0 {
             continue;
         }
-        span_hist.record_micros(u64::try_from(stat.last_ns / 1000).unwrap_or(0));
         let at_s = match (input.send_times.get(seq).copied().flatten(), first_send) {
             (Some(t), Some(t0)) => Some((t - t0) as f64 / 1e9),
             _ => None,
@@ -427,7 +443,10 @@ pub fn build(input: Input<'_>) -> RunReport {
         timed_out: input.timed_out,
         latency_method,
         latency_ms: histogram.summary(),
-        span_ms: span_hist.summary(),
+        // Exact, from the same per-message values as `spans`, so that
+        // `janus-histo show` of this report prints the same figures.
+        span_ms: Summary::of_values(spans.points.iter().filter_map(|p| p.max_ms)),
+        spread_ms: Summary::of_values(spans.points.iter().map(|p| p.span_ms)),
         histogram,
         spans,
         publish_errors: input
@@ -594,14 +613,22 @@ impl RunReport {
             )?;
         }
         writeln!(out)?;
-        janus_histo::render_text(&self.histo_report(), &TextOptions::default(), out)
+        // The per-message figures follow, with min and p99 as well.
+        let mut latencies = self.histo_report();
+        latencies.spans = None;
+        janus_histo::render_text(&latencies, &TextOptions::default(), out)
             .map_err(io::Error::other)?;
         writeln!(out)?;
-        let s = &self.span_ms;
-        if s.count > 0 {
+        for (label, s) in [
+            (FANOUT_LABEL, &self.span_ms),
+            (SPREAD_LABEL, &self.spread_ms),
+        ] {
+            if s.count == 0 {
+                continue;
+            }
             writeln!(
                 out,
-                "fan-out span (publish → last subscriber) over {} message{}: min {}, p50 {}, p99 {}, max {}",
+                "{label} over {} message{}: min {}, p50 {}, p99 {}, max {}",
                 s.count,
                 if s.count == 1 { "" } else { "s" },
                 format_millis(s.min),
@@ -686,9 +713,13 @@ impl RunReport {
                     m.growth_percent().unwrap_or(0.0)
                 )
             });
+            let process = match m.process.as_deref() {
+                Some(crate::sys::SERVER_PROCESS_NAME) | None => String::new(),
+                Some(other) => format!(", {other:?}: not a janus-server"),
+            };
             writeln!(
                 out,
-                "server memory (pid {}): {:.1} MiB at the start, {:.1} MiB with every subscriber{}",
+                "server memory (pid {}{process}): {:.1} MiB at the start, {:.1} MiB with every subscriber{}",
                 m.pid, m.start_mib, m.reference_mib, end
             )?;
         }

@@ -77,6 +77,23 @@ pub fn rss_kib(pid: u32) -> io::Result<u64> {
         .ok_or_else(|| io::Error::other(format!("no VmRSS in /proc/{pid}/status")))
 }
 
+/// The name of process `pid` on this machine (`/proc/PID/comm`: the
+/// executable's name, at most 15 bytes).
+///
+/// # Errors
+/// [`io::ErrorKind::NotFound`] when there is no such process; other errors
+/// when `/proc` cannot be read (not Linux).
+pub fn process_name(pid: u32) -> io::Result<String> {
+    if pid == 0 {
+        return Err(io::Error::new(io::ErrorKind::NotFound, "pid 0"));
+    }
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))?;
+    Ok(comm.trim_end_matches('\n').to_owned())
+}
+
+/// The name a Janus server process has (`/proc/PID/comm`).
+pub const SERVER_PROCESS_NAME: &str = "janus-server";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +134,15 @@ mod tests {
     fn own_memory_is_readable() {
         assert!(rss_kib(std::process::id()).unwrap() > 0);
         assert!(rss_kib(u32::MAX).is_err());
+    }
+
+    #[test]
+    fn process_names_are_read() {
+        let own = process_name(std::process::id()).unwrap();
+        assert!(!own.is_empty() && !own.ends_with('\n'), "{own:?}");
+        let gone = process_name(u32::MAX).unwrap_err();
+        assert_eq!(gone.kind(), io::ErrorKind::NotFound);
+        assert_eq!(process_name(0).unwrap_err().kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

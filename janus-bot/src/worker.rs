@@ -253,10 +253,14 @@ impl State {
         )
     }
 
+    /// The phase a failure in this state is reported in: `connect`, `hello`
+    /// (connected, but no Janus hello: the coordinator reads it as "not a
+    /// Janus server"), `handshake` (the subscribe) or `run`.
     fn phase(self) -> &'static str {
         match self {
             State::Waiting | State::Idle | State::Connecting => "connect",
-            State::AwaitHello | State::AwaitAck => "handshake",
+            State::AwaitHello => "hello",
+            State::AwaitAck => "handshake",
             _ => "run",
         }
     }
@@ -712,11 +716,11 @@ impl Swarm {
                 break;
             }
             let what = match conn.state {
-                State::Connecting => "timed out connecting",
-                State::AwaitHello => "timed out waiting for the hello",
-                _ => "timed out waiting for the subscribe ACK",
+                State::Connecting => "timed out connecting".to_owned(),
+                State::AwaitHello => no_hello(conn, "timed out waiting for the hello"),
+                _ => "timed out waiting for the subscribe ACK".to_owned(),
             };
-            self.fail(idx, what.to_owned());
+            self.fail(idx, what);
             self.inflight.pop_front();
         }
     }
@@ -781,7 +785,13 @@ impl Swarm {
         while let Some(stream) = self.conns[idx].stream.as_mut() {
             match stream.read(&mut scratch) {
                 Ok(0) => {
-                    self.fail(idx, "connection closed by the server".to_owned());
+                    let conn = &self.conns[idx];
+                    let why = if conn.state == State::AwaitHello {
+                        no_hello(conn, "connection closed by the server before its hello")
+                    } else {
+                        "connection closed by the server".to_owned()
+                    };
+                    self.fail(idx, why);
                     break;
                 }
                 Ok(n) => {
@@ -967,7 +977,10 @@ impl Swarm {
                 true
             }
             Ok(ServerMessage::Error { code, reason, .. }) => {
-                self.fail(idx, format!("server error {code}: {reason}"));
+                // An error frame instead of the hello is still a Janus
+                // server talking (e.g. full): not a "hello" failure.
+                let phase = (state == State::AwaitHello).then_some("handshake");
+                self.fail_as(idx, format!("server error {code}: {reason}"), phase);
                 false
             }
             _ if role.background() || state == State::Draining => true,
@@ -1235,6 +1248,11 @@ impl Swarm {
     /// Records why client `idx` failed (or, for a background client, that
     /// its connection ended) and closes its connection.
     fn fail(&mut self, idx: usize, why: String) {
+        self.fail_as(idx, why, None);
+    }
+
+    /// As [`Swarm::fail`], reported in `phase` rather than its state's.
+    fn fail_as(&mut self, idx: usize, why: String, phase: Option<&'static str>) {
         let now = sys::monotonic_ns();
         let conn = &mut self.conns[idx];
         if conn.role.background() {
@@ -1287,7 +1305,7 @@ impl Swarm {
             conn.partial = None;
             return;
         }
-        let phase = conn.state.phase();
+        let phase = phase.unwrap_or_else(|| conn.state.phase());
         match conn.state {
             State::Waiting | State::Connecting | State::AwaitHello | State::AwaitAck => {
                 if conn.state != State::Waiting {
@@ -1727,6 +1745,37 @@ fn describe_connect_error(e: &io::Error, source: Option<IpAddr>) -> String {
 }
 
 /// A frame for an error message: lossy text, at most 100 characters.
+/// Why a client waiting for its hello got none, `what` plus what the peer
+/// sent instead, if anything (an HTTP answer says the port is an HTTP one).
+fn no_hello(conn: &Conn, what: &str) -> String {
+    let sent = conn
+        .partial
+        .as_deref()
+        .or_else(|| conn.ws.as_ref().map(|ws| &ws.buf[..]))
+        .filter(|b| !b.is_empty());
+    match sent {
+        Some(b) if b.starts_with(b"HTTP/") && !conn.websocket => {
+            let line = b.split(|&c| c == b'\r' || c == b'\n').next().unwrap_or(b);
+            format!("{what}; it answered in HTTP ({}) instead", show(line))
+        }
+        // A WebSocket client at a plain TCP client port.
+        Some(b) if conn.websocket && looks_like_hello(b) => {
+            format!("{what}; it sent a Janus hello, not a WebSocket handshake answer")
+        }
+        Some(b) => format!("{what}; it sent {} instead", show(b)),
+        None => what.to_owned(),
+    }
+}
+
+/// Whether `bytes` start with a whole Janus hello frame.
+fn looks_like_hello(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .position(|&b| b == janus_core::SERVER_TERMINATOR)
+        .and_then(|end| std::str::from_utf8(&bytes[..end]).ok())
+        .is_some_and(|f| matches!(ServerMessage::parse(f), Ok(ServerMessage::Hello { .. })))
+}
+
 fn show(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     format!("{:?}", shorten(&text))

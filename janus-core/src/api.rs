@@ -448,8 +448,13 @@ pub struct SessionPage {
 pub struct Published {
     /// The topic published to.
     pub topic: String,
-    /// Local subscribers the message was queued for.
+    /// Local subscribers the message was queued for (0 in a cluster).
     pub reached: u64,
+    /// The server is in a cluster: the message went through the broker and
+    /// every node delivers it to its own subscribers, so `reached` counts
+    /// none of them.
+    #[serde(default)]
+    pub cluster: bool,
 }
 
 /// The answer to `POST /sessions/{token}/send`.

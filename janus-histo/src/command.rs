@@ -44,12 +44,18 @@ pub struct MergeConfig {
 ///
 /// # Errors
 ///
-/// [`HistoError::NoInputs`], or a [`HistoError::File`] naming the file that
+/// [`HistoError::NoInputs`]; [`HistoError::Output`], before anything is
+/// read, when a plot could not be written; a [`HistoError::File`] naming the file that
 /// could not be read, parsed or written; [`HistoError::Io`] when writing to
 /// `out` fails.
 pub fn show(config: &ShowConfig, out: &mut impl Write) -> Result<Vec<PathBuf>, HistoError> {
     if config.files.is_empty() {
         return Err(HistoError::NoInputs);
+    }
+    if let Some(plot) = &config.plot {
+        for i in 0..config.files.len() {
+            check_output("--plot", &numbered(plot, i, config.files.len()))?;
+        }
     }
     let options = TextOptions {
         bucket: config.bucket,
@@ -88,6 +94,12 @@ pub fn merge(
 ) -> Result<(Report, Vec<PathBuf>), HistoError> {
     if config.files.is_empty() {
         return Err(HistoError::NoInputs);
+    }
+    if let Some(path) = &config.output {
+        check_output("--output", path)?;
+    }
+    if let Some(path) = &config.plot {
+        check_output("--plot", path)?;
     }
     let reports = config
         .files
@@ -163,12 +175,67 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<(), HistoError> {
     write_file(path, svg_string(report).as_bytes())
 }
 
+/// Checks, before any work, that the output file `path` named by `flag` can
+/// be written the way [`write_file`] writes it: not a directory, in a
+/// directory that exists and takes a new file. Leaves nothing behind.
+///
+/// # Errors
+///
+/// [`HistoError::Output`] saying what is wrong.
+pub fn check_output(flag: &'static str, path: &Path) -> Result<(), HistoError> {
+    let fail = |reason: String| HistoError::Output {
+        flag,
+        path: path.to_path_buf(),
+        reason,
+    };
+    if path.as_os_str().is_empty() {
+        return Err(fail("is an empty path".into()));
+    }
+    if path.is_dir() {
+        return Err(fail("is a directory".into()));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(fail(format!(
+            "the directory {} does not exist",
+            dir.display()
+        )));
+    }
+    let tmp = tmp_path(path);
+    let existed = tmp.symlink_metadata().is_ok();
+    match fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&tmp)
+    {
+        Ok(_) => {
+            if !existed {
+                let _ = fs::remove_file(&tmp);
+            }
+            Ok(())
+        }
+        Err(e) => Err(fail(format!(
+            "cannot create a file in {}: {e}",
+            dir.display()
+        ))),
+    }
+}
+
+/// The temporary file [`write_file`] writes before renaming it to `path`.
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    PathBuf::from(tmp)
+}
+
 /// Writes through a temporary file and a rename, so a reader never sees half
 /// a file.
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), HistoError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
+    let tmp = tmp_path(path);
     fs::write(&tmp, bytes)
         .and_then(|()| fs::rename(&tmp, path))
         .map_err(|e| {
@@ -273,7 +340,7 @@ mod tests {
         }
         assert!(fs::read_to_string(dir.0.join("plot-1.svg"))
             .unwrap()
-            .contains("Fan-out"));
+            .contains("spread"));
     }
 
     #[test]
@@ -354,6 +421,21 @@ mod tests {
         };
         let err = merge(&config, &mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("out.json"), "{err}");
+        assert!(err.to_string().starts_with("--output "), "{err}");
+        assert!(err.to_string().contains("does not exist"), "{err}");
+        assert!(err.is_usage(), "{err:?}");
+
+        // Checked before the inputs are read: a bad plot path is the error
+        // even when the input is missing.
+        let config = ShowConfig {
+            files: vec![dir.0.join("missing.json")],
+            plot: Some(dir.0.clone()),
+            ..ShowConfig::default()
+        };
+        let err = show(&config, &mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("--plot"), "{err}");
+        assert!(err.to_string().contains("is a directory"), "{err}");
+        assert!(err.is_usage(), "{err:?}");
     }
 
     #[test]

@@ -63,6 +63,19 @@ pub enum HistoError {
     #[error("cannot write file")]
     Write(#[source] io::Error),
 
+    /// An output file named by a flag cannot be written. Checked before any
+    /// input is read, so that nothing is computed for nothing; a usage error
+    /// (the binary exits 2).
+    #[error("{flag} {}: {reason}", path.display())]
+    Output {
+        /// The flag that named it (`--plot`, `--output`).
+        flag: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be written.
+        reason: String,
+    },
+
     /// Reading or writing a named file failed, or its content was bad.
     #[error("{}", path.display())]
     File {
@@ -75,6 +88,16 @@ pub enum HistoError {
 }
 
 impl HistoError {
+    /// Whether this is a usage error (a bad output path), for which the
+    /// binary exits 2 rather than 1.
+    pub fn is_usage(&self) -> bool {
+        match self {
+            HistoError::Output { .. } => true,
+            HistoError::File { source, .. } => source.is_usage(),
+            _ => false,
+        }
+    }
+
     /// Wraps `self` with the path of the file it concerns.
     pub(crate) fn in_file(self, path: impl Into<PathBuf>) -> HistoError {
         HistoError::File {

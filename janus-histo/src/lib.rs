@@ -8,7 +8,8 @@
 //!   without loss, and travel in JSON as one base64 string (see [`recorder`]).
 //! - [`Summary`] is the handful of numbers people quote (min, p50, p90, p99,
 //!   p99.9, max, count, mean) in milliseconds.
-//! - [`SpanSeries`] holds the fan-out span of each message of a run.
+//! - [`SpanSeries`] holds the fan-out span (publish → last subscriber) and
+//!   the spread (first → last subscriber) of each message of a run.
 //! - [`Report`] ties a titled histogram to optional metadata, spans and a
 //!   latency budget. It is what `janus-bot` saves and what `janus-histo show`
 //!   and `janus-histo merge` read.
@@ -66,4 +67,7 @@ pub use report::Report;
 pub use span::{SpanPoint, SpanSeries};
 pub use summary::Summary;
 pub use svg::{budget_on_scale, render_svg, svg_string};
-pub use text::{render_buckets, render_percentiles, render_text, TextOptions};
+pub use text::{
+    render_buckets, render_percentiles, render_spans, render_text, TextOptions, FANOUT_LABEL,
+    SPREAD_LABEL,
+};

@@ -71,7 +71,13 @@ fn main() -> ExitCode {
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("janus-histo: error: {err:#}");
-            ExitCode::from(1)
+            // A bad output path is a usage error (2), as for every Janus binary.
+            let usage = err.chain().any(|cause| {
+                cause
+                    .downcast_ref::<janus_histo::HistoError>()
+                    .is_some_and(janus_histo::HistoError::is_usage)
+            });
+            ExitCode::from(if usage { 2 } else { 1 })
         }
     }
 }

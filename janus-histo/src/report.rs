@@ -42,7 +42,8 @@ pub struct Report {
     pub metadata: BTreeMap<String, Value>,
     /// All latencies of the run.
     pub histogram: Recorder,
-    /// Fan-out span of each message, for runs that publish many.
+    /// Fan-out span (publish → last subscriber) and spread (first → last)
+    /// of each message, for runs that publish many.
     #[serde(default)]
     pub spans: Option<SpanSeries>,
     /// The latency budget in ms: the maximum latency should stay below it.

@@ -1,10 +1,18 @@
-//! [`SpanSeries`]: the fan-out span of each message of a run, over time.
+//! [`SpanSeries`]: how long each message of a run took to reach its
+//! subscribers, over time.
 //!
-//! The *span* of one message is the time between its first and its last
-//! delivery to a subscriber (last latency minus first latency): how long the
-//! server took to fan that message out. Runs that publish many messages
-//! record one [`SpanPoint`] per message, so a plot shows whether fan-out gets
-//! slower as the run goes on.
+//! Two measures of one message are kept, with distinct names:
+//!
+//! - its **fan-out span**, the 2009 goal: publish → last subscriber, i.e.
+//!   the largest latency of the message ([`SpanPoint::max_ms`]);
+//! - its **spread**: first → last subscriber, the last latency minus the
+//!   first ([`SpanPoint::span_ms`], a field name kept from older files,
+//!   whose meaning has not changed).
+//!
+//! Runs that publish many messages record one [`SpanPoint`] per message, so
+//! a plot shows whether fan-out gets slower as the run goes on. Points
+//! written by tools that did not know the publish instant have no
+//! `max_ms`: they give a spread only.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,12 +26,15 @@ pub struct SpanPoint {
     /// index otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_s: Option<f64>,
-    /// Last delivery minus first delivery, in milliseconds.
+    /// The spread: last delivery minus first delivery (first → last
+    /// subscriber), in milliseconds. Not the fan-out span, which is
+    /// [`SpanPoint::max_ms`].
     pub span_ms: f64,
     /// Median latency of this message over its subscribers, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p50_ms: Option<f64>,
-    /// Largest latency of this message over its subscribers, ms.
+    /// Largest latency of this message over its subscribers, ms: its
+    /// fan-out span, publish → last subscriber.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ms: Option<f64>,
 }
@@ -81,23 +92,36 @@ impl SpanSeries {
         !self.points.is_empty() && self.points.iter().all(|p| p.at_s.is_some())
     }
 
-    /// The median and the largest span in ms, or `None` when empty. NaN
-    /// spans are ignored.
+    /// The median and the largest *spread* (first → last subscriber,
+    /// [`SpanPoint::span_ms`]) in ms, or `None` when empty. NaN spreads are
+    /// ignored.
     pub fn span_p50_max(&self) -> Option<(f64, f64)> {
-        let mut spans: Vec<f64> = self
-            .points
-            .iter()
-            .map(|p| p.span_ms)
-            .filter(|s| !s.is_nan())
-            .collect();
-        if spans.is_empty() {
-            return None;
-        }
-        spans.sort_by(f64::total_cmp);
-        let median = spans[(spans.len() - 1) / 2];
-        let max = spans[spans.len() - 1];
-        Some((median, max))
+        median_max(self.points.iter().map(|p| p.span_ms))
     }
+
+    /// The median and the largest *fan-out span* (publish → last
+    /// subscriber, [`SpanPoint::max_ms`]) in ms, over the points that have
+    /// one; `None` when none has (older or foreign files).
+    pub fn fanout_p50_max(&self) -> Option<(f64, f64)> {
+        median_max(self.points.iter().filter_map(|p| p.max_ms))
+    }
+
+    /// How many points have a fan-out span ([`SpanPoint::max_ms`]).
+    pub fn fanout_count(&self) -> usize {
+        self.points.iter().filter(|p| p.max_ms.is_some()).count()
+    }
+}
+
+/// The (lower) median and the largest of `values`, NaN ignored.
+fn median_max(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    let mut values: Vec<f64> = values.filter(|v| !v.is_nan()).collect();
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let median = values[(values.len() - 1) / 2];
+    let max = values[values.len() - 1];
+    Some((median, max))
 }
 
 impl FromIterator<SpanPoint> for SpanSeries {
@@ -132,5 +156,9 @@ mod tests {
         assert!(!s.has_times());
         assert_eq!(s.span_p50_max(), Some((10.0, 12.5)));
         assert_eq!(SpanSeries::new().span_p50_max(), None);
+        // Only the second point knows its publish → last subscriber time.
+        assert_eq!(s.fanout_p50_max(), Some((14.0, 14.0)));
+        assert_eq!(s.fanout_count(), 1);
+        assert_eq!(SpanSeries::new().fanout_p50_max(), None);
     }
 }

@@ -45,6 +45,35 @@ impl Summary {
     }
 }
 
+impl Summary {
+    /// The exact summary of a few values in ms (one per message, say), not
+    /// through a histogram: percentiles by nearest rank, so the median is
+    /// the lower median, as [`crate::SpanSeries`] reports it. NaN values are
+    /// ignored; all fields are zero when none is left.
+    pub fn of_values(values: impl IntoIterator<Item = f64>) -> Summary {
+        let mut v: Vec<f64> = values.into_iter().filter(|x| !x.is_nan()).collect();
+        if v.is_empty() {
+            return Summary::default();
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let rank = |p: f64| {
+            let r = (p / 100.0 * n as f64).ceil() as usize;
+            v[r.clamp(1, n) - 1]
+        };
+        Summary {
+            min: v[0],
+            p50: rank(50.0),
+            p90: rank(90.0),
+            p99: rank(99.0),
+            p999: rank(99.9),
+            max: v[n - 1],
+            count: n as u64,
+            mean: v.iter().sum::<f64>() / n as f64,
+        }
+    }
+}
+
 impl From<&Recorder> for Summary {
     fn from(recorder: &Recorder) -> Summary {
         Summary::of(recorder)
@@ -73,5 +102,17 @@ mod tests {
         let json = serde_json::to_value(s).unwrap();
         assert_eq!(json["p999"], 0.999);
         assert_eq!(Summary::of(&Recorder::new()), Summary::default());
+    }
+
+    #[test]
+    fn exact_summary_of_values() {
+        let s = Summary::of_values([4.0, 1.0, 3.0, 2.0, f64::NAN]);
+        assert_eq!((s.count, s.min, s.max), (4, 1.0, 4.0));
+        // The lower median, as SpanSeries reports it.
+        assert_eq!((s.p50, s.p90, s.p99), (2.0, 4.0, 4.0));
+        assert_eq!(s.mean, 2.5);
+        let one = Summary::of_values([0.9168]);
+        assert_eq!((one.min, one.p50, one.max), (0.9168, 0.9168, 0.9168));
+        assert_eq!(Summary::of_values([]), Summary::default());
     }
 }

@@ -7,9 +7,10 @@
 //! show p50, p90, p99, p99.9 (and further nines when there are enough
 //! samples) and the maximum; a column on the right lists the numbers.
 //!
-//! When the report has a [`SpanSeries`], a second panel
-//! plots each message's fan-out span (and its median and maximum latency when
-//! known) against publish time or message index.
+//! When the report has a [`SpanSeries`], a second panel plots, per message,
+//! its fan-out span (publish → last subscriber) and median latency when
+//! known, and its spread (first → last subscriber), against publish time or
+//! message index.
 //!
 //! A budget is drawn as a dashed red line with its label, or noted as off
 //! scale when it is far above the data.
@@ -307,7 +308,7 @@ fn span_panel(svg: &mut Svg, report: &Report, spans: &SpanSeries) {
     svg.text(
         PLOT_LEFT,
         SPAN_TOP - 16.0,
-        "Fan-out span per message (first to last delivery)",
+        "Per message: fan-out span (publish → last subscriber) and spread (first → last)",
         Text::new(15.0).weight("600"),
     );
     let xs: Vec<f64> = spans
@@ -382,9 +383,9 @@ fn span_panel(svg: &mut Svg, report: &Report, spans: &SpanSeries) {
 
     let few = spans.len() <= 60;
     let series: [(&str, &str, SpanField); 3] = [
-        ("max latency", ORANGE, |p| p.max_ms),
+        ("fan-out span", ORANGE, |p| p.max_ms),
         ("median latency", GREEN, |p| p.p50_ms),
-        ("span", BLUE, |p| Some(p.span_ms)),
+        ("spread", BLUE, |p| Some(p.span_ms)),
     ];
     let mut legend = Vec::new();
     for (name, color, get) in series {
@@ -426,9 +427,13 @@ fn span_panel(svg: &mut Svg, report: &Report, spans: &SpanSeries) {
     }
     y += 6.0;
     let mut stats = vec![("messages", group_thousands(spans.len() as u64))];
+    if let Some((p50, max)) = spans.fanout_p50_max() {
+        stats.push(("median fan-out span", format_micros(p50 * 1e3)));
+        stats.push(("max fan-out span", format_micros(max * 1e3)));
+    }
     if let Some((p50, max)) = spans.span_p50_max() {
-        stats.push(("median span", format_micros(p50 * 1e3)));
-        stats.push(("max span", format_micros(max * 1e3)));
+        stats.push(("median spread", format_micros(p50 * 1e3)));
+        stats.push(("max spread", format_micros(max * 1e3)));
     }
     for (name, value) in stats {
         svg.text(SIDE_LEFT, y, name, Text::new(13.0).fill(MUTED));
@@ -839,10 +844,13 @@ mod tests {
             ">p99.99<",
             ">max<",
             "19k subscribers &lt;sample&gt; &amp; co",
-            "Fan-out span per message",
+            "Per message: fan-out span (publish → last subscriber) and spread",
             "publish time (s since start)",
-            "max latency",
+            ">fan-out span<",
             "median latency",
+            ">spread<",
+            "max fan-out span",
+            "max spread",
         ] {
             assert!(svg.contains(needle), "{needle:?} missing");
         }
@@ -876,7 +884,7 @@ mod tests {
     fn no_span_panel_without_spans_and_empty_is_fine() {
         let svg = svg_string(&Report::new("one", synthetic_latencies(100, 1)));
         well_formed(&svg);
-        assert!(!svg.contains("Fan-out"));
+        assert!(!svg.contains("fan-out"));
         assert!(svg.contains(">99.9%<"));
 
         let svg = svg_string(&Report::new("", Recorder::new()));
@@ -896,7 +904,11 @@ mod tests {
         let svg = svg_string(&report);
         well_formed(&svg);
         assert!(svg.contains(">message #<"));
-        assert!(!svg.contains(">max latency<"));
+        assert!(
+            !svg.contains(">fan-out span<") && !svg.contains("max fan-out span"),
+            "no publish instants, no fan-out span"
+        );
+        assert!(svg.contains(">spread<"));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::time::Duration;
 use crate::bucket::BucketTable;
 use crate::duration::{format_micros, format_millis, Unit};
 use crate::format::{decimals_for, group_thousands};
-use crate::{HistoError, Recorder, Report};
+use crate::{HistoError, Recorder, Report, SpanSeries};
 
 /// The width everything is laid out to.
 pub const COLUMNS: usize = 80;
@@ -94,19 +94,60 @@ pub fn render_text(
         )?;
     }
     if let Some(spans) = &report.spans {
-        if let Some((p50, max)) = spans.span_p50_max() {
-            writeln!(
-                out,
-                "  fan-out span over {} messages: median {}, max {}",
-                spans.len(),
-                format_millis(p50),
-                format_millis(max)
-            )?;
-        }
+        render_spans(spans, out)?;
     }
     writeln!(out)?;
     let table = BucketTable::new(&report.histogram, options.bucket)?;
     render_buckets(&table, options.bars, out)?;
+    Ok(())
+}
+
+/// The label of the fan-out span, the 2009 goal: the same words in every
+/// Janus tool's output.
+pub const FANOUT_LABEL: &str = "fan-out span (publish → last subscriber)";
+
+/// The label of the spread of a message's deliveries, which is not its
+/// fan-out span.
+pub const SPREAD_LABEL: &str = "spread (first → last subscriber)";
+
+/// Writes the per-message figures of `spans`: the fan-out span (publish →
+/// last subscriber) when the points have it, and the spread (first → last
+/// subscriber), each with its median and maximum.
+///
+/// ```text
+///   per message, over 5 messages                  median        max
+///   fan-out span (publish → last subscriber)     12.0 ms    14.0 ms
+///   spread (first → last subscriber)              9.0 ms    11.0 ms
+/// ```
+///
+/// # Errors
+///
+/// When writing fails.
+pub fn render_spans(spans: &SpanSeries, out: &mut impl Write) -> io::Result<()> {
+    let Some((spread_p50, spread_max)) = spans.span_p50_max() else {
+        return Ok(());
+    };
+    let n = spans.len();
+    let heading = format!(
+        "per message, over {} message{}",
+        group_thousands(n as u64),
+        if n == 1 { "" } else { "s" }
+    );
+    writeln!(out, "  {heading:<42}  {:>9}  {:>9}", "median", "max")?;
+    if let Some((p50, max)) = spans.fanout_p50_max() {
+        writeln!(
+            out,
+            "  {FANOUT_LABEL:<42}  {:>9}  {:>9}",
+            format_millis(p50),
+            format_millis(max)
+        )?;
+    }
+    writeln!(
+        out,
+        "  {SPREAD_LABEL:<42}  {:>9}  {:>9}",
+        format_millis(spread_p50),
+        format_millis(spread_max)
+    )?;
     Ok(())
 }
 
@@ -256,7 +297,7 @@ fn wrap(items: &[String], width: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{SpanPoint, SpanSeries};
+    use crate::SpanPoint;
 
     fn render(report: &Report, options: &TextOptions) -> String {
         let mut out = Vec::new();
@@ -291,7 +332,8 @@ mod tests {
             "p99.9",
             "budget 50.0 ms: max",
             "EXCEEDS",
-            "fan-out span over 5 messages: median 12.0 ms, max 14.0 ms",
+            "  per message, over 5 messages",
+            "  spread (first → last subscriber)              12.0 ms    14.0 ms\n",
             "latency in 10 ms buckets",
             "  min 300 µs",
             "  max ",
@@ -302,6 +344,37 @@ mod tests {
         for line in text.lines() {
             assert!(line.chars().count() <= COLUMNS, "too wide: {line:?}");
         }
+    }
+
+    #[test]
+    fn fanout_span_and_spread_are_labelled_apart() {
+        let mut report = Report::new("bot run", lognormalish(100));
+        // One message, as `janus-bot run -m 1` saves it: first delivery
+        // 0.87 ms after the publish, last 1.53 ms after it.
+        report.spans = Some(SpanSeries::from_iter([SpanPoint {
+            max_ms: Some(1.53),
+            ..SpanPoint::new(0, 0.663)
+        }]));
+        let text = render(&report, &TextOptions::default());
+        let row = |label: &str, median: &str, max: &str| {
+            format!("  {label:<42}  {median:>9}  {max:>9}\n")
+        };
+        assert!(
+            text.contains(&row(FANOUT_LABEL, "1.53 ms", "1.53 ms")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&row(SPREAD_LABEL, "663 µs", "663 µs")),
+            "{text}"
+        );
+        assert!(text.contains("over 1 message "), "{text}");
+        assert!(!text.contains("fan-out span over"), "{text}");
+        // A file without publish instants (older janus-histo reports) has
+        // a spread only, never called a fan-out span.
+        report.spans = Some(SpanSeries::from_iter([SpanPoint::new(0, 0.663)]));
+        let text = render(&report, &TextOptions::default());
+        assert!(text.contains(SPREAD_LABEL), "{text}");
+        assert!(!text.contains("fan-out"), "{text}");
     }
 
     #[test]

@@ -362,7 +362,10 @@ async fn publish_send_and_kick() {
     let reply = admin.post("/publish", body).await;
     assert_eq!(
         (reply.status, reply.json()),
-        (200, json!({"topic": "news", "reached": 2}))
+        (
+            200,
+            json!({"topic": "news", "reached": 2, "cluster": false})
+        )
     );
     let mut timestamps = Vec::new();
     for c in [&mut a, &mut b] {
@@ -851,6 +854,66 @@ async fn cli_commands() {
     last.expect_error("server_shutdown").await;
     last.expect_closed().await;
     server.stop().await;
+}
+
+/// What is on the other end when it is not the admin API, and a timeout
+/// that holds: the CLI says which, with exit 3, within its `--timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_names_what_answered_when_it_is_not_the_admin_api() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Accepts and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let started = std::time::Instant::now();
+    let (code, _, stderr) = cli(
+        &format!("http://{silent_addr}"),
+        None,
+        &["--timeout", "0.5", "status"],
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("no answer within 500 ms"), "{stderr}");
+    // It used to probe the port for a Janus hello for 2 s more.
+    assert!(
+        took < std::time::Duration::from_millis(1800),
+        "took {took:?}"
+    );
+    holder.abort();
+
+    // Some other web server: its 404 page is not an admin API refusal.
+    let web = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let web_addr = web.local_addr().unwrap();
+    let page = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = web.accept().await {
+            let mut request = vec![0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let body = "<!DOCTYPE HTML>\n<html><body>Not Found</body></html>\n";
+            let answer = format!(
+                "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+        }
+    });
+    let (code, _, stderr) = cli(&format!("http://{web_addr}"), None, &["status"]).await;
+    assert_eq!(code, 3, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("is not from a Janus admin API"), "{stderr}");
+    page.abort();
+
+    // A limit of 0 is a usage error, not one line.
+    let server = TestServer::start_with(admin_config(None)).await;
+    let (code, _, stderr) = cli(&base_url(&server), None, &["topics", "--limit", "0"]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("at least 1"), "{stderr}");
 }
 
 /// Starts `janus-admin subscribe` on the test server's client port.

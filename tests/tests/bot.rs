@@ -422,14 +422,24 @@ async fn a_refusing_target_exits_3_and_says_why() {
     assert!(done.stderr.contains("20 clients"), "{done:?}");
 }
 
+/// A Janus hello (P2), as a fake server sends it.
+const HELLO: &[u8] =
+    b"{\"timestamp\":[1764,471234,56789],\"token\":\"0123456789abcdef0123456789abcdef\"}\x01";
+
 #[tokio::test]
 async fn a_malformed_server_frame_is_reported() {
+    // A server that greets like Janus, then answers the subscribe with
+    // garbage. (Garbage instead of the hello is not a Janus server at all:
+    // see a_target_that_does_not_greet_like_janus_exits_3.)
     let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = fake.local_addr().unwrap();
     let server = tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((mut s, _)) = fake.accept().await {
-            let _ = s.write_all(b"this is not a hello\x01").await;
+            let _ = s.write_all(HELLO).await;
+            let mut request = [0u8; 256];
+            let _ = tokio::io::AsyncReadExt::read(&mut s, &mut request).await;
+            let _ = s.write_all(b"this is not an ACK\x01").await;
             held.push(s);
         }
     });
@@ -1027,4 +1037,538 @@ async fn websocket_subscribers_are_measured_like_tcp_ones() {
         Some(2),
         "a WebSocket run needs --ws-target: {done:?}"
     );
+}
+
+/// A fake server on loopback that treats every connection with `greet`
+/// (what it writes first; empty: nothing) and holds it open.
+async fn fake_server(greet: &'static [u8]) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let fake = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = fake.local_addr().expect("bound address");
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut s, _)) = fake.accept().await {
+            if !greet.is_empty() {
+                let _ = s.write_all(greet).await;
+            }
+            held.push(s);
+        }
+    });
+    (addr, task)
+}
+
+/// A target that is not a Janus client port is "not the service asked
+/// for": exit 3 (like refused connections), saying it did not greet like a
+/// Janus server, and what it looks like instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_does_not_greet_like_janus_exits_3() {
+    // The server's own admin API: HTTP, silent until asked.
+    let server = TestServer::start_with(janus_server::Config {
+        admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..test_config()
+    })
+    .await;
+    let admin = server.shared().admin_addr().expect("admin API").to_string();
+    let args = |target: &str| -> Vec<String> {
+        [
+            "run",
+            "--target",
+            target,
+            "--clients",
+            "3",
+            "--timeout",
+            "1s",
+            "--progress",
+            "none",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let run = |target: String| async move {
+        let a = args(&target);
+        run_bot(&a.iter().map(String::as_str).collect::<Vec<_>>()).await
+    };
+    let done = run(admin.clone()).await;
+    assert_eq!(done.code, Some(3), "{done:?}");
+    for needle in [
+        admin.as_str(),
+        "did not greet like a Janus server",
+        "timed out waiting for the hello",
+        "looks like an HTTP port",
+        "admin API",
+    ] {
+        assert!(done.stderr.contains(needle), "{needle:?} missing: {done:?}");
+    }
+
+    // Any listener that never says a word.
+    let (silent, task) = fake_server(b"").await;
+    let done = run(silent.to_string()).await;
+    task.abort();
+    assert_eq!(done.code, Some(3), "{done:?}");
+    assert!(
+        done.stderr.contains("did not greet like a Janus server"),
+        "{done:?}"
+    );
+    assert!(done.stderr.contains("says nothing"), "{done:?}");
+
+    // One that greets with something else than a hello.
+    let (other, task) = fake_server(b"SSH-2.0-OpenSSH_9.6\r\n").await;
+    let done = run(other.to_string()).await;
+    task.abort();
+    assert_eq!(done.code, Some(3), "{done:?}");
+    assert!(
+        done.stderr.contains("did not greet like a Janus server"),
+        "{done:?}"
+    );
+    assert!(done.stderr.contains("SSH-2.0"), "{done:?}");
+
+    // A WebSocket target that is a plain TCP client port.
+    let tcp = server.addr().to_string();
+    let done = run_bot(&[
+        "run",
+        "--target",
+        &tcp,
+        "--transport",
+        "ws",
+        "--ws-target",
+        &tcp,
+        "--clients",
+        "2",
+        "--timeout",
+        "1s",
+        "--progress",
+        "none",
+    ])
+    .await;
+    assert_eq!(done.code, Some(3), "{done:?}");
+    assert!(
+        done.stderr
+            .contains("did not answer like a Janus WebSocket port"),
+        "{done:?}"
+    );
+    assert!(done.stderr.contains("not a WebSocket port"), "{done:?}");
+
+    // A Janus server that greets is reached, whatever else goes wrong: an
+    // error frame instead of the hello (a full server) is not exit 3.
+    let (full, task) =
+        fake_server(b"{\"timestamp\":[1,2,3],\"error\":\"not_allowed\",\"reason\":\"full\"}\x01")
+            .await;
+    let done = run(full.to_string()).await;
+    task.abort();
+    assert_eq!(done.code, Some(1), "{done:?}");
+    assert!(done.stderr.contains("not_allowed"), "{done:?}");
+}
+
+/// Output paths are checked before anything is connected: a path that
+/// cannot be written is a usage error (2) naming the flag, and the server
+/// never sees a client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_paths_are_checked_before_the_run() {
+    let server = TestServer::start().await;
+    let addr = server.addr().to_string();
+    let missing_dir = temp("no-such-dir").join("r.json");
+    let missing = missing_dir.to_str().unwrap();
+    let a_dir = std::env::temp_dir();
+    let good = temp("good.json");
+    let good_svg = temp("good.svg");
+    for (flag, path, why) in [
+        ("--json", missing, "does not exist"),
+        ("--plot", missing, "does not exist"),
+        ("--plot", a_dir.to_str().unwrap(), "is a directory"),
+    ] {
+        let done = run_bot(&[
+            "run",
+            "--target",
+            &addr,
+            "--clients",
+            "5",
+            "--json",
+            if flag == "--json" {
+                path
+            } else {
+                good.to_str().unwrap()
+            },
+            "--plot",
+            if flag == "--plot" {
+                path
+            } else {
+                good_svg.to_str().unwrap()
+            },
+            "--progress",
+            "none",
+        ])
+        .await;
+        assert_eq!(done.code, Some(2), "{flag} {path}: {done:?}");
+        assert!(done.stderr.contains(flag), "{done:?}");
+        assert!(done.stderr.contains(why), "{done:?}");
+        assert!(!done.stdout.contains("result:"), "no run: {done:?}");
+        // The good one of the pair is not left behind either.
+        assert!(!good.exists() && !good_svg.exists(), "{done:?}");
+    }
+    for mode in ["churn", "soak", "resume"] {
+        let done = run_bot(&[mode, "--target", &addr, "-n", "1", "--json", missing]).await;
+        assert_eq!(done.code, Some(2), "{mode}: {done:?}");
+        assert!(done.stderr.contains("--json"), "{mode}: {done:?}");
+    }
+    assert_eq!(
+        server
+            .shared()
+            .stats
+            .connections_total
+            .load(Ordering::Relaxed),
+        0,
+        "nothing connected"
+    );
+
+    // A run that cannot be made leaves no empty report behind.
+    let json = temp("refused.json");
+    let done = run_bot(&[
+        "run",
+        "--target",
+        &dead_port().to_string(),
+        "--clients",
+        "2",
+        "--json",
+        json.to_str().unwrap(),
+        "--progress",
+        "none",
+    ])
+    .await;
+    assert_eq!(done.code, Some(3), "{done:?}");
+    assert!(!json.exists(), "{done:?}");
+
+    // janus-histo checks its outputs before reading anything, too.
+    let histo = |args: &[&str]| {
+        std::process::Command::new(cargo_bin("janus-histo"))
+            .args(args)
+            .output()
+            .expect("janus-histo ran")
+    };
+    let input = temp("histo-input.json");
+    std::fs::write(&input, "{\"histogram\": [[1000, 2]]}").unwrap();
+    let input_s = input.to_str().unwrap();
+    for (args, flag) in [
+        (vec!["show", input_s, "--plot", missing], "--plot"),
+        (vec!["merge", input_s, "-o", missing], "--output"),
+        (vec!["merge", input_s, "--plot", missing], "--plot"),
+    ] {
+        let out = histo(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(flag), "{args:?}: {stderr}");
+        assert!(stderr.contains("does not exist"), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "nothing shown first: {args:?}");
+    }
+    let _ = std::fs::remove_file(&input);
+}
+
+/// The line of `text` that starts (after spaces) with `label`.
+fn figure_line<'a>(text: &'a str, label: &str) -> Option<&'a str> {
+    text.lines()
+        .map(str::trim_start)
+        .find(|l| l.starts_with(label))
+}
+
+/// "Fan-out span" means publish → last subscriber in janus-bot's report,
+/// its JSON and janus-histo alike; first → last is the "spread", labelled
+/// apart. Older files (no publish instants) show a spread only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_span_means_the_same_in_bot_and_histo() {
+    const FANOUT: &str = "fan-out span (publish → last subscriber)";
+    const SPREAD: &str = "spread (first → last subscriber)";
+    let server = TestServer::start().await;
+    let json = temp("fanout.json");
+    let done = run_bot(&[
+        "run",
+        "--target",
+        &server.addr().to_string(),
+        "--clients",
+        "30",
+        "--messages",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+        "--progress",
+        "none",
+    ])
+    .await;
+    assert_eq!(done.code, Some(0), "{done:?}");
+    let show = std::process::Command::new(cargo_bin("janus-histo"))
+        .args(["show", json.to_str().unwrap()])
+        .output()
+        .expect("janus-histo ran");
+    assert!(show.status.success(), "{show:?}");
+    let histo = String::from_utf8_lossy(&show.stdout).into_owned();
+    let v = read_json(&json);
+
+    // The bot: "LABEL over 1 message: min …, p50 …, p99 …, max X".
+    let bot_max = |label: &str| {
+        let line = figure_line(&done.stdout, label)
+            .unwrap_or_else(|| panic!("no {label:?} line: {done:?}"));
+        line.rsplit_once("max ").expect("a max").1.to_owned()
+    };
+    // janus-histo: "LABEL   MEDIAN   MAX".
+    let histo_max = |label: &str| {
+        let line =
+            figure_line(&histo, label).unwrap_or_else(|| panic!("no {label:?} row:\n{histo}"));
+        let cols: Vec<&str> = line[label.len()..].split_whitespace().collect();
+        assert_eq!(cols.len(), 4, "{line:?}");
+        format!("{} {}", cols[2], cols[3])
+    };
+    assert_eq!(bot_max(FANOUT), histo_max(FANOUT), "{done:?}\n{histo}");
+    assert_eq!(bot_max(SPREAD), histo_max(SPREAD), "{done:?}\n{histo}");
+    assert!(!histo.contains("fan-out span over"), "{histo}");
+
+    // The JSON: span_ms (as before) is publish → last subscriber, the
+    // largest latency of the message; spread_ms is first → last.
+    let point = &v["spans"][0];
+    let (fanout, spread) = (
+        point["max_ms"].as_f64().unwrap(),
+        point["span_ms"].as_f64().unwrap(),
+    );
+    assert_eq!(v["span_ms"]["max"].as_f64(), Some(fanout), "{v}");
+    assert_eq!(v["spread_ms"]["max"].as_f64(), Some(spread), "{v}");
+    assert!(spread <= fanout, "{v}");
+    let latency_max = v["latency_ms"]["max"].as_f64().unwrap();
+    assert!(
+        (fanout - latency_max).abs() <= latency_max * 0.01 + 0.002,
+        "{v}"
+    );
+
+    // A report without publish instants (an older janus-histo file): a
+    // spread, never called a fan-out span.
+    let old = temp("old-histo.json");
+    std::fs::write(
+        &old,
+        serde_json::to_string(&json!({
+            "title": "old",
+            "histogram": v["histogram"],
+            "spans": [{"message": 0, "span_ms": 0.663}],
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let show = std::process::Command::new(cargo_bin("janus-histo"))
+        .args(["show", old.to_str().unwrap()])
+        .output()
+        .expect("janus-histo ran");
+    let _ = std::fs::remove_file(&old);
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(show.status.success(), "{show:?}");
+    assert!(text.contains(SPREAD), "{text}");
+    assert!(text.contains("663 µs"), "{text}");
+    assert!(!text.contains("fan-out span"), "{text}");
+}
+
+/// `--server-pid` must name a process (2 otherwise); one that is not a
+/// janus-server gets a warning naming what it is, and the run goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_pid_is_checked_and_a_stranger_is_named() {
+    let server = TestServer::start().await;
+    let addr = server.addr().to_string();
+    let churn = |pid: String, target: String| async move {
+        run_bot(&[
+            "churn",
+            "--target",
+            &target,
+            "--clients",
+            "3",
+            "--churners",
+            "2",
+            "--warmup",
+            "0s",
+            "--duration",
+            "1s",
+            "--rate",
+            "5",
+            "--settle",
+            "0s",
+            "--server-pid",
+            &pid,
+            "--progress",
+            "none",
+        ])
+        .await
+    };
+    // No such process: a usage error, before anything runs.
+    let done = churn(u32::MAX.to_string(), addr.clone()).await;
+    assert_eq!(done.code, Some(2), "{done:?}");
+    assert!(done.stderr.contains("--server-pid"), "{done:?}");
+    assert!(done.stderr.contains("no such process"), "{done:?}");
+    assert_eq!(
+        server
+            .shared()
+            .stats
+            .connections_total
+            .load(Ordering::Relaxed),
+        0
+    );
+
+    // A wrapper (here a `sleep`): a warning naming it, and the run.
+    let mut sleeper = Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("sleep started");
+    let done = churn(sleeper.id().to_string(), addr).await;
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert_eq!(done.code, Some(0), "{done:?}");
+    assert!(
+        done.stderr.contains(&format!(
+            "warning: --server-pid {} is \"sleep\"",
+            sleeper.id()
+        )),
+        "{done:?}"
+    );
+    assert!(done.stderr.contains("not a janus-server"), "{done:?}");
+    assert!(
+        done.stdout.contains("\"sleep\": not a janus-server"),
+        "the report says so too: {done:?}"
+    );
+
+    // The real thing: no warning.
+    let real = janus_tests::ServerProcess::spawn(&[]);
+    let done = churn(real.pid().to_string(), real.addr().to_string()).await;
+    assert_eq!(done.code, Some(0), "{done:?}");
+    assert!(!done.stderr.contains("warning"), "{done:?}");
+}
+
+/// Every flag with a default says it in --help (`[default: …]`), -m too.
+#[tokio::test]
+async fn help_states_every_default() {
+    // Flags that take a value and have no default.
+    const NO_DEFAULT: &[&str] = &[
+        "--clients",
+        "--ws-target",
+        "--publish-key",
+        "--json",
+        "--plot",
+        "--server-pid",
+        "--listen",
+    ];
+    for mode in ["run", "churn", "soak", "resume", "publish", "agent"] {
+        let help = run_bot(&[mode, "--help"]).await;
+        assert_eq!(help.code, Some(0), "{help:?}");
+        let text = help.stdout.split("Exit status:").next().unwrap_or("");
+        // One block per option: its header line, then its indented help.
+        let mut blocks: Vec<(String, String)> = Vec::new();
+        for line in text.lines() {
+            let indent = line.len() - line.trim_start().len();
+            if (indent == 2 || indent == 6) && line.trim_start().starts_with('-') {
+                blocks.push((line.trim().to_owned(), String::new()));
+            } else if let Some((_, body)) = blocks.last_mut() {
+                body.push_str(line);
+                body.push('\n');
+            }
+        }
+        assert!(blocks.len() >= 2, "{mode}: {text}");
+        for (header, body) in &blocks {
+            let takes_value = header.contains('<');
+            let flag = header
+                .split([',', ' '])
+                .find(|w| w.starts_with("--"))
+                .unwrap_or(header);
+            if takes_value && !NO_DEFAULT.contains(&flag) {
+                assert!(
+                    body.contains("[default:"),
+                    "{mode} {flag} does not state its default:\n{header}\n{body}"
+                );
+            }
+        }
+        if mode == "run" {
+            let (_, messages) = blocks
+                .iter()
+                .find(|(h, _)| h.starts_with("-m, --messages"))
+                .expect("-m in run --help");
+            assert!(messages.contains("[default: 1"), "{messages}");
+        }
+    }
+}
+
+/// Ctrl-C (SIGINT to the terminal's process group) ends a run with 130 and
+/// one line saying so and what was measured; its workers go too, and no
+/// half report is left. An agent logs a line on SIGTERM and exits 143.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_run_says_what_it_had_measured() {
+    let server = TestServer::start().await;
+    let json = temp("interrupted.json");
+    // Its own process group, as a command started from a shell is: Ctrl-C
+    // signals the whole group.
+    let mut cmd = bot();
+    cmd.process_group(0).args([
+        "run",
+        "--target",
+        &server.addr().to_string(),
+        "--clients",
+        "20",
+        "--messages",
+        "1000",
+        "--rate",
+        "20",
+        "--json",
+        json.to_str().unwrap(),
+        "--progress",
+        "plain",
+    ]);
+    let mut child = cmd.spawn().expect("janus-bot started");
+    let pid = child.id().expect("pid");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut run = Running {
+        child,
+        stderr: tokio::io::BufReader::new(stderr).lines(),
+        seen: String::new(),
+    };
+    run.wait_for("run: delivered").await;
+    let stats = &server.shared().stats;
+    assert!(stats.deliveries_sent.load(Ordering::Relaxed) > 0);
+    let kill = Command::new("kill")
+        .args(["-INT", "--", &format!("-{pid}")])
+        .status()
+        .expect("kill ran");
+    assert!(kill.success());
+    let done = run.finish().await;
+    assert_eq!(done.code, Some(130), "{done:?}");
+    assert!(
+        done.stderr
+            .contains("interrupted by SIGINT (Ctrl-C) while publishing"),
+        "{done:?}"
+    );
+    assert!(
+        done.stderr.contains("20 of 20 clients subscribed"),
+        "{done:?}"
+    );
+    assert!(done.stderr.contains("deliveries received"), "{done:?}");
+    assert!(!json.exists(), "no half report: {done:?}");
+    // Its workers are gone with it: every client connection closes.
+    wait_until("the workers' clients closed", || {
+        stats.connections.load(Ordering::Relaxed) == 0
+    })
+    .await;
+
+    // The agent, on SIGTERM.
+    let mut agent = Command::new(cargo_bin("janus-bot"))
+        .args(["agent", "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("agent started");
+    let mut line = String::new();
+    BufReader::new(agent.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("agent printed its address");
+    assert!(line.trim().parse::<SocketAddr>().is_ok(), "{line:?}");
+    let kill = Command::new("kill")
+        .args(["-TERM", &agent.id().to_string()])
+        .status()
+        .expect("kill ran");
+    assert!(kill.success());
+    let out = tokio::task::spawn_blocking(move || agent.wait_with_output())
+        .await
+        .expect("join")
+        .expect("agent output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert!(stderr.contains("stopping on SIGTERM"), "{stderr}");
 }

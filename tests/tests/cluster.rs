@@ -201,6 +201,20 @@ async fn publishes_are_unavailable_while_redis_is_down_and_delivery_resumes() {
     send_publish(&mut publisher, "t", "after").await;
     assert_eq!(publisher.recv().await, ServerMessage::Ack);
     assert_eq!(delivery(&mut sub).await.0, "after");
+    // The admin API's publish goes through the broker too, and says so
+    // rather than counting nobody.
+    let reply = http(
+        admin(&a),
+        "POST",
+        "/publish",
+        r#"{"topic":"t","message_id":"admin","data":1}"#,
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let published: janus_core::api::Published =
+        serde_json::from_str(&reply.body).expect("a publish answer");
+    assert!(published.cluster, "{}", reply.body);
+    assert_eq!(delivery(&mut sub).await.0, "admin");
     sub.expect_nothing_buffered();
 }
 

@@ -14,8 +14,9 @@ use super::server::AdminState;
 
 /// `POST /publish` with `{"topic","event","message_id","data"}`: publishes
 /// exactly like a client `PUBLISH` (protocol P5). In a cluster it goes
-/// through the broker (`503 unavailable` when that cannot be reached), and
-/// `reached` is 0: every node delivers it to its own subscribers.
+/// through the broker (`503 unavailable` when that cannot be reached),
+/// `reached` is 0 and `cluster` true: every node delivers it to its own
+/// subscribers.
 pub async fn publish(
     State(state): State<Arc<AdminState>>,
     body: Bytes,
@@ -25,16 +26,17 @@ pub async fn publish(
     let mut publish = Publish::from_json(text)?;
     // The admin API is already authorized; a publish key has no meaning here.
     publish.key = None;
-    let reached = match state.shared.cluster() {
+    let (reached, cluster) = match state.shared.cluster() {
         Some(cluster) => {
             cluster.publish(&publish).await?;
-            0
+            (0, true)
         }
-        None => state.shared.publish(&publish),
+        None => (state.shared.publish(&publish), false),
     };
     Ok(Json(Published {
         topic: publish.topic,
         reached: reached as u64,
+        cluster,
     }))
 }
 
