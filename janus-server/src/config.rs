@@ -649,7 +649,14 @@ impl Settings {
             .iter()
             .map(|o| o.trim().trim_end_matches('/').to_owned())
             .filter(|o| !o.is_empty())
-            .collect();
+            .map(|o| match origin_form(&o) {
+                Ok(()) => Ok(o),
+                Err(why) => Err(invalid(
+                    "ws-allowed-origins",
+                    format!("{o:?} can never match a browser's Origin header: {why}"),
+                )),
+            })
+            .collect::<Result<_, _>>()?;
         let admin_listen = match &self.admin_listen.0 {
             Some(at) => Some(at.resolve().map_err(|m| invalid("admin-listen", m))?),
             None => None,
@@ -1119,6 +1126,40 @@ impl ConfigError {
             .join("\n");
         ConfigError::Value { message }
     }
+}
+
+/// Whether `origin` has the form browsers send in `Origin`:
+/// `scheme://host[:port]`, or `null` (a page opened from a file).
+fn origin_form(origin: &str) -> Result<(), &'static str> {
+    if origin == "null" {
+        return Ok(());
+    }
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return Err("expected scheme://host[:port], e.g. https://app.example.com");
+    };
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !scheme_ok {
+        return Err("the scheme (before ://) is not one, e.g. https");
+    }
+    if authority.is_empty() {
+        return Err("no host after ://");
+    }
+    if authority.contains(['/', '?', '#']) {
+        return Err("an origin has no path, query or fragment");
+    }
+    if authority
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err("a host has no spaces");
+    }
+    if authority.contains('@') {
+        return Err("an origin has no user name");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -56,10 +56,27 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("janus-server: error: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<Misconfigured>().is_some() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
+
+/// Settings that are each valid but cannot work together on this machine
+/// (found once the open-file limit is known): a configuration error, exit 2.
+#[derive(Debug)]
+struct Misconfigured(String);
+
+impl std::fmt::Display for Misconfigured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Misconfigured {}
 
 /// Logs to stderr in the chosen format, filtered by `RUST_LOG` (default
 /// `info`), with colours only when stderr is a terminal and `NO_COLOR` is unset.
@@ -97,7 +114,15 @@ fn run(settings: &Settings, config: Config) -> anyhow::Result<()> {
         admin_connections
     );
     if capacity == 0 {
-        anyhow::bail!("no room for any client: {budget}; raise the open-file limit (ulimit -n)");
+        let lower = if admin_connections > 0 {
+            "lower admin-max-connections or "
+        } else {
+            ""
+        };
+        return Err(Misconfigured(format!(
+            "no room for any client: {budget}; {lower}raise the open-file limit (ulimit -n)"
+        ))
+        .into());
     }
     if let Some(max) = config.max_connections.filter(|max| *max > capacity) {
         tracing::warn!(

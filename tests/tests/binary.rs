@@ -101,6 +101,23 @@ fn bad_settings_fail_with_a_clear_message_and_exit_2() {
     let (code, _, err) = run_server(&["--listen", "a..b:8081", "--admin-listen", "off"], &[]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("cannot resolve \"a..b:8081\""), "{err}");
+    // More admin connections than any open-file limit allows (Linux caps
+    // it near 2^30): a configuration error that says what to change.
+    let (code, _, err) = run_server(
+        &[
+            "--admin-max-connections",
+            "4000000000",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("lower admin-max-connections"), "{err}");
+    // An allowed origin a browser can never send.
+    let (code, _, err) = run_server(&["--ws-allowed-origins", "example.com"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("scheme://host"), "{err}");
 }
 
 #[test]

@@ -253,6 +253,22 @@ fn bad_settings_are_clear_errors() {
     assert!(invalid(&["--heartbeat", "0s"]).contains("heartbeat"));
     assert!(invalid(&["--write-deadline", "0s"]).contains("write-deadline"));
     assert!(invalid(&["--admin-token-file", "/nonexistent/token"]).contains("/nonexistent/token"));
+    for origin in [
+        "example.com",
+        "not an origin",
+        "https://a.example/app",
+        "://x",
+    ] {
+        let e = invalid(&["--ws-allowed-origins", origin]);
+        assert!(
+            e.contains("ws-allowed-origins") && e.contains("never match"),
+            "{e}"
+        );
+    }
+    for origin in ["https://a.example", "http://127.0.0.1:8080/", "null"] {
+        let s = settings(&["--ws-allowed-origins", origin]).unwrap();
+        assert!(s.validate().is_ok(), "{origin}");
+    }
     let missing = settings(&["--config", "/nonexistent/janus.toml"]);
     assert!(matches!(missing, Err(ConfigError::Read { .. })));
 }
