@@ -24,6 +24,26 @@ def frames(sock):
         buf += chunk
 
 
+def parse(frame):
+    """A server frame as a JSON object; anything else ends the client, saying what came."""
+    if frame is None:
+        sys.exit("the server closed the connection")
+    try:
+        message = json.loads(frame)
+    except ValueError:
+        message = None
+    if not isinstance(message, dict):
+        sys.exit("unexpected frame from the server: %r" % frame[:200])
+    return message
+
+
+def fail(message):
+    """Ends the client with the server's error frame (P7), or what came instead."""
+    if "error" in message:
+        sys.exit("error: %s: %s" % (message["error"], message.get("reason", "")))
+    sys.exit("unexpected frame from the server: %s" % json.dumps(message)[:200])
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("command", choices=["subscribe", "publish"])
@@ -36,12 +56,15 @@ def main():
     sock = socket.create_connection((host, int(port)))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # P9
     incoming = frames(sock)
-    print("token", json.loads(next(incoming))["token"], file=sys.stderr)  # hello (P2)
+    hello = parse(next(incoming, None))  # P2; a server that is full says so instead
+    if "token" not in hello:
+        fail(hello)
+    print("token", hello["token"], file=sys.stderr)
     if a.command == "publish":  # P5: PUBLISH, the JSON, then the server closes
         body = {"topic": a.topic, "event": "example", "data": json.loads(a.data)}
         sock.sendall(b"PUBLISH\x00" + json.dumps(body).encode() + b"\x00")
         for frame in incoming:  # an error frame if the publish was refused
-            sys.exit("error: " + frame)
+            fail(parse(frame))
         return
     sock.sendall(json.dumps({"action": "subscribe", "data": a.topic}).encode() + b"\x00")
     received = 0
@@ -51,9 +74,9 @@ def main():
         elif frame == "PING":  # P4
             sock.sendall(b"PONG\x00")
         else:
-            message = json.loads(frame)
-            if "error" in message:  # P7
-                sys.exit("error: %s: %s" % (message["error"], message["reason"]))
+            message = parse(frame)
+            if "data" not in message:
+                fail(message)
             print(json.dumps(message["data"]), flush=True)  # P6
             received += 1
             if received == a.count:

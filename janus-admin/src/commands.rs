@@ -300,10 +300,10 @@ pub fn status_text(s: &Status) -> String {
     kv(
         "delivered",
         format!(
-            "{} ({}), {} queued, {} dropped",
+            "{} of {} queued since start ({}), {} dropped",
             format::count(s.deliveries_sent),
-            format::rate(s.delivery_rate),
             format::count(s.deliveries_enqueued),
+            format::rate(s.delivery_rate),
             format::count(s.deliveries_dropped)
         ),
     );

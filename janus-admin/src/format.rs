@@ -110,13 +110,14 @@ pub fn duration(secs: u64) -> String {
     }
 }
 
-/// Bytes with a decimal unit: `12.3 MB`.
+/// Bytes with a binary unit, as the server's size settings are written
+/// (`--history-bytes 256MiB`): `11.8 MiB`.
 pub fn bytes(n: f64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n;
     let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
         unit += 1;
     }
     if unit == 0 {
@@ -174,7 +175,9 @@ mod tests {
         assert_eq!(duration(59), "59s");
         assert_eq!(duration(90_000), "1d 1h 00m");
         assert_eq!(bytes(999.0), "999 B");
-        assert_eq!(bytes(12_345_678.0), "12.3 MB");
+        assert_eq!(bytes(12_345_678.0), "11.8 MiB");
+        assert_eq!(bytes(268_435_456.0), "256.0 MiB");
+        assert_eq!(bytes(1023.0), "1023 B");
         assert_eq!(rate(12.34), "12.3/s");
         assert_eq!(rate(45_678.0), "45.7k/s");
         assert_eq!(latency(Some(0.25)), "≤0.25 ms");

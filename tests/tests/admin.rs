@@ -745,6 +745,25 @@ async fn cli_commands() {
         status.contains("connections") && status.contains("ready"),
         "{status}"
     );
+    // Sizes in the units the size settings are written in; the delivery
+    // counters read as totals, not as a backlog.
+    let line = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(
+        Config::default().history_bytes,
+        256 << 20,
+        "the default this checks"
+    );
+    assert!(line("history").contains("of 256.0 MiB"), "{status}");
+    assert!(
+        line("delivered").contains("0 of 0 queued since start"),
+        "{status}"
+    );
     let json_status: Value =
         serde_json::from_str(&ok(cli(&base, tok, &["--json", "status"]).await)).unwrap();
     assert_eq!(json_status["subscriptions"], 2);

@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use janus_tests::{exit_code, lines_of, next_line, publish, TestServer};
+use janus_server::Config;
+use janus_tests::{exit_code, lines_of, next_line, publish, test_config, Client, TestServer};
 
 fn example(args: &[&str]) -> tokio::process::Command {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/client.py");
@@ -52,5 +53,30 @@ async fn the_python_example_client_subscribes_and_publishes() {
         next_line(&mut err).await,
         "error: bad_topic: topic is empty"
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_example_client_says_why_a_full_server_refused_it() {
+    let server = TestServer::start_with(Config {
+        max_connections: Some(1),
+        ..test_config()
+    })
+    .await;
+    let _holder = Client::connect(server.addr()).await;
+    let addr = server.addr().to_string();
+    for args in [
+        &["subscribe", "news", "--addr", &addr][..],
+        &["publish", "news", "1", "--addr", &addr][..],
+    ] {
+        let mut refused = example(args).spawn().expect("run the example");
+        let mut err = lines_of(refused.stderr.take().expect("stderr"));
+        assert_eq!(exit_code(&mut refused).await, 1, "{args:?}");
+        let line = next_line(&mut err).await;
+        assert!(
+            line.starts_with("error: not_allowed: the server is at its connection limit (1)"),
+            "{args:?}: {line}"
+        );
+    }
     server.stop().await;
 }

@@ -236,7 +236,8 @@ pub fn outcome_from_json(v: &Value, kind: Kind, size: &Size) -> Outcome {
     let spans = v
         .get("spans")
         .and_then(|s| serde_json::from_value::<SpanSeries>(s.clone()).ok());
-    // Fan-out span: first to last delivery of a message, the worst message.
+    // Fan-out spread: first to last delivery of a message (janus-bot's
+    // `spans[].span_ms`), the worst message.
     let span = spans
         .as_ref()
         .and_then(|s| s.span_p50_max().map(|(_, max)| max))

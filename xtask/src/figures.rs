@@ -62,7 +62,7 @@ pub const FIGURES: &[FigureDef] = &[
     def("max_ms", "max latency", "ms", Better::Lower, true, 10.0),
     def(
         "span_ms",
-        "fan-out span (first to last delivery)",
+        "fan-out spread (first to last delivery)",
         "ms",
         Better::Lower,
         true,

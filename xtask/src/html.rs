@@ -200,7 +200,7 @@ fn plot_caption(plot: &HistoReport) -> String {
     }
     if plot.spans.as_ref().is_some_and(|s| s.len() > 1) {
         text.push_str(
-            " The lower panel shows each message's fan-out span (first to last delivery) \
+            " The lower panel shows each message's fan-out spread (first to last delivery) \
              over the run.",
         );
     }
