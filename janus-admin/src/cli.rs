@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 pub use janus_core::api::TopicSort;
+use janus_core::cli::{whole, Worded};
 
 const EXIT_CODES: &str = "\
 Exit status: 0 done (or Ctrl-C ended `subscribe`); 1 the operation ran and
@@ -46,7 +47,7 @@ pub struct Cli {
     pub json: bool,
 
     /// Give up on a request (`subscribe`: on connecting, the hello, each ACK) after this many seconds.
-    #[arg(long, global = true, default_value_t = 10.0, value_name = "SECONDS")]
+    #[arg(long, global = true, default_value_t = 10.0, value_name = "SECONDS", value_parser = Worded(seconds), allow_negative_numbers = true)]
     pub timeout: f64,
 
     /// What to do.
@@ -85,7 +86,7 @@ pub enum Command {
         #[arg(long, default_value = "")]
         prefix: String,
         /// Most topics listed.
-        #[arg(long, default_value_t = 100, value_parser = at_least_one)]
+        #[arg(long, default_value_t = 100, value_parser = Worded(whole::<usize, 1>), allow_negative_numbers = true)]
         limit: usize,
         /// Order of the listing: name, published (most first) or subscribers (most first).
         #[arg(long, default_value_t = TopicSort::Name)]
@@ -99,7 +100,7 @@ pub enum Command {
         /// The topic name.
         name: String,
         /// Most subscribers listed.
-        #[arg(long, default_value_t = 100, value_parser = at_least_one)]
+        #[arg(long, default_value_t = 100, value_parser = Worded(whole::<usize, 1>), allow_negative_numbers = true)]
         limit: usize,
         /// Start after this session token (the "next" of a previous page).
         #[arg(long, value_name = "TOKEN")]
@@ -111,16 +112,16 @@ pub enum Command {
         /// The topic name.
         name: String,
         /// List the messages after this offset (default: from the oldest held).
-        #[arg(long, value_name = "OFFSET")]
+        #[arg(long, value_name = "OFFSET", value_parser = Worded(whole::<u64, 0>), allow_negative_numbers = true)]
         since: Option<u64>,
         /// Most messages listed.
-        #[arg(long, default_value_t = 20, value_parser = at_least_one)]
+        #[arg(long, default_value_t = 20, value_parser = Worded(whole::<usize, 1>), allow_negative_numbers = true)]
         limit: usize,
     },
     /// List sessions (paginated by token).
     Sessions {
         /// Page size.
-        #[arg(long, default_value_t = 100, value_parser = at_least_one)]
+        #[arg(long, default_value_t = 100, value_parser = Worded(whole::<usize, 1>), allow_negative_numbers = true)]
         limit: usize,
         /// Start after this token (the "next" of a previous page).
         #[arg(long, value_name = "TOKEN")]
@@ -156,7 +157,7 @@ pub enum Command {
         )]
         client: String,
         /// Exit after this many messages.
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = Worded(whole::<u64, 0>), allow_negative_numbers = true)]
         count: Option<u64>,
     },
     /// Publish a message to a topic, exactly like a client PUBLISH (through the admin API).
@@ -205,18 +206,16 @@ pub enum Command {
     /// Live view of rates, connections and the busiest topics; `q` quits.
     Top {
         /// Seconds between refreshes.
-        #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
+        #[arg(long, default_value_t = 1.0, value_name = "SECONDS", value_parser = Worded(seconds), allow_negative_numbers = true)]
         interval: f64,
     },
 }
 
-/// A count of at least 1 (`--limit`).
-fn at_least_one(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".to_owned()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!(
-            "expected a whole number of at least 1, got {text:?}"
-        )),
-    }
+/// A number of seconds, 0 or more (`--timeout`, `--interval`).
+fn seconds(text: &str) -> Result<f64, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .ok_or_else(|| "must be a number of seconds, such as 10 or 0.5".to_owned())
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
+use janus_core::cli::{whole, Worded};
 
 use crate::control::Activity;
 
@@ -135,40 +136,40 @@ pub struct RunArgs {
     #[arg(long, value_delimiter = ',')]
     pub agents: Vec<String>,
     /// Number of subscribing clients (in a soak: the canaries).
-    #[arg(long, short = 'n')]
+    #[arg(long, short = 'n', value_parser = Worded(whole::<u64, 1>), allow_negative_numbers = true)]
     pub clients: u64,
     /// Topic the clients subscribe to; with --topics N, the base of the
     /// names TOPIC-0 … TOPIC-(N-1).
     #[arg(long, default_value = "janus-bot")]
     pub topic: String,
     /// Topics the messages are spread over: message i goes to topic i mod N.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 1, value_parser = Worded(whole::<u32, 1>), allow_negative_numbers = true)]
     pub topics: u32,
     /// Topics each client subscribes to (client c takes topics c·K … c·K+K-1,
     /// mod --topics).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 1, value_parser = Worded(whole::<u32, 1>), allow_negative_numbers = true)]
     pub subscriptions: u32,
     /// Number of messages to publish [default: 1; churn and soak: --rate ×
     /// --duration, and this flag is ignored].
-    #[arg(long, short = 'm', value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, short = 'm', value_parser = Worded(whole::<u32, 1>), allow_negative_numbers = true)]
     pub messages: Option<u32>,
     /// Messages per second.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, value_parser = Worded(number), allow_negative_numbers = true)]
     pub rate: f64,
     /// Size of each message's data string, bytes.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = Worded(whole::<usize, 0>), allow_negative_numbers = true)]
     pub payload: usize,
     /// Percentage of the subscribing clients that never read after their
     /// ACK (slow consumers); what the server did to them is read at the end.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = Worded(number), allow_negative_numbers = true)]
     pub never_read_percent: f64,
     /// Receive buffer of never-reading (and stuck) clients, bytes: small, so
     /// the server's queue for them fills quickly.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 4096, value_parser = Worded(whole::<u32, 0>), allow_negative_numbers = true)]
     pub never_read_rcvbuf: u32,
     /// Local worker processes [default: one per 18,000 clients, or fewer
     /// when the open-file limit is lower].
-    #[arg(long)]
+    #[arg(long, value_parser = Worded(whole::<u32, 1>), allow_negative_numbers = true)]
     pub workers: Option<u32>,
     /// Source addresses to bind clients to, e.g. 127.0.0.2-127.0.0.20
     /// [default: the kernel's choice, extended to 127.0.0.2, 127.0.0.3, …
@@ -177,10 +178,10 @@ pub struct RunArgs {
     pub source_ips: Option<String>,
     /// Limit for every wait: a client's connect + hello + ACK, each publish,
     /// and the deliveries after the last publish.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = Worded(duration), allow_negative_numbers = true)]
     pub timeout: Duration,
     /// Clients connecting at once, over all workers.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = Worded(whole::<u32, 0>), allow_negative_numbers = true)]
     pub connect_concurrency: u32,
     /// How messages are published: one-shot PUBLISH connections that wait
     /// for the server to close them (P5), exactly as the 2009 bot (`2009`:
@@ -224,25 +225,25 @@ pub struct ChurnArgs {
     pub run: RunArgs,
     /// Churners: clients that connect, subscribe to one topic (half of the
     /// names carry messages, half do not), stay --hold, and leave.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = Worded(whole::<u32, 0>), allow_negative_numbers = true)]
     pub churners: u32,
     /// How long a churner stays subscribed.
-    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "50ms", value_parser = Worded(duration), allow_negative_numbers = true)]
     pub hold: Duration,
     /// Background activity before the measurement, without messages.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = Worded(duration), allow_negative_numbers = true)]
     pub warmup: Duration,
     /// How long messages flow [default: 30s for churn, 10m for soak].
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = Worded(duration), allow_negative_numbers = true)]
     pub duration: Option<Duration>,
     /// After the background clients leave, how long to wait for the
     /// server's memory to come back (with --server-pid).
-    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = Worded(duration), allow_negative_numbers = true)]
     pub settle: Duration,
     /// The server's process id, on this machine: its resident memory is
     /// read at the start, after the warm-up and after the churn. It must
     /// exist; a process that is not a janus-server gets a warning.
-    #[arg(long)]
+    #[arg(long, value_parser = Worded(whole::<u32, 0>), allow_negative_numbers = true)]
     pub server_pid: Option<u32>,
 }
 
@@ -253,10 +254,10 @@ pub struct ResumeArgs {
     #[command(flatten)]
     pub run: RunArgs,
     /// Percentage of the reading clients that drop their connection and resume.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, value_parser = Worded(number), allow_negative_numbers = true)]
     pub resume_percent: f64,
     /// How long a resuming client stays away before it reconnects.
-    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "500ms", value_parser = Worded(duration), allow_negative_numbers = true)]
     pub away: Duration,
     /// Where resuming clients reconnect (HOST:PORT): another node of the
     /// same cluster, to measure resuming on a node other than the one the
@@ -273,30 +274,30 @@ pub struct SoakArgs {
     pub churn: ChurnArgs,
     /// Stuck readers: subscribe to the canaries' topics, never read, leave
     /// after --hostile-hold.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = Worded(whole::<u32, 0>), allow_negative_numbers = true)]
     pub stuck: u32,
     /// Request flooders: write `x␀` (or, every other one, subscribe
     /// requests) over and over without reading the answers.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = Worded(whole::<u32, 0>), allow_negative_numbers = true)]
     pub flooders: u32,
     /// Bytes a flooder writes every 50 ms while its socket takes them.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 4096, value_parser = Worded(whole::<u32, 0>), allow_negative_numbers = true)]
     pub flood_chunk: u32,
     /// Tricklers: one byte every --trickle-interval, never completing a frame.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = Worded(whole::<u32, 0>), allow_negative_numbers = true)]
     pub tricklers: u32,
     /// Interval between a trickler's bytes.
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "3s", value_parser = Worded(duration), allow_negative_numbers = true)]
     pub trickle_interval: Duration,
     /// Clients that send one frame longer than the server's limit.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = Worded(whole::<u32, 0>), allow_negative_numbers = true)]
     pub oversized: u32,
     /// Length of an oversized frame, bytes (the server's default limit is
     /// 64 KiB).
-    #[arg(long, default_value_t = 70_000)]
+    #[arg(long, default_value_t = 70_000, value_parser = Worded(whole::<u32, 0>), allow_negative_numbers = true)]
     pub oversized_bytes: u32,
     /// How long a hostile client keeps at it before it leaves and starts again.
-    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "20s", value_parser = Worded(duration), allow_negative_numbers = true)]
     pub hostile_hold: Duration,
 }
 
@@ -337,7 +338,7 @@ pub struct PublishArgs {
     #[arg(long, env = "JANUS_PUBLISH_KEY", hide_env_values = true)]
     pub publish_key: Option<String>,
     /// How long to wait for the server.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = Worded(duration), allow_negative_numbers = true)]
     pub timeout: Duration,
 }
 
@@ -810,6 +811,19 @@ fn publish_command(args: PublishArgs) -> anyhow::Result<u8> {
     }
 }
 
+/// A number (`--rate`, the percentages), range-checked with the other flags.
+fn number(text: &str) -> Result<f64, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| "must be a number, such as 10 or 2.5".to_owned())
+}
+
+/// A duration: `500ms`, `10s`, `2m`.
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|_| "must be a duration such as 500ms, 10s or 2m".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -862,7 +876,7 @@ mod tests {
 
     #[test]
     fn errors_map_to_exit_statuses() {
-        let Cmd::Run(run) = parse(&["run", "-n", "0"]).unwrap().command else {
+        let Cmd::Run(run) = parse(&["run", "-n", "1", "--rate", "0"]).unwrap().command else {
             panic!("run")
         };
         let e = run_config(&run, None).unwrap_err();
@@ -876,6 +890,41 @@ mod tests {
             parse(&["publish", "t"]).unwrap_err().kind(),
             clap::error::ErrorKind::MissingRequiredArgument
         );
+        // A bad number is a usage error in plain words.
+        for (args, message) in [
+            (
+                &["run", "-n", "0"][..],
+                "--clients must be a whole number of at least 1 (got 0)",
+            ),
+            (
+                &["run", "-n", "1", "--topics", "-1"],
+                "--topics must be a whole number of at least 1 (got -1)",
+            ),
+            (
+                &["run", "-n", "1", "--payload", "lots"],
+                "--payload must be a whole number (0 or more) (got lots)",
+            ),
+            (
+                &["run", "-n", "1", "--rate", "fast"],
+                "--rate must be a number, such as 10 or 2.5 (got fast)",
+            ),
+            (
+                &["run", "-n", "1", "--timeout", "soon"],
+                "--timeout must be a duration such as 500ms, 10s or 2m (got soon)",
+            ),
+        ] {
+            let e = parse(args).unwrap_err();
+            assert_eq!(
+                (e.exit_code(), e.to_string()),
+                (2, format!("error: {message}\n"))
+            );
+        }
+        // A negative rate reaches its range check.
+        let Cmd::Run(run) = parse(&["run", "-n", "1", "--rate", "-5"]).unwrap().command else {
+            panic!("run")
+        };
+        let e = run_config(&run, None).unwrap_err().to_string();
+        assert!(e.contains("--rate must be a positive number"), "{e}");
         let help = parse(&["run", "--help"]).unwrap_err().to_string();
         assert!(help.contains("3  cannot connect"), "{help}");
     }

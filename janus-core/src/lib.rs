@@ -27,6 +27,8 @@
 //! `janus-server` (or to the bot).
 
 pub mod api;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod codec;
 pub mod message;
 pub mod net;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use janus_core::cli::Worded;
 use janus_histo::command::{self, MergeConfig, ShowConfig};
 
 /// Show and merge Janus latency histograms.
@@ -30,7 +31,7 @@ enum Command {
     /// with a "histogram" field, such as `janus-bot --json` output.
     Show {
         /// Bucket width for the table, e.g. 500ms, 2ms, 250us (default: chosen from the data).
-        #[arg(long, value_name = "DURATION", value_parser = parse_bucket)]
+        #[arg(long, value_name = "DURATION", value_parser = Worded(parse_bucket), allow_negative_numbers = true)]
         bucket: Option<Duration>,
         /// Also write an SVG plot here (numbered plot-1.svg, plot-2.svg, … for several files).
         #[arg(long, value_name = "FILE.svg")]
@@ -48,7 +49,7 @@ enum Command {
         #[arg(long, value_name = "FILE.svg")]
         plot: Option<PathBuf>,
         /// Bucket width for the table, e.g. 500ms, 2ms, 250us (default: chosen from the data).
-        #[arg(long, value_name = "DURATION", value_parser = parse_bucket)]
+        #[arg(long, value_name = "DURATION", value_parser = Worded(parse_bucket), allow_negative_numbers = true)]
         bucket: Option<Duration>,
         /// Title of the merged report (default: "merged N reports").
         #[arg(long)]
@@ -59,9 +60,11 @@ enum Command {
     },
 }
 
-/// Parses `--bucket` for clap.
-fn parse_bucket(s: &str) -> Result<Duration, janus_histo::HistoError> {
-    janus_histo::parse_duration(s)
+/// Parses `--bucket`.
+fn parse_bucket(s: &str) -> Result<Duration, String> {
+    janus_histo::parse_duration(s).map_err(|_| {
+        "must be a duration from 1us to one hour, such as 500ms, 2ms or 250us".to_owned()
+    })
 }
 
 fn main() -> ExitCode {

@@ -18,9 +18,13 @@
 //!    the comment `--print-config` writes above the key. Give the default
 //!    with `#[arg(long, default_value = "...")]` (clap shows it in `--help`),
 //!    or make the field an `Option` when "unset" means something, and say
-//!    what in the doc as `[default: ...]`. A `Duration` also takes
-//!    `value_parser = parse_duration` and `#[serde(with = "humantime_serde")]`;
-//!    a size takes [`ByteCount`]. The flag `--NAME`, the variable
+//!    what in the doc as `[default: ...]`. A count is a [`Count`], a size a
+//!    [`ByteCount`] (each with its least value); a `Duration` also takes
+//!    `value_parser = Worded(parse_duration)` and
+//!    `#[serde(with = "plain::file::duration")]` (`positive_duration` in
+//!    both when zero is refused). Their value names (`N`, `SIZE`,
+//!    `DURATION`) let a value be a negative number, so that it gets its
+//!    message in plain words. The flag `--NAME`, the variable
 //!    `JANUS_NAME` and the file key `NAME` all follow from the field name. A
 //!    secret gets `hide_env_values = true`, which also keeps it out of
 //!    `--print-config`.
@@ -32,11 +36,12 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroUsize;
+use std::num::IntErrorKind;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use clap::builder::ValueParserFactory;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use figment::providers::Serialized;
@@ -44,6 +49,11 @@ use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+
+mod plain;
+
+pub use plain::parse_duration;
+use plain::{positive_duration, Worded};
 
 /// What happens to a subscriber whose outbound queue is full (docs/protocol.md, sessions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -236,7 +246,7 @@ pub struct Cli {
     pub print_config: bool,
 
     /// Test only: busy-wait this long per delivery to simulate a slow fan-out.
-    #[arg(long, hide = true, value_parser = parse_duration)]
+    #[arg(long, hide = true, value_name = "DURATION", value_parser = Worded(parse_duration))]
     pub test_fanout_delay: Option<Duration>,
 
     /// The settings, with clap's defaults filled in.
@@ -274,17 +284,17 @@ pub struct Settings {
     pub ws_allowed_origins: Vec<String>,
 
     /// Longest time a WebSocket client may take to send its handshake request (at most 16 KiB); a slower one gets 408 and is closed.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, help_heading = CLIENTS)]
-    #[serde(with = "humantime_serde")]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = Worded(positive_duration), help_heading = CLIENTS)]
+    #[serde(with = "plain::file::positive_duration")]
     pub ws_handshake_timeout: Duration,
 
     /// Most simultaneous client connections; past it a client gets not_allowed and is closed [default: what the open-file limit allows].
     #[arg(long, value_name = "N", help_heading = CLIENTS)]
-    pub max_connections: Option<NonZeroUsize>,
+    pub max_connections: Option<Count<1>>,
 
     /// Most simultaneous client connections from one IP address outside per-ip-exempt, 0 for no limit: one host on the internet cannot take every connection a process can hold (about 19,900 under a 20,000 open-file limit).
     #[arg(long, value_name = "N", default_value = "1000", help_heading = CLIENTS)]
-    pub max_connections_per_ip: usize,
+    pub max_connections_per_ip: Count<0>,
 
     /// Networks max-connections-per-ip does not apply to, comma-separated or repeated: by default loopback and private networks, where a load-test swarm (the 2009 benchmark runs 20,000 clients from one host) or a NAT gateway legitimately holds thousands of connections. 0.0.0.0/32 exempts nothing.
     #[arg(long, value_name = "NETWORK", value_delimiter = ',', default_values = ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"], help_heading = CLIENTS)]
@@ -292,19 +302,19 @@ pub struct Settings {
 
     /// Longest client frame, in bytes or with a unit (64KiB); a longer one gets frame_too_large and a close.
     #[arg(long, value_name = "SIZE", default_value = "65536", help_heading = CLIENTS)]
-    pub max_frame: ByteCount,
+    pub max_frame: ByteCount<1>,
 
     /// Most topics one client may subscribe to; one more gets too_many_subscriptions and a close.
     #[arg(long, value_name = "N", default_value = "1024", help_heading = CLIENTS)]
-    pub max_subscriptions: NonZeroUsize,
+    pub max_subscriptions: Count<1>,
 
     /// Most topics the server holds at once (server-wide); a subscribe or publish that would create one more is refused.
     #[arg(long, value_name = "N", default_value = "1000000", help_heading = CLIENTS)]
-    pub max_topics: NonZeroUsize,
+    pub max_topics: Count<1>,
 
     /// Most frames queued for one client (deliveries and replies) before it is a slow consumer.
     #[arg(long, value_name = "N", default_value = "4096", help_heading = SLOW)]
-    pub queue_limit: NonZeroUsize,
+    pub queue_limit: Count<1>,
 
     /// Most bytes queued for one client before it is a slow consumer, every frame counted (deliveries, ACKs, errors, PINGs); in bytes or with a unit (1MiB), at least max-frame.
     #[arg(long, value_name = "SIZE", default_value = "1048576", help_heading = SLOW)]
@@ -315,13 +325,13 @@ pub struct Settings {
     pub slow_consumer: SlowConsumerPolicy,
 
     /// Disconnect a client whose socket has accepted nothing for this long while frames wait for it.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, help_heading = SLOW)]
-    #[serde(with = "humantime_serde")]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = Worded(positive_duration), help_heading = SLOW)]
+    #[serde(with = "plain::file::positive_duration")]
     pub write_deadline: Duration,
 
     /// Send PING to a client after this long without sending it anything (only once it has had a delivery: 2009 bots crash on an early PING).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, help_heading = SESSIONS)]
-    #[serde(with = "humantime_serde")]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = Worded(positive_duration), help_heading = SESSIONS)]
+    #[serde(with = "plain::file::positive_duration")]
     pub heartbeat: Duration,
 
     /// Close clients that send nothing for this long, or "off" (2009 bots never speak after subscribing).
@@ -334,15 +344,15 @@ pub struct Settings {
 
     /// Most sessions waiting for a resume at once; past it, a lost connection's session ends at once, as with session-ttl off. A waiting session holds its subscriptions and what is queued for it (up to its queue budget), like a connected client: without a limit, clients that connect, subscribe and drop could make the server hold every such session for session-ttl.
     #[arg(long, value_name = "N", default_value = "20000", help_heading = SESSIONS)]
-    pub max_detached_sessions: NonZeroUsize,
+    pub max_detached_sessions: Count<1>,
 
     /// Messages each topic keeps so that a client can resume without a gap (the default is a minute at 100 messages/s); 0 keeps none.
     #[arg(long, value_name = "N", default_value = "6000", help_heading = SESSIONS)]
-    pub history_size: usize,
+    pub history_size: Count<0>,
 
     /// Age past which a topic's kept messages are dropped.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration, help_heading = SESSIONS)]
-    #[serde(with = "humantime_serde")]
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = Worded(positive_duration), help_heading = SESSIONS)]
+    #[serde(with = "plain::file::positive_duration")]
     pub history_ttl: Duration,
 
     /// Most bytes of history over all topics, in bytes or with a unit (256MiB); past it a topic keeps fewer messages.
@@ -371,31 +381,31 @@ pub struct Settings {
 
     /// Most admin API connections open at once; more are answered 503 and closed, so admin traffic never takes descriptors from clients.
     #[arg(long, value_name = "N", default_value = "64", help_heading = ADMIN)]
-    pub admin_max_connections: NonZeroUsize,
+    pub admin_max_connections: Count<1>,
 
     /// Close an admin connection whose request headers take longer than this, or that waits longer than this for its next request.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, help_heading = ADMIN)]
-    #[serde(with = "humantime_serde")]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = Worded(positive_duration), help_heading = ADMIN)]
+    #[serde(with = "plain::file::positive_duration")]
     pub admin_header_timeout: Duration,
 
     /// Answer 408 to an admin request whose body has not arrived and been answered within this.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, help_heading = ADMIN)]
-    #[serde(with = "humantime_serde")]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = Worded(positive_duration), help_heading = ADMIN)]
+    #[serde(with = "plain::file::positive_duration")]
     pub admin_request_timeout: Duration,
 
     /// Close an admin connection that moves no byte either way for this long, e.g. one that never reads its answer.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, help_heading = ADMIN)]
-    #[serde(with = "humantime_serde")]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = Worded(positive_duration), help_heading = ADMIN)]
+    #[serde(with = "plain::file::positive_duration")]
     pub admin_idle_timeout: Duration,
 
     /// On SIGINT/SIGTERM, how long to keep writing queued deliveries before closing.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, help_heading = PROCESS)]
-    #[serde(with = "humantime_serde")]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = Worded(parse_duration), help_heading = PROCESS)]
+    #[serde(with = "plain::file::duration")]
     pub shutdown_timeout: Duration,
 
     /// Threads that write deliveries to client sockets, besides the clients' thread [default: one per core but one].
     #[arg(long, value_name = "N", help_heading = PROCESS)]
-    pub writer_threads: Option<NonZeroUsize>,
+    pub writer_threads: Option<Count<1>>,
 
     /// Log lines as text or as one JSON object per line (colours only when stderr is a terminal).
     #[arg(long, value_enum, value_name = "FORMAT", default_value = "text", help_heading = PROCESS)]
@@ -446,6 +456,15 @@ impl Cli {
             .map(|a| a.get_id().to_string())
             .collect();
         Cli::command().mut_args(|arg| {
+            // A number, size or duration may be a negative number: it then
+            // reaches its parser, which says what the setting takes, instead
+            // of clap taking it for a flag.
+            let numeric = arg.get_value_names().is_some_and(|names| {
+                names
+                    .iter()
+                    .all(|n| ["N", "SIZE", "DURATION"].contains(&n.as_str()))
+            });
+            let arg = arg.allow_negative_numbers(numeric);
             let id = arg.get_id().as_str();
             if id == "config" || settings.iter().any(|s| s == id) {
                 let name = env_name(id);
@@ -723,8 +742,8 @@ impl Settings {
             ws_handshake_timeout: nonzero("ws-handshake-timeout", self.ws_handshake_timeout)?,
             heartbeat: nonzero("heartbeat", self.heartbeat)?,
             max_frame,
-            max_connections: self.max_connections.map(NonZeroUsize::get),
-            max_connections_per_ip: match self.max_connections_per_ip {
+            max_connections: self.max_connections.map(Count::get),
+            max_connections_per_ip: match self.max_connections_per_ip.get() {
                 0 => usize::MAX,
                 n => n,
             },
@@ -736,7 +755,7 @@ impl Settings {
             max_topics: self.max_topics.get(),
             session_ttl: self.session_ttl.0.unwrap_or_default(),
             max_detached_sessions: self.max_detached_sessions.get(),
-            history_size: self.history_size,
+            history_size: self.history_size.get(),
             history_ttl: nonzero("history-ttl", self.history_ttl)?,
             history_bytes: self
                 .history_bytes
@@ -755,7 +774,7 @@ impl Settings {
             admin_idle_timeout: nonzero("admin-idle-timeout", self.admin_idle_timeout)?,
             writer_threads: self
                 .writer_threads
-                .map_or_else(default_writer_threads, NonZeroUsize::get),
+                .map_or_else(default_writer_threads, Count::get),
             test_fanout_delay: None,
             broker: self.broker.0.clone(),
             node_id,
@@ -820,15 +839,6 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     lines
 }
 
-/// Parses `30s`, `250ms`, `2m`.
-///
-/// # Errors
-/// A message with examples.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("invalid duration {s:?}: {e} (examples: 30s, 250ms, 2m)"))
-}
-
 /// Lets a type that is written as text in flags and in the file go through
 /// serde as that text (`#[serde(try_from = "String", into = "String")]`).
 macro_rules! serde_as_text {
@@ -847,6 +857,28 @@ macro_rules! serde_as_text {
     )*};
 }
 serde_as_text!(HostPort, AdminListen, Network, Timeout, BrokerUrl);
+
+/// Lets clap and the file read a type with its `FromStr` and [`plain`]'s
+/// messages (`--queue-limit must be ... (got 0)`), which name the flag,
+/// the variable or the file key the bad value came from.
+macro_rules! worded {
+    ($ty:ident $(<const $least:ident: $int:ty>)?) => {
+        impl$(<const $least: $int>)? ValueParserFactory for $ty$(<$least>)? {
+            type Parser = Worded<Self>;
+            fn value_parser() -> Worded<Self> {
+                Worded(<Self as FromStr>::from_str)
+            }
+        }
+        impl<'de, $(const $least: $int)?> Deserialize<'de> for $ty$(<$least>)? {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                plain::from_text(d, <Self as FromStr>::from_str)
+            }
+        }
+    };
+}
+worded!(Timeout);
+worded!(ByteCount<const LEAST: u64>);
+worded!(Count<const LEAST: usize>);
 
 /// The broker: `none`, or a Redis URL the Redis client accepts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -986,8 +1018,8 @@ impl fmt::Display for Network {
 }
 
 /// A duration that can also be `off` (`0` and `0s` mean off too).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
 pub struct Timeout(pub Option<Duration>);
 
 impl FromStr for Timeout {
@@ -1011,57 +1043,77 @@ impl fmt::Display for Timeout {
     }
 }
 
-/// A size in bytes: a plain number, or a number with a unit (`64KiB`,
-/// `1MiB`, `1.5 MB`), read by `bytesize`. Written back as a plain number,
-/// so nothing is rounded on the way out.
+/// A size in bytes of at least `LEAST`: a plain number, or a number with a
+/// unit (`64KiB`, `1MiB`, `1.5 MB`), read by `bytesize`. Written back as a
+/// plain number, so nothing is rounded on the way out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
-pub struct ByteCount(pub u64);
+pub struct ByteCount<const LEAST: u64 = 0>(pub u64);
 
-impl ByteCount {
+impl<const LEAST: u64> ByteCount<LEAST> {
     fn to_usize(self) -> Result<usize, String> {
         usize::try_from(self.0).map_err(|_| format!("{} bytes is too large", self.0))
     }
 }
 
-impl FromStr for ByteCount {
+impl<const LEAST: u64> FromStr for ByteCount<LEAST> {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
         s.parse::<u64>()
             .or_else(|_| s.parse::<bytesize::ByteSize>().map(|b| b.as_u64()))
+            .ok()
+            .filter(|&n| n >= LEAST)
             .map(Self)
-            .map_err(|_| format!("invalid size {s:?} (examples: 65536, 64KiB, 1MiB)"))
+            .ok_or_else(|| {
+                let least = match LEAST {
+                    0 => String::new(),
+                    1 => " of at least 1 byte".to_owned(),
+                    n => format!(" of at least {n} bytes"),
+                };
+                format!(
+                    "must be a size{least}, in bytes or with a unit, such as 65536, 64KiB or 1MiB"
+                )
+            })
     }
 }
 
-impl fmt::Display for ByteCount {
+impl<const LEAST: u64> fmt::Display for ByteCount<LEAST> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }
 }
 
-impl<'de> Deserialize<'de> for ByteCount {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = ByteCount;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a size: a number of bytes, or a string such as \"64KiB\"")
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ByteCount, E> {
-                Ok(ByteCount(v))
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ByteCount, E> {
-                u64::try_from(v)
-                    .map(ByteCount)
-                    .map_err(|_| E::custom(format!("a size cannot be negative ({v})")))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ByteCount, E> {
-                v.parse().map_err(E::custom)
-            }
+/// A whole number of at least `LEAST` (`Count<1>` for "at least one").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Count<const LEAST: usize>(usize);
+
+impl<const LEAST: usize> Count<LEAST> {
+    /// The number.
+    pub fn get(self) -> usize {
+        self.0
+    }
+}
+
+impl<const LEAST: usize> FromStr for Count<LEAST> {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().parse::<usize>() {
+            Ok(n) if n >= LEAST => Ok(Self(n)),
+            Err(e) if *e.kind() == IntErrorKind::PosOverflow => Err(format!(
+                "must be a whole number from {LEAST} to {}",
+                usize::MAX
+            )),
+            _ if LEAST == 0 => Err("must be a whole number (0 or more)".to_owned()),
+            _ => Err(format!("must be a whole number of at least {LEAST}")),
         }
-        d.deserialize_any(Visitor)
+    }
+}
+
+impl<const LEAST: usize> fmt::Display for Count<LEAST> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use janus_tests::{server_command, Client, ServerProcess, TIMEOUT};
+use janus_tests::{cargo_bin, server_command, Client, ServerProcess, TIMEOUT};
 
 /// Runs the server binary to completion: (exit code, stdout, stderr).
 fn run_server(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
@@ -118,6 +118,152 @@ fn bad_settings_fail_with_a_clear_message_and_exit_2() {
     let (code, _, err) = run_server(&["--ws-allowed-origins", "example.com"], &[]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("scheme://host"), "{err}");
+}
+
+/// A bad number, size or duration says, in plain words, what the setting
+/// takes and where the bad value came from (flag, variable or file key).
+#[test]
+fn bad_numbers_say_what_the_setting_takes_and_exit_2() {
+    let whole = "must be a whole number of at least 1";
+    let expect = |(code, _, err): (i32, String, String), message: &str| {
+        assert_eq!(
+            (code, err.as_str()),
+            (2, format!("error: {message}\n").as_str())
+        );
+    };
+    let flags: [(&[&str], String); 6] = [
+        (
+            &["--queue-limit", "0"],
+            format!("--queue-limit {whole} (got 0)"),
+        ),
+        (
+            &["--queue-limit", "-1"],
+            format!("--queue-limit {whole} (got -1)"),
+        ),
+        (
+            &["--queue-limit", "abc"],
+            format!("--queue-limit {whole} (got abc)"),
+        ),
+        (
+            &["--history-size", "-1"],
+            "--history-size must be a whole number (0 or more) (got -1)".into(),
+        ),
+        (
+            &["--heartbeat", "0"],
+            "--heartbeat must be a duration longer than zero, such as 250ms, 30s or 5m (got 0)"
+                .into(),
+        ),
+        (
+            &["--max-frame", "-1"],
+            "--max-frame must be a size of at least 1 byte, in bytes or with a unit, such as \
+             65536, 64KiB or 1MiB (got -1)"
+                .into(),
+        ),
+    ];
+    for (args, message) in flags {
+        expect(run_server(args, &[]), &message);
+    }
+    let variables = [
+        (
+            ("JANUS_QUEUE_LIMIT", "abc"),
+            format!("JANUS_QUEUE_LIMIT=abc (the environment form of --queue-limit): {whole}"),
+        ),
+        (
+            ("JANUS_MAX_CONNECTIONS", "0"),
+            format!("JANUS_MAX_CONNECTIONS=0 (the environment form of --max-connections): {whole}"),
+        ),
+        (
+            ("JANUS_IDLE_TIMEOUT", "soon"),
+            "JANUS_IDLE_TIMEOUT=soon (the environment form of --idle-timeout): must be a \
+             duration such as 250ms, 30s or 5m, or \"off\""
+                .into(),
+        ),
+        (
+            ("JANUS_QUEUE_BYTES", "lots"),
+            "JANUS_QUEUE_BYTES=lots (the environment form of --queue-bytes): must be a size, in \
+             bytes or with a unit, such as 65536, 64KiB or 1MiB"
+                .into(),
+        ),
+    ];
+    for (variable, message) in variables {
+        expect(run_server(&[], &[variable]), &message);
+    }
+    // A file value names its key and the file.
+    let file = TempFile::new("zero", "queue-limit = 0\n");
+    let (code, _, err) = run_server(&["--config", file.arg()], &[]);
+    assert_eq!(code, 2, "{err}");
+    let expected = format!(
+        "invalid setting queue-limit in config file {}: {whole} (got 0)",
+        file.arg()
+    );
+    assert!(err.contains(&expected), "{err}");
+    // A bad variable that a flag overrides is never read.
+    let (code, out, err) = run_server(
+        &["--queue-limit", "5", "--print-config"],
+        &[("JANUS_QUEUE_LIMIT", "abc")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().any(|l| l == "queue-limit = 5"), "{out}");
+}
+
+/// janus-admin, janus-bot and janus-histo word their numeric flags the same way.
+#[test]
+fn the_other_binaries_say_what_a_number_must_be_and_exit_2() {
+    let cases: [(&str, &[&str], &str); 8] = [
+        (
+            "janus-admin",
+            &["topics", "--limit", "0"],
+            "--limit must be a whole number of at least 1 (got 0)",
+        ),
+        (
+            "janus-admin",
+            &["--timeout", "-1", "status"],
+            "--timeout must be a number of seconds, such as 10 or 0.5 (got -1)",
+        ),
+        (
+            "janus-admin",
+            &["subscribe", "t", "--count", "lots"],
+            "--count must be a whole number (0 or more) (got lots)",
+        ),
+        (
+            "janus-bot",
+            &["run", "-n", "0"],
+            "--clients must be a whole number of at least 1 (got 0)",
+        ),
+        (
+            "janus-bot",
+            &["run", "-n", "10", "--topics", "-1"],
+            "--topics must be a whole number of at least 1 (got -1)",
+        ),
+        (
+            "janus-bot",
+            &["churn", "-n", "10", "--hold", "soon"],
+            "--hold must be a duration such as 500ms, 10s or 2m (got soon)",
+        ),
+        (
+            "janus-histo",
+            &["show", "--bucket", "0", "report.json"],
+            "--bucket must be a duration from 1us to one hour, such as 500ms, 2ms or 250us (got 0)",
+        ),
+        (
+            "janus-histo",
+            &["merge", "--bucket", "-1", "report.json"],
+            "--bucket must be a duration from 1us to one hour, such as 500ms, 2ms or 250us (got -1)",
+        ),
+    ];
+    for (binary, args, message) in cases {
+        let out = Command::new(cargo_bin(binary))
+            .args(args)
+            .env_clear()
+            .output()
+            .expect("run the binary");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            (out.status.code(), err.as_ref()),
+            (Some(2), format!("error: {message}\n").as_str()),
+            "{binary} {args:?}"
+        );
+    }
 }
 
 #[test]

@@ -220,10 +220,30 @@ fn bad_settings_are_clear_errors() {
         e.contains("queue-limit in config file FILE") && e.contains("lots"),
         "{e}"
     );
+    // A file value gets the flag's words, after the key and the file.
     let e = err("queue-limit = 0\n");
-    assert!(e.contains("queue-limit") && e.contains("nonzero"), "{e}");
+    assert_eq!(
+        e,
+        "invalid setting queue-limit in config file FILE: must be a whole number of at least 1 \
+         (got 0)"
+    );
+    let e = err("history-size = -3\n");
+    assert!(
+        e.ends_with("must be a whole number (0 or more) (got -3)"),
+        "{e}"
+    );
     let e = err("heartbeat = \"soon\"\n");
     assert!(e.contains("heartbeat") && e.contains("duration"), "{e}");
+    let e = err("heartbeat = \"0s\"\n");
+    assert!(
+        e.contains("heartbeat in config file FILE: must be a duration longer than zero"),
+        "{e}"
+    );
+    let e = err("max-frame = -1\n");
+    assert!(
+        e.contains("max-frame in config file FILE: must be a size of at least 1 byte"),
+        "{e}"
+    );
     let e = err("listen = [\n");
     assert!(e.contains("invalid config file"), "{e}");
     let e = err("queue-bytes = 1000\n");
@@ -240,7 +260,40 @@ fn bad_settings_are_clear_errors() {
             .to_string()
     };
     assert!(usage(&["--heartbeat", "soon"]).contains("30s"));
-    assert!(usage(&["--queue-limit", "0"]).contains("queue-limit"));
+    // A flag's value gets plain words, zero and negative numbers alike.
+    for (args, message) in [
+        (
+            &["--queue-limit", "0"][..],
+            "--queue-limit must be a whole number of at least 1 (got 0)",
+        ),
+        (
+            &["--queue-limit", "-1"],
+            "--queue-limit must be a whole number of at least 1 (got -1)",
+        ),
+        (
+            &["--max-connections", "lots"],
+            "--max-connections must be a whole number of at least 1 (got lots)",
+        ),
+        (
+            &["--history-size", "-1"],
+            "--history-size must be a whole number (0 or more) (got -1)",
+        ),
+        (
+            &["--heartbeat", "0s"],
+            "--heartbeat must be a duration longer than zero, such as 250ms, 30s or 5m (got 0s)",
+        ),
+        (
+            &["--max-frame", "0"],
+            "--max-frame must be a size of at least 1 byte, in bytes or with a unit, such as \
+             65536, 64KiB or 1MiB (got 0)",
+        ),
+        (
+            &["--idle-timeout", "-1"],
+            "--idle-timeout must be a duration such as 250ms, 30s or 5m, or \"off\" (got -1)",
+        ),
+    ] {
+        assert_eq!(usage(args), format!("error: {message}\n"), "{args:?}");
+    }
     assert!(usage(&["--listen", "8081"]).contains("HOST:PORT"));
     assert!(usage(&["--listen", "localhost:http"]).contains("port"));
     assert!(usage(&["--queue-bytes", "lots"]).contains("1MiB"));
@@ -250,8 +303,7 @@ fn bad_settings_are_clear_errors() {
     // An empty label fails inside the resolver, without a DNS query.
     let e = invalid(&["--listen", "a..b:8081"]);
     assert!(e.contains("listen") && e.contains("a..b"), "{e}");
-    assert!(invalid(&["--heartbeat", "0s"]).contains("heartbeat"));
-    assert!(invalid(&["--write-deadline", "0s"]).contains("write-deadline"));
+    assert!(usage(&["--write-deadline", "0s"]).contains("write-deadline"));
     assert!(invalid(&["--admin-token-file", "/nonexistent/token"]).contains("/nonexistent/token"));
     for origin in [
         "example.com",
