@@ -13,9 +13,17 @@ use clap::{Parser, Subcommand};
 use janus_core::cli::Worded;
 use janus_histo::command::{self, MergeConfig, ShowConfig};
 
+/// The exit statuses, as `--help` shows them.
+const EXIT_CODES: &str = "\
+Exit status:
+  0  success (also when the output is cut short, as by `| head`)
+  1  a report could not be read (missing, unreadable, not a report), --bucket
+     would print too many rows, or writing the output failed
+  2  usage error: bad flags or values, or an output path (--plot, -o) that cannot be written";
+
 /// Show and merge Janus latency histograms.
 #[derive(Debug, Parser)]
-#[command(name = "janus-histo", version)]
+#[command(name = "janus-histo", version, after_help = EXIT_CODES)]
 struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -29,6 +37,7 @@ enum Command {
     ///
     /// FILE is a report written by `janus-histo merge -o`, or any JSON object
     /// with a "histogram" field, such as `janus-bot --json` output.
+    #[command(after_help = EXIT_CODES)]
     Show {
         /// Bucket width for the table, e.g. 500ms, 2ms, 250us (default: chosen from the data).
         #[arg(long, value_name = "DURATION", value_parser = Worded(parse_bucket), allow_negative_numbers = true)]
@@ -41,6 +50,7 @@ enum Command {
         files: Vec<PathBuf>,
     },
     /// Merge the histograms of several saved reports losslessly and show the result.
+    #[command(after_help = EXIT_CODES)]
     Merge {
         /// Write the merged report as JSON here.
         #[arg(short, long, value_name = "OUT.json")]

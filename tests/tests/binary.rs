@@ -266,6 +266,34 @@ fn the_other_binaries_say_what_a_number_must_be_and_exit_2() {
     }
 }
 
+/// janus-histo's help says what its exit statuses mean, for each subcommand,
+/// and a report it cannot read is a failure (1), not a usage error.
+#[test]
+fn janus_histo_states_its_exit_statuses() {
+    for args in [&["--help"][..], &["show", "--help"], &["merge", "--help"]] {
+        let out = Command::new(cargo_bin("janus-histo"))
+            .args(args)
+            .output()
+            .expect("run janus-histo");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        for text in [
+            "Exit status:",
+            "0  success",
+            "1  a report could not be read",
+            "2  usage error",
+        ] {
+            assert!(help.contains(text), "{args:?} lacks {text}: {help}");
+        }
+    }
+    let out = Command::new(cargo_bin("janus-histo"))
+        .args(["show", "/nonexistent/report.json"])
+        .output()
+        .expect("run janus-histo");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/report.json"));
+}
+
 #[test]
 fn an_address_in_use_exits_1() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
