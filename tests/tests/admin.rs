@@ -133,6 +133,39 @@ async fn delivery(c: &mut Client) -> janus_core::message::Delivery {
     }
 }
 
+/// A message sent to one session is in no topic's stream: an offsets client
+/// gets it without an offset, and the topic's numbering skips nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_send_carries_no_offset_and_takes_none_from_the_stream() {
+    let server = TestServer::start_with(admin_config(None)).await;
+    let admin = Admin::new(&server, None);
+    let mut c = Client::connect(server.addr()).await;
+    c.send(ClientMessage::Options {
+        offsets: Some(true),
+    })
+    .await;
+    assert_eq!(c.recv().await, ServerMessage::Ack);
+    c.send(ClientMessage::Subscribe("news".into())).await;
+    match c.recv().await {
+        ServerMessage::Subscribed { offset, .. } => assert_eq!(offset, 0),
+        other => panic!("expected subscribed, got {other:?}"),
+    }
+    let path = format!("/sessions/{}/send", c.token);
+    let reply = admin
+        .post(&path, json!({"topic": "news", "data": "direct"}))
+        .await;
+    assert_eq!(reply.status, 200);
+    let d = delivery(&mut c).await;
+    assert_eq!((d.data.as_str(), d.offset), ("\"direct\"", None));
+    let reply = admin
+        .post("/publish", json!({"topic": "news", "data": 1}))
+        .await;
+    assert_eq!(reply.status, 200);
+    let d = delivery(&mut c).await;
+    assert_eq!((d.data.as_str(), d.offset), ("1", Some(1)));
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_health_and_ready() {
     let server = TestServer::start_with(admin_config(None)).await;
