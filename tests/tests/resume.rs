@@ -128,6 +128,32 @@ async fn resume_with_nothing_missed_goes_on_live() {
     assert_eq!(next(&mut c).await, (1, Some(1)));
 }
 
+/// The topics a resume names are the session's subscriptions from then on:
+/// one the session held that the resume leaves out is not followed (nothing
+/// could say what the client missed on it).
+#[tokio::test]
+async fn a_resume_follows_exactly_the_topics_it_names() {
+    let server = TestServer::start().await;
+    let mut c = Client::connect(server.addr()).await;
+    opt_in(&mut c).await;
+    let (epoch, offset) = subscribe_at(&mut c, "kept").await;
+    subscribe_at(&mut c, "left").await;
+    let token = c.token.clone();
+    c.lose();
+    let (mut c, recovered, missed) =
+        resume(server.addr(), &token, vec![at("kept", &epoch, offset)]).await;
+    assert!(recovered);
+    assert_eq!(missed, 0);
+    let mut p = publisher(&server).await;
+    publish(&mut p, "left", 1).await;
+    publish(&mut p, "kept", 2).await;
+    assert_eq!(next(&mut c).await, (2, Some(1)));
+    let session = server.shared().sessions.get(&token.parse().expect("token"));
+    let session = session.expect("the resumed session");
+    let topics: Vec<String> = session.subscriptions().iter().map(str::to_owned).collect();
+    assert_eq!(topics, ["kept"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_replays_500_missed_while_publishing_goes_on() {
     let server = TestServer::start().await;
