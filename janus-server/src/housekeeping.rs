@@ -122,14 +122,10 @@ fn sweep(shared: &Shared) {
             _ => break,
         }
     }
-    shared
-        .stats
-        .sessions_detached_now
-        .store(detached, Ordering::Relaxed);
-    shared
-        .stats
-        .sessions_detached_at_sweep
-        .store(before, Ordering::Relaxed);
+    shared.stats.swept_detached(crate::stats::DetachedSweep {
+        waiting: detached,
+        detached_before: before,
+    });
 }
 
 /// Looks after one session; returns whether it is detached and still waits

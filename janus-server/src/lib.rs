@@ -229,7 +229,7 @@ impl Shared {
         session.outbound.detach();
         if self.config.session_ttl.is_zero() || self.draining() || !session.resumable() {
             self.forget(session);
-        } else if self.detached_at_most() >= self.config.max_detached_sessions as u64 {
+        } else if self.stats.detached_at_most() >= self.config.max_detached_sessions as u64 {
             self.stats.sessions_not_kept.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(token = %session.token, "not kept for a resume: max-detached-sessions reached");
             self.forget(session);
@@ -237,16 +237,6 @@ impl Shared {
             session.mark_detached();
             self.stats.sessions_detached.fetch_add(1, Ordering::Relaxed);
         }
-    }
-
-    /// An upper bound on how many sessions wait for a resume now: those
-    /// the last sweep counted plus those detached since it started (resumes
-    /// and expiries since then are not subtracted).
-    fn detached_at_most(&self) -> u64 {
-        let stats = &self.stats;
-        let since = Stats::get(&stats.sessions_detached)
-            .saturating_sub(Stats::get(&stats.sessions_detached_at_sweep));
-        Stats::get(&stats.sessions_detached_now) + since
     }
 
     /// The client's socket accepts nothing: the connection is given up on

@@ -2,12 +2,22 @@
 //! read by snapshots (logs, the admin API, tests) without locking anything.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use janus_core::ErrorCode;
 
 use crate::metrics::LatencyHistogram;
 use crate::outbound::Tally;
+
+/// A housekeeping sweep's count of the sessions waiting for a resume.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DetachedSweep {
+    /// Sessions the sweep found waiting.
+    pub waiting: u64,
+    /// [`Stats::sessions_detached`] when the sweep began.
+    pub detached_before: u64,
+}
 
 /// Monotonic counters and gauges of one server.
 #[derive(Debug, Default)]
@@ -46,10 +56,10 @@ pub struct Stats {
     /// Sessions that lost their connection and were not kept for a resume
     /// because `max-detached-sessions` were already waiting.
     pub sessions_not_kept: AtomicU64,
-    /// [`Stats::sessions_detached`] when the last housekeeping sweep began:
-    /// the detaches since then, added to [`Stats::sessions_detached_now`],
-    /// bound how many sessions wait now.
-    pub sessions_detached_at_sweep: AtomicU64,
+    /// What the last housekeeping sweep found, as one pair read and written
+    /// together: with the detaches since that sweep began, it bounds how
+    /// many sessions wait for a resume now.
+    pub detached_sweep: Mutex<DetachedSweep>,
     /// Sessions waiting for a resume without a connection, as of the last
     /// housekeeping sweep (a gauge).
     pub sessions_detached_now: AtomicU64,
@@ -178,6 +188,29 @@ impl Stats {
         }
         tally.bytes = 0;
         tally.deliveries = 0;
+    }
+
+    /// An upper bound on the sessions waiting for a resume now: those the
+    /// last sweep found, plus those detached since it began (resumes and
+    /// expiries since then are not subtracted, and a session detached while
+    /// the sweep ran may count twice: the bound errs high, never low).
+    pub fn detached_at_most(&self) -> u64 {
+        let sweep = *self
+            .detached_sweep
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let total = Self::get(&self.sessions_detached);
+        sweep.waiting + total.saturating_sub(sweep.detached_before)
+    }
+
+    /// Records a sweep's count (see [`Stats::detached_at_most`]).
+    pub fn swept_detached(&self, sweep: DetachedSweep) {
+        self.sessions_detached_now
+            .store(sweep.waiting, Ordering::Relaxed);
+        *self
+            .detached_sweep
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = sweep;
     }
 
     /// Reads one counter.

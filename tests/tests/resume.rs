@@ -443,10 +443,12 @@ async fn past_max_detached_sessions_a_lost_session_is_not_kept() {
         }
         resumed.push(c);
     }
-    // Once a sweep has seen that none waits any more, both are kept again
-    // when they lose their connections.
+    // Once a sweep that began after both detached has seen that none waits
+    // any more, both are kept again when they lose their connections. (A
+    // count of 0 from a sweep before the detaches does not say so.)
     wait_until("a sweep to count no waiting session", || {
-        Stats::get(&stats.sessions_detached_now) == 0
+        let sweep = *stats.detached_sweep.lock().expect("not poisoned");
+        sweep.detached_before >= 2 && sweep.waiting == 0
     })
     .await;
     for c in resumed {
